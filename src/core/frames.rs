@@ -1,0 +1,262 @@
+//! Control frames of the WebSocket protocol: parsing what a client sends, and encoding the
+//! server's replies. Application messages are encoded in [`super::message`].
+//!
+//! A frame with `"op"` is a control frame; a reply carries the `ref` of the frame it answers,
+//! echoed exactly as the client sent it (string or number).
+
+use serde_json::{json, Map, Value};
+
+/// A parsed client frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientFrame {
+    Auth { token: String },
+    Ping { reference: Option<Value> },
+    Refresh { token: String, reference: Option<Value> },
+    Subscribe { topic: String, since: Option<Since>, reference: Option<Value> },
+    Unsubscribe { topic: String, reference: Option<Value> },
+}
+
+/// The position a resubscribing client recovers from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Since {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+/// Why a client frame was refused: always answered with `bad_request`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct BadFrame {
+    pub message: String,
+    /// The frame's `ref`, when it could be read, so the error reply can carry it.
+    pub reference: Option<Value>,
+}
+
+fn bad(message: impl Into<String>, reference: Option<Value>) -> BadFrame {
+    BadFrame {
+        message: message.into(),
+        reference,
+    }
+}
+
+/// Parses one text frame.
+pub fn parse(text: &str) -> Result<ClientFrame, BadFrame> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| bad(format!("invalid JSON: {e}"), None))?;
+    let Value::Object(mut obj) = value else {
+        return Err(bad("a frame must be a JSON object", None));
+    };
+    let reference = obj.remove("ref").filter(|r| !r.is_null());
+    if let Some(r) = &reference {
+        if !(r.is_string() || r.is_number()) {
+            return Err(bad("ref must be a string or a number", None));
+        }
+    }
+    let op = match obj.get("op") {
+        Some(Value::String(op)) => op.as_str(),
+        Some(_) => return Err(bad("op must be a string", reference)),
+        None => return Err(bad("missing op", reference)),
+    };
+    match op {
+        "auth" => Ok(ClientFrame::Auth {
+            token: string_field(&obj, "auth", "token", &reference)?,
+        }),
+        "ping" => Ok(ClientFrame::Ping { reference }),
+        "refresh" => Ok(ClientFrame::Refresh {
+            token: string_field(&obj, "refresh", "token", &reference)?,
+            reference,
+        }),
+        "subscribe" => {
+            let topic = string_field(&obj, "subscribe", "topic", &reference)?;
+            let since = match obj.get("since") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(parse_since(v).ok_or_else(|| {
+                    bad(
+                        "since must be {\"offset\": <integer>, \"epoch\": <string>}",
+                        reference.clone(),
+                    )
+                })?),
+            };
+            Ok(ClientFrame::Subscribe {
+                topic,
+                since,
+                reference,
+            })
+        }
+        "unsubscribe" => Ok(ClientFrame::Unsubscribe {
+            topic: string_field(&obj, "unsubscribe", "topic", &reference)?,
+            reference,
+        }),
+        other => {
+            let shown: String = other.chars().take(32).collect();
+            Err(bad(format!("unknown op {shown:?}"), reference))
+        }
+    }
+}
+
+fn string_field(
+    obj: &Map<String, Value>,
+    op: &str,
+    field: &str,
+    reference: &Option<Value>,
+) -> Result<String, BadFrame> {
+    match obj.get(field) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        _ => Err(bad(
+            format!("{op} needs a string field {field:?}"),
+            reference.clone(),
+        )),
+    }
+}
+
+fn parse_since(v: &Value) -> Option<Since> {
+    Some(Since {
+        offset: v.get("offset")?.as_u64()?,
+        epoch: v.get("epoch")?.as_str()?.to_owned(),
+    })
+}
+
+fn with_ref(mut v: Value, reference: Option<&Value>) -> String {
+    if let (Some(r), Value::Object(obj)) = (reference, &mut v) {
+        obj.insert("ref".into(), r.clone());
+    }
+    v.to_string()
+}
+
+/// `{"op":"connected",...}`, the first frame of an authenticated connection.
+pub fn connected(
+    connection_id: &str,
+    user_id: &str,
+    expires_at_ms: Option<i64>,
+    ping_interval_ms: u64,
+) -> String {
+    json!({
+        "op": "connected",
+        "connection_id": connection_id,
+        "user_id": user_id,
+        "expires_at": expires_at_ms,
+        "ping_interval_ms": ping_interval_ms,
+    })
+    .to_string()
+}
+
+/// `{"op":"pong","ref":...}`.
+pub fn pong(reference: Option<&Value>) -> String {
+    with_ref(json!({"op": "pong"}), reference)
+}
+
+/// `{"op":"refreshed","expires_at":...,"ref":...}`.
+pub fn refreshed(expires_at_ms: Option<i64>, reference: Option<&Value>) -> String {
+    with_ref(
+        json!({"op": "refreshed", "expires_at": expires_at_ms}),
+        reference,
+    )
+}
+
+/// Error codes a client can receive in `{"op":"error","code":...}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    /// The op is known but this server does not offer it yet.
+    Unavailable,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// `{"op":"error","code":...,"message":...,"ref":...}`.
+pub fn error(code: ErrorCode, message: &str, reference: Option<&Value>) -> String {
+    with_ref(
+        json!({"op": "error", "code": code.as_str(), "message": message}),
+        reference,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_op() {
+        assert_eq!(
+            parse(r#"{"op":"auth","token":"t"}"#),
+            Ok(ClientFrame::Auth { token: "t".into() })
+        );
+        assert_eq!(
+            parse(r#"{"op":"ping","ref":"1"}"#),
+            Ok(ClientFrame::Ping {
+                reference: Some(json!("1"))
+            })
+        );
+        assert_eq!(
+            parse(r#"{"op":"ping","ref":7}"#),
+            Ok(ClientFrame::Ping {
+                reference: Some(json!(7))
+            })
+        );
+        assert_eq!(
+            parse(r#"{"op":"subscribe","topic":"a:b","since":{"offset":3,"epoch":"e"},"ref":"2"}"#),
+            Ok(ClientFrame::Subscribe {
+                topic: "a:b".into(),
+                since: Some(Since {
+                    offset: 3,
+                    epoch: "e".into()
+                }),
+                reference: Some(json!("2"))
+            })
+        );
+        assert_eq!(
+            parse(r#"{"op":"unsubscribe","topic":"a"}"#),
+            Ok(ClientFrame::Unsubscribe {
+                topic: "a".into(),
+                reference: None
+            })
+        );
+        assert_eq!(
+            parse(r#"{"op":"refresh","token":"x","ref":"5"}"#),
+            Ok(ClientFrame::Refresh {
+                token: "x".into(),
+                reference: Some(json!("5"))
+            })
+        );
+    }
+
+    #[test]
+    fn bad_frames_keep_their_ref_when_readable() {
+        let e = parse(r#"{"op":"nope","ref":"9"}"#).unwrap_err();
+        assert_eq!(e.reference, Some(json!("9")));
+        assert!(e.message.contains("unknown op"), "{}", e.message);
+        assert_eq!(parse("{").unwrap_err().reference, None);
+        assert_eq!(parse("[]").unwrap_err().message, "a frame must be a JSON object");
+        assert_eq!(parse(r#"{"ref":"1"}"#).unwrap_err().message, "missing op");
+        assert_eq!(parse(r#"{"op":1}"#).unwrap_err().message, "op must be a string");
+        assert!(parse(r#"{"op":"auth"}"#).is_err());
+        assert!(parse(r#"{"op":"ping","ref":{}}"#).is_err());
+        assert!(parse(r#"{"op":"subscribe","topic":"a","since":{"offset":-1,"epoch":"e"}}"#).is_err());
+    }
+
+    #[test]
+    fn replies_echo_ref() {
+        assert_eq!(pong(Some(&json!("1"))), r#"{"op":"pong","ref":"1"}"#);
+        assert_eq!(pong(None), r#"{"op":"pong"}"#);
+        assert_eq!(
+            error(ErrorCode::BadRequest, "m", Some(&json!(3))),
+            r#"{"code":"bad_request","message":"m","op":"error","ref":3}"#
+        );
+        let c: Value = serde_json::from_str(&connected("n.1", "u", None, 25000)).unwrap();
+        assert_eq!(
+            c,
+            json!({"op":"connected","connection_id":"n.1","user_id":"u","expires_at":null,"ping_interval_ms":25000})
+        );
+    }
+}

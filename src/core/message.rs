@@ -1,0 +1,220 @@
+//! Application messages: validation of what a backend sends, and encoding to the one JSON text
+//! frame every recipient gets. A message is validated and encoded once; the resulting bytes
+//! are shared by all of its recipients.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::CoreError;
+
+/// A message as a backend submitted it, before validation.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageInput<'a> {
+    pub kind: &'a str,
+    pub payload_json: &'a str,
+    pub id: &'a str,
+}
+
+/// Where a topic publication sits in its topic's history (added to the frame).
+#[derive(Debug, Clone, Copy)]
+pub struct TopicPosition<'a> {
+    pub topic: &'a str,
+    pub offset: u64,
+    pub epoch: &'a str,
+}
+
+/// The longest `type`, in characters.
+pub const MAX_TYPE_LEN: usize = 128;
+/// The longest caller-chosen `id`, in characters.
+pub const MAX_ID_LEN: usize = 64;
+
+/// Checks a message type: 1..128 characters of `[A-Za-z0-9._:-]`.
+pub fn validate_type(field: &str, kind: &str) -> Result<(), CoreError> {
+    if kind.is_empty() {
+        return Err(CoreError::invalid(field, "is required"));
+    }
+    if kind.len() > MAX_TYPE_LEN {
+        return Err(CoreError::invalid(
+            field,
+            format!("is longer than {MAX_TYPE_LEN} characters"),
+        ));
+    }
+    if let Some(c) = kind
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
+    {
+        return Err(CoreError::invalid(
+            field,
+            format!("contains {c:?}; allowed are A-Z a-z 0-9 . _ : -"),
+        ));
+    }
+    Ok(())
+}
+
+/// A validated message, ready to encode. `payload` borrows the caller's JSON text.
+#[derive(Debug)]
+pub struct ValidMessage<'a> {
+    pub kind: &'a str,
+    pub payload: &'a RawValue,
+    /// The caller's id, or `None` when the server must make one.
+    pub id: Option<&'a str>,
+}
+
+/// Validates a message; `prefix` is how the caller names it (`message`), so errors read
+/// `message.payload_json: ...`.
+pub fn validate<'a>(
+    prefix: &str,
+    input: MessageInput<'a>,
+    max_payload_bytes: usize,
+) -> Result<ValidMessage<'a>, CoreError> {
+    validate_type(&format!("{prefix}.type"), input.kind)?;
+    let payload_field = || format!("{prefix}.payload_json");
+    if input.payload_json.len() > max_payload_bytes {
+        return Err(CoreError::invalid(
+            payload_field(),
+            format!(
+                "is {} bytes, over the limit of {max_payload_bytes}",
+                input.payload_json.len()
+            ),
+        ));
+    }
+    let payload: &RawValue = if input.payload_json.trim().is_empty() {
+        null_payload()
+    } else {
+        serde_json::from_str(input.payload_json)
+            .map_err(|e| CoreError::invalid(payload_field(), format!("is not valid JSON: {e}")))?
+    };
+    let id = if input.id.is_empty() {
+        None
+    } else {
+        let chars = input.id.chars().count();
+        if chars > MAX_ID_LEN {
+            return Err(CoreError::invalid(
+                format!("{prefix}.id"),
+                format!("is {chars} characters, over the limit of {MAX_ID_LEN}"),
+            ));
+        }
+        Some(input.id)
+    };
+    Ok(ValidMessage {
+        kind: input.kind,
+        payload,
+        id,
+    })
+}
+
+fn null_payload() -> &'static RawValue {
+    // "null" is valid JSON, so this parse cannot fail; the literal lives for 'static.
+    serde_json::from_str("null").expect("\"null\" is valid JSON")
+}
+
+#[derive(Serialize)]
+struct AppFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    payload: &'a RawValue,
+    id: &'a str,
+    ts: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<&'a str>,
+}
+
+/// Encodes the frame a recipient gets:
+/// `{"type":...,"payload":...,"id":...,"ts":...[,"topic":...,"offset":...,"epoch":...]}`.
+pub fn encode(msg: &ValidMessage<'_>, id: &str, ts_ms: i64, pos: Option<TopicPosition<'_>>) -> String {
+    let frame = AppFrame {
+        kind: msg.kind,
+        payload: msg.payload,
+        id,
+        ts: ts_ms,
+        topic: pos.map(|p| p.topic),
+        offset: pos.map(|p| p.offset),
+        epoch: pos.map(|p| p.epoch),
+    };
+    // Serializing borrowed strings, integers and an already-validated RawValue into a String
+    // has no failure path.
+    serde_json::to_string(&frame).expect("frame serialization cannot fail")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input<'a>(kind: &'a str, payload: &'a str, id: &'a str) -> MessageInput<'a> {
+        MessageInput {
+            kind,
+            payload_json: payload,
+            id,
+        }
+    }
+
+    #[test]
+    fn encodes_the_documented_frame() {
+        let m = validate("message", input("order.updated", r#"{"n":1}"#, ""), 100).unwrap();
+        assert_eq!(m.id, None);
+        assert_eq!(
+            encode(&m, "m1", 42, None),
+            r#"{"type":"order.updated","payload":{"n":1},"id":"m1","ts":42}"#
+        );
+        let pos = TopicPosition {
+            topic: "orders:42",
+            offset: 7,
+            epoch: "e",
+        };
+        assert_eq!(
+            encode(&m, "m1", 42, Some(pos)),
+            r#"{"type":"order.updated","payload":{"n":1},"id":"m1","ts":42,"topic":"orders:42","offset":7,"epoch":"e"}"#
+        );
+    }
+
+    #[test]
+    fn empty_payload_is_null_and_scalars_pass() {
+        let m = validate("message", input("t", "", "x"), 100).unwrap();
+        assert_eq!(encode(&m, "x", 1, None), r#"{"type":"t","payload":null,"id":"x","ts":1}"#);
+        for ok in ["1", "\"s\"", "true", "null", "[1,2]", " {} "] {
+            validate("message", input("t", ok, ""), 100).unwrap();
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        let m = validate("message", input("t", "1", ""), 100).unwrap();
+        assert_eq!(
+            encode(&m, "a\"b\n", 1, None),
+            r#"{"type":"t","payload":1,"id":"a\"b\n","ts":1}"#
+        );
+    }
+
+    #[test]
+    fn rejects_bad_fields_naming_them() {
+        let err = |i| match validate("message", i, 10) {
+            Err(CoreError::InvalidArgument { field, .. }) => field,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        };
+        assert_eq!(err(input("", "1", "")), "message.type");
+        assert_eq!(err(input("a b", "1", "")), "message.type");
+        let long_type = "x".repeat(129);
+        assert_eq!(err(input(&long_type, "1", "")), "message.type");
+        assert_eq!(err(input("t", "{", "")), "message.payload_json");
+        assert_eq!(err(input("t", "1 2", "")), "message.payload_json");
+        assert_eq!(err(input("t", "[1,2,3,4,5,6]", "")), "message.payload_json");
+        let long_id = "i".repeat(65);
+        assert_eq!(err(input("t", "1", &long_id)), "message.id");
+        let (max_type, max_id) = ("x".repeat(128), "é".repeat(64));
+        assert!(validate("message", input(&max_type, "1", &max_id), 10).is_ok());
+    }
+
+    #[test]
+    fn deepest_nesting_the_size_limit_allows_does_not_crash() {
+        // 64 KiB of brackets: the deepest payload the default limit lets through.
+        let deep = "[".repeat(32_768) + &"]".repeat(32_768);
+        let m = validate("message", input("t", &deep, ""), 65_536).unwrap();
+        assert_eq!(encode(&m, "i", 1, None).len(), deep.len() + r#"{"type":"t","payload":,"id":"i","ts":1}"#.len());
+        let unbalanced = "[".repeat(32_768);
+        assert!(validate("message", input("t", &unbalanced, ""), 65_536).is_err());
+    }
+}

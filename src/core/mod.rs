@@ -1,0 +1,14 @@
+//! The pure core: what a connection is, who a message goes to, what a valid message and frame
+//! look like. Nothing here does I/O, spawns a task, awaits, or reads the clock: time is passed
+//! in as unix milliseconds. The shell (`crate::node`, `crate::ws`, `crate::grpc`) owns sockets,
+//! timers and tasks and calls into this module.
+
+pub mod claims;
+pub mod error;
+pub mod frames;
+pub mod ids;
+pub mod message;
+pub mod page;
+pub mod registry;
+
+pub use error::CoreError;

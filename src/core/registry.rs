@@ -1,0 +1,615 @@
+//! The connection registry: every live connection of this node, indexed by connection
+//! sequence, by user and by role, so that each kind of delivery costs only the connections it
+//! reaches (SendToUser is O(that user's connections), not O(all connections)).
+//!
+//! Every index is sharded behind its own `RwLock` and holds the same `Arc<Conn>`, so a lookup
+//! takes one shard's read lock and never touches a socket: delivering is a non-blocking
+//! [`Outbox::offer`] per recipient. Removing a connection takes it out of every index in one
+//! call. Sequences order connections for keyset pagination.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+/// How a connection receives frames: a bounded, non-blocking queue in front of its socket.
+pub trait Outbox: Send + Sync + 'static {
+    /// The shared, already-encoded frame type (cheap to clone: a pointer).
+    type Frame: Send + Sync;
+    /// Queues a frame without waiting.
+    fn offer(&self, frame: &Self::Frame) -> Offer;
+    /// Asks the connection to close with this code and reason; later calls are ignored.
+    fn close(&self, code: u16, reason: &str);
+}
+
+/// What [`Outbox::offer`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    Queued,
+    /// The queue is full: the connection is a slow consumer.
+    Full,
+    /// The connection is already gone.
+    Closed,
+}
+
+/// What a connection is, fixed when it is accepted.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub id: String,
+    pub seq: u64,
+    pub user_id: String,
+    pub roles: Vec<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub connected_at_ms: i64,
+    pub remote_addr: String,
+    pub user_agent: String,
+}
+
+const NO_EXPIRY: i64 = i64::MIN;
+
+/// A live connection: its fixed facts, its outbox and its counters.
+pub struct Conn<O> {
+    pub info: ConnInfo,
+    pub outbox: O,
+    expires_at_ms: AtomicI64,
+    sent: AtomicU64,
+    dropped: AtomicU64,
+    closing: AtomicBool,
+    topics: Mutex<BTreeSet<String>>,
+}
+
+impl<O> Conn<O> {
+    pub fn new(info: ConnInfo, expires_at_ms: Option<i64>, outbox: O) -> Self {
+        Conn {
+            info,
+            outbox,
+            expires_at_ms: AtomicI64::new(expires_at_ms.unwrap_or(NO_EXPIRY)),
+            sent: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
+            topics: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    pub fn expires_at_ms(&self) -> Option<i64> {
+        match self.expires_at_ms.load(Ordering::Relaxed) {
+            NO_EXPIRY => None,
+            v => Some(v),
+        }
+    }
+
+    pub fn set_expires_at_ms(&self, v: Option<i64>) {
+        self.expires_at_ms
+            .store(v.unwrap_or(NO_EXPIRY), Ordering::Relaxed);
+    }
+
+    /// Messages queued to this connection.
+    pub fn messages_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Messages that did not fit its queue.
+    pub fn messages_dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// True once the connection is on its way out: it takes no more messages.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Marks the connection as closing; true for the one caller that did it first.
+    pub fn mark_closing(&self) -> bool {
+        !self.closing.swap(true, Ordering::AcqRel)
+    }
+
+    /// Topics this connection is subscribed to, sorted.
+    pub fn topics(&self) -> Vec<String> {
+        self.topics.lock().iter().cloned().collect()
+    }
+
+    pub fn has_topic(&self, topic: &str) -> bool {
+        self.topics.lock().contains(topic)
+    }
+}
+
+/// Who a delivery goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    User(&'a str),
+    Role(&'a str),
+    /// One connection of this node, by sequence.
+    Connection(u64),
+    All,
+}
+
+/// The result of one delivery on this node.
+pub struct Delivery<O> {
+    /// Connections the frame was queued to.
+    pub queued: u32,
+    /// Connections whose queue was full: the caller closes them (slow consumers).
+    pub overflowed: Vec<Arc<Conn<O>>>,
+}
+
+/// Filters of a listing; all given ones must match.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Filter<'a> {
+    pub user: Option<&'a str>,
+    pub role: Option<&'a str>,
+    pub topic: Option<&'a str>,
+}
+
+/// One page of a listing, in sequence order.
+pub struct Page<O> {
+    pub items: Vec<Arc<Conn<O>>>,
+    /// Connections matching the filters, on every page.
+    pub total: usize,
+    /// Where the next page starts (exclusive), `None` on the last page.
+    pub next_after: Option<u64>,
+}
+
+type Members<O> = BTreeMap<u64, Arc<Conn<O>>>;
+
+const SHARDS: usize = 32;
+
+/// A sharded map from a key (user id, role) to the connections that carry it.
+struct Index<O> {
+    shards: Box<[RwLock<HashMap<String, Members<O>>>]>,
+    hasher: RandomState,
+    keys: AtomicUsize,
+}
+
+impl<O> Index<O> {
+    fn new() -> Self {
+        Index {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            keys: AtomicUsize::new(0),
+        }
+    }
+
+    fn shard(&self, key: &str) -> &RwLock<HashMap<String, Members<O>>> {
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
+    }
+
+    fn add(&self, key: &str, conn: &Arc<Conn<O>>) {
+        let mut shard = self.shard(key).write();
+        let members = shard.entry(key.to_owned()).or_insert_with(|| {
+            self.keys.fetch_add(1, Ordering::Relaxed);
+            BTreeMap::new()
+        });
+        members.insert(conn.info.seq, Arc::clone(conn));
+    }
+
+    fn remove(&self, key: &str, seq: u64) {
+        let mut shard = self.shard(key).write();
+        if let Some(members) = shard.get_mut(key) {
+            members.remove(&seq);
+            if members.is_empty() {
+                shard.remove(key);
+                self.keys.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Runs `f` on the members of `key` under the shard's read lock.
+    fn with<R>(&self, key: &str, f: impl FnOnce(Option<&Members<O>>) -> R) -> R {
+        let shard = self.shard(key).read();
+        f(shard.get(key))
+    }
+}
+
+/// Every live connection of this node.
+pub struct Registry<O: Outbox> {
+    conns: Box<[RwLock<Members<O>>]>,
+    users: Index<O>,
+    roles: Index<O>,
+    count: AtomicUsize,
+}
+
+impl<O: Outbox> Default for Registry<O> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<O: Outbox> Registry<O> {
+    pub fn new() -> Self {
+        Registry {
+            conns: (0..SHARDS).map(|_| RwLock::new(BTreeMap::new())).collect(),
+            users: Index::new(),
+            roles: Index::new(),
+            count: AtomicUsize::new(0),
+        }
+    }
+
+    fn conn_shard(&self, seq: u64) -> &RwLock<Members<O>> {
+        &self.conns[(seq as usize) % SHARDS]
+    }
+
+    /// Live connections.
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Distinct users with at least one live connection.
+    pub fn users(&self) -> usize {
+        self.users.keys.load(Ordering::Relaxed)
+    }
+
+    /// Connections of one user right now.
+    pub fn user_connections(&self, user: &str) -> usize {
+        self.users.with(user, |m| m.map_or(0, BTreeMap::len))
+    }
+
+    /// Adds a connection to every index.
+    pub fn insert(&self, conn: Arc<Conn<O>>) {
+        let seq = conn.info.seq;
+        if self
+            .conn_shard(seq)
+            .write()
+            .insert(seq, Arc::clone(&conn))
+            .is_none()
+        {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+        self.users.add(&conn.info.user_id, &conn);
+        for role in distinct(&conn.info.roles) {
+            self.roles.add(role, &conn);
+        }
+    }
+
+    /// Takes a connection out of every index and marks it closing. Returns it to the one
+    /// caller that removed it; `None` when it was already gone.
+    pub fn remove(&self, seq: u64) -> Option<Arc<Conn<O>>> {
+        let conn = self.conn_shard(seq).write().remove(&seq)?;
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        conn.mark_closing();
+        self.users.remove(&conn.info.user_id, seq);
+        for role in distinct(&conn.info.roles) {
+            self.roles.remove(role, seq);
+        }
+        Some(conn)
+    }
+
+    pub fn get(&self, seq: u64) -> Option<Arc<Conn<O>>> {
+        self.conn_shard(seq).read().get(&seq).cloned()
+    }
+
+    /// The live connections of one user.
+    pub fn of_user(&self, user: &str) -> Vec<Arc<Conn<O>>> {
+        self.users
+            .with(user, |m| m.map(|m| m.values().cloned().collect()))
+            .unwrap_or_default()
+    }
+
+    /// Every live connection (for shutdown and tests; not on a hot path).
+    pub fn all(&self) -> Vec<Arc<Conn<O>>> {
+        let mut out = Vec::with_capacity(self.len());
+        for shard in self.conns.iter() {
+            out.extend(shard.read().values().cloned());
+        }
+        out
+    }
+
+    /// Queues `frame` to every connection `target` names. Never waits: a full queue is
+    /// reported in [`Delivery::overflowed`] for the caller to close.
+    pub fn deliver(&self, target: Target<'_>, frame: &O::Frame) -> Delivery<O> {
+        let mut d = Delivery {
+            queued: 0,
+            overflowed: Vec::new(),
+        };
+        match target {
+            Target::User(user) => self.users.with(user, |m| {
+                m.into_iter()
+                    .flat_map(|m| m.values())
+                    .for_each(|c| offer_to(c, frame, &mut d))
+            }),
+            Target::Role(role) => self.roles.with(role, |m| {
+                m.into_iter()
+                    .flat_map(|m| m.values())
+                    .for_each(|c| offer_to(c, frame, &mut d))
+            }),
+            Target::Connection(seq) => {
+                if let Some(c) = self.conn_shard(seq).read().get(&seq) {
+                    offer_to(c, frame, &mut d);
+                }
+            }
+            Target::All => {
+                for shard in self.conns.iter() {
+                    shard
+                        .read()
+                        .values()
+                        .for_each(|c| offer_to(c, frame, &mut d));
+                }
+            }
+        }
+        d
+    }
+
+    /// One page of the connections matching `filter`, in sequence order, starting after
+    /// sequence `after`. Connections that stay live are never repeated nor skipped across
+    /// pages, whatever comes and goes between calls.
+    pub fn list(&self, filter: Filter<'_>, after: Option<u64>, limit: usize) -> Page<O> {
+        let limit = limit.max(1);
+        let start = after.map_or(0, |a| a.saturating_add(1));
+        if after == Some(u64::MAX) {
+            return Page {
+                items: Vec::new(),
+                total: 0,
+                next_after: None,
+            };
+        }
+        let topic_ok = |c: &Conn<O>| filter.topic.is_none_or(|t| c.has_topic(t));
+        let role_ok = |c: &Conn<O>| filter.role.is_none_or(|r| c.info.roles.iter().any(|x| x == r));
+        if let Some(user) = filter.user {
+            self.users.with(user, |m| {
+                scan_page(m.into_iter().flat_map(|m| m.values()), start, limit, |c| {
+                    role_ok(c) && topic_ok(c)
+                })
+            })
+        } else if let Some(role) = filter.role {
+            self.roles.with(role, |m| {
+                scan_page(m.into_iter().flat_map(|m| m.values()), start, limit, |c| topic_ok(c))
+            })
+        } else if filter.topic.is_some() {
+            let all = self.all_sorted();
+            scan_page(all.iter(), start, limit, |c| topic_ok(c))
+        } else {
+            // No filter: merge the first `limit + 1` of each shard from the cursor on.
+            let mut items: Vec<Arc<Conn<O>>> = Vec::new();
+            for shard in self.conns.iter() {
+                items.extend(shard.read().range(start..).take(limit + 1).map(|(_, c)| c.clone()));
+            }
+            items.sort_unstable_by_key(|c| c.info.seq);
+            let more = items.len() > limit;
+            items.truncate(limit);
+            Page {
+                next_after: if more { items.last().map(|c| c.info.seq) } else { None },
+                items,
+                total: self.len(),
+            }
+        }
+    }
+
+    fn all_sorted(&self) -> Vec<Arc<Conn<O>>> {
+        let mut all = self.all();
+        all.sort_unstable_by_key(|c| c.info.seq);
+        all
+    }
+}
+
+fn offer_to<O: Outbox>(conn: &Arc<Conn<O>>, frame: &O::Frame, d: &mut Delivery<O>) {
+    if conn.is_closing() {
+        return;
+    }
+    match conn.outbox.offer(frame) {
+        Offer::Queued => {
+            conn.sent.fetch_add(1, Ordering::Relaxed);
+            d.queued += 1;
+        }
+        Offer::Full => {
+            conn.dropped.fetch_add(1, Ordering::Relaxed);
+            if conn.mark_closing() {
+                d.overflowed.push(Arc::clone(conn));
+            }
+        }
+        Offer::Closed => {}
+    }
+}
+
+/// Pages through `members` (in sequence order), counting every match for `total`.
+fn scan_page<'a, O: 'a>(
+    members: impl Iterator<Item = &'a Arc<Conn<O>>>,
+    start: u64,
+    limit: usize,
+    keep: impl Fn(&Conn<O>) -> bool,
+) -> Page<O> {
+    let mut items = Vec::new();
+    let mut total = 0;
+    let mut more = false;
+    for c in members.filter(|c| keep(c)) {
+        total += 1;
+        if c.info.seq >= start {
+            if items.len() < limit {
+                items.push(Arc::clone(c));
+            } else {
+                more = true;
+            }
+        }
+    }
+    Page {
+        next_after: if more { items.last().map(|c| c.info.seq) } else { None },
+        items,
+        total,
+    }
+}
+
+/// The distinct entries of a small list, in order of first appearance.
+fn distinct(items: &[String]) -> impl Iterator<Item = &str> {
+    items
+        .iter()
+        .enumerate()
+        .filter(move |(i, s)| !items[..*i].contains(s))
+        .map(|(_, s)| s.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An outbox that keeps what it is given, up to a capacity.
+    #[derive(Default)]
+    struct TestOutbox {
+        cap: usize,
+        got: Mutex<Vec<String>>,
+        closed: Mutex<Option<u16>>,
+    }
+
+    impl Outbox for TestOutbox {
+        type Frame = String;
+        fn offer(&self, frame: &String) -> Offer {
+            let mut got = self.got.lock();
+            if got.len() >= self.cap {
+                return Offer::Full;
+            }
+            got.push(frame.clone());
+            Offer::Queued
+        }
+        fn close(&self, code: u16, _reason: &str) {
+            self.closed.lock().get_or_insert(code);
+        }
+    }
+
+    fn conn(seq: u64, user: &str, roles: &[&str], cap: usize) -> Arc<Conn<TestOutbox>> {
+        Arc::new(Conn::new(
+            ConnInfo {
+                id: format!("n.{seq:016x}"),
+                seq,
+                user_id: user.into(),
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                metadata: BTreeMap::new(),
+                connected_at_ms: 0,
+                remote_addr: String::new(),
+                user_agent: String::new(),
+            },
+            None,
+            TestOutbox {
+                cap,
+                ..Default::default()
+            },
+        ))
+    }
+
+    fn got(r: &Registry<TestOutbox>, seq: u64) -> Vec<String> {
+        r.get(seq).map(|c| c.outbox.got.lock().clone()).unwrap_or_default()
+    }
+
+    fn setup() -> Registry<TestOutbox> {
+        let r = Registry::new();
+        r.insert(conn(1, "alice", &["admin", "staff"], 10));
+        r.insert(conn(2, "alice", &["staff"], 10));
+        r.insert(conn(3, "bob", &["staff", "staff"], 10));
+        r.insert(conn(4, "carol", &[], 10));
+        r
+    }
+
+    #[test]
+    fn each_target_reaches_exactly_its_connections() {
+        let r = setup();
+        let cases: [(Target, &[u64]); 6] = [
+            (Target::User("alice"), &[1, 2]),
+            (Target::User("nobody"), &[]),
+            (Target::Role("staff"), &[1, 2, 3]),
+            (Target::Role("admin"), &[1]),
+            (Target::Connection(4), &[4]),
+            (Target::All, &[1, 2, 3, 4]),
+        ];
+        for (i, (target, want)) in cases.iter().enumerate() {
+            let frame = format!("m{i}");
+            let d = r.deliver(*target, &frame);
+            assert_eq!(d.queued as usize, want.len(), "{target:?}");
+            for seq in 1..=4 {
+                assert_eq!(got(&r, seq).contains(&frame), want.contains(&seq), "{target:?} seq {seq}");
+            }
+        }
+        // bob's duplicated role "staff" gets the role message once (plus the broadcast)
+        assert_eq!(got(&r, 3), vec!["m2", "m5"]);
+    }
+
+    #[test]
+    fn removal_leaves_every_index() {
+        let r = setup();
+        assert_eq!((r.len(), r.users()), (4, 3));
+        let c = r.remove(3).expect("present");
+        assert!(c.is_closing());
+        assert!(r.remove(3).is_none(), "second removal finds nothing");
+        assert_eq!((r.len(), r.users()), (3, 2));
+        assert_eq!(r.deliver(Target::User("bob"), &"x".into()).queued, 0);
+        assert_eq!(r.deliver(Target::Role("staff"), &"x".into()).queued, 2);
+        assert_eq!(r.deliver(Target::Connection(3), &"x".into()).queued, 0);
+        assert!(r.get(3).is_none());
+        r.remove(1);
+        r.remove(2);
+        assert_eq!(r.users(), 1);
+        assert_eq!(r.user_connections("alice"), 0);
+        assert_eq!(r.deliver(Target::Role("admin"), &"x".into()).queued, 0);
+    }
+
+    #[test]
+    fn a_full_queue_is_reported_once_and_skipped_after() {
+        let r = Registry::new();
+        r.insert(conn(1, "u", &[], 1));
+        r.insert(conn(2, "u", &[], 5));
+        let d = r.deliver(Target::User("u"), &"a".into());
+        assert_eq!((d.queued, d.overflowed.len()), (2, 0));
+        let d = r.deliver(Target::User("u"), &"b".into());
+        assert_eq!(d.queued, 1);
+        assert_eq!(d.overflowed.len(), 1);
+        assert_eq!(d.overflowed[0].info.seq, 1);
+        assert_eq!(d.overflowed[0].messages_dropped(), 1);
+        let d = r.deliver(Target::User("u"), &"c".into());
+        assert_eq!((d.queued, d.overflowed.len()), (1, 0), "a closing connection is skipped");
+        assert_eq!(r.get(2).unwrap().messages_sent(), 3);
+    }
+
+    #[test]
+    fn pages_neither_repeat_nor_skip_connections_that_stay() {
+        let r = Registry::new();
+        for seq in 1..=50 {
+            r.insert(conn(seq, if seq % 2 == 0 { "even" } else { "odd" }, &["r"], 1));
+        }
+        let mut seen = Vec::new();
+        let mut after = None;
+        let mut next_seq = 51;
+        loop {
+            let page = r.list(Filter::default(), after, 7);
+            seen.extend(page.items.iter().map(|c| c.info.seq));
+            // churn between pages: drop a seen one and an unseen one, add a new one
+            if let Some(first) = page.items.first() {
+                r.remove(first.info.seq);
+            }
+            r.remove(next_seq - 10);
+            r.insert(conn(next_seq, "new", &[], 1));
+            next_seq += 1;
+            match page.next_after {
+                Some(a) => after = Some(a),
+                None => break,
+            }
+        }
+        let mut sorted = seen.clone();
+        sorted.dedup();
+        assert_eq!(sorted.len(), seen.len(), "no repeats");
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "in order");
+        for seq in 1..=50u64 {
+            if r.get(seq).is_some() {
+                assert!(seen.contains(&seq), "{seq} stayed and must be listed");
+            }
+        }
+    }
+
+    #[test]
+    fn filters_combine_and_count_totals() {
+        let r = setup();
+        let p = r.list(Filter { user: Some("alice"), ..Default::default() }, None, 1);
+        assert_eq!((p.items.len(), p.total, p.next_after), (1, 2, Some(1)));
+        let p = r.list(Filter { user: Some("alice"), ..Default::default() }, Some(1), 1);
+        assert_eq!((p.items[0].info.seq, p.total, p.next_after), (2, 2, None));
+        let p = r.list(Filter { user: Some("alice"), role: Some("admin"), topic: None }, None, 10);
+        assert_eq!((p.items.len(), p.total), (1, 1));
+        let p = r.list(Filter { role: Some("staff"), ..Default::default() }, None, 10);
+        assert_eq!(p.items.iter().map(|c| c.info.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        let p = r.list(Filter { topic: Some("t"), ..Default::default() }, None, 10);
+        assert_eq!((p.items.len(), p.total), (0, 0));
+        let p = r.list(Filter::default(), None, 3);
+        assert_eq!((p.items.len(), p.total, p.next_after), (3, 4, Some(3)));
+        let p = r.list(Filter::default(), Some(u64::MAX), 3);
+        assert_eq!(p.items.len(), 0);
+    }
+}
