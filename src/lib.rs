@@ -1,5 +1,28 @@
 //! boundary-realtime: browsers hold WebSocket connections, backends push to them over gRPC.
+//!
+//! Two doors, one core. [`ws`] (axum) and [`grpc`] (tonic) are thin translators; both call the
+//! [`hub`], which validates and encodes a message once and hands it to the [`broker`]; the
+//! broker reaches each node's [`node::LocalNode`], whose [`core::registry`] finds the
+//! recipients and queues the shared frame to each. [`core`] is pure (no I/O, no clock);
+//! everything else is the shell.
+
+pub mod broker;
+pub mod cli;
+pub mod clock;
+pub mod config;
 pub mod core;
+pub mod grpc;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod node;
+pub mod random;
+pub mod server;
+pub mod telemetry;
+pub mod ws;
+
+/// The generated protobuf types and the gRPC service and client.
 pub mod proto {
+    #![allow(clippy::all)]
     tonic::include_proto!("boundary.realtime.v1");
 }

@@ -130,10 +130,14 @@ impl Verifier {
             (KeyMaterial::PublicPem(pem), EdDSA) => DecodingKey::from_ed_pem(pem)
                 .map_err(|e| KeyError(format!("not an Ed25519 public key in PEM: {e}")))?,
             (KeyMaterial::Secret(_), _) => {
-                return Err(KeyError(format!("{alg:?} needs a public key, not a secret")))
+                return Err(KeyError(format!(
+                    "{alg:?} needs a public key, not a secret"
+                )))
             }
             (KeyMaterial::PublicPem(_), _) => {
-                return Err(KeyError(format!("{alg:?} needs a secret, not a public key")))
+                return Err(KeyError(format!(
+                    "{alg:?} needs a secret, not a public key"
+                )))
             }
         };
         let mut validation = Validation::new(alg);
@@ -231,7 +235,7 @@ fn map_jwt_error(kind: &ErrorKind) -> AuthError {
 /// A JWT NumericDate (seconds, possibly fractional) in unix milliseconds.
 fn numeric_date_ms(v: &Value) -> Option<i64> {
     let secs = v.as_f64()?;
-    if !secs.is_finite() || secs < 0.0 || secs > 1e13 {
+    if !(0.0..=1e13).contains(&secs) {
         return None;
     }
     Some((secs * 1000.0) as i64)
@@ -285,7 +289,12 @@ mod tests {
     }
 
     fn sign(alg: Algorithm, claims: Value) -> String {
-        encode(&Header::new(alg), &claims, &EncodingKey::from_secret(b"secret")).unwrap()
+        encode(
+            &Header::new(alg),
+            &claims,
+            &EncodingKey::from_secret(b"secret"),
+        )
+        .unwrap()
     }
 
     fn exp_in(ms: i64) -> i64 {
@@ -312,17 +321,39 @@ mod tests {
     fn refuses_each_fault() {
         let v = Verifier::new(&cfg()).unwrap();
         let check = |claims: Value, want: AuthError| {
-            assert_eq!(v.verify(&sign(Algorithm::HS256, claims.clone()), NOW), Err(want), "{claims}");
+            assert_eq!(
+                v.verify(&sign(Algorithm::HS256, claims.clone()), NOW),
+                Err(want),
+                "{claims}"
+            );
         };
         check(json!({"sub":"u","exp":exp_in(-1000)}), AuthError::Expired);
-        check(json!({"exp":exp_in(60_000)}), AuthError::MissingClaim("sub"));
-        check(json!({"sub":"","exp":exp_in(60_000)}), AuthError::InvalidClaim("sub"));
+        check(
+            json!({"exp":exp_in(60_000)}),
+            AuthError::MissingClaim("sub"),
+        );
+        check(
+            json!({"sub":"","exp":exp_in(60_000)}),
+            AuthError::InvalidClaim("sub"),
+        );
         check(json!({"sub":"u"}), AuthError::MissingClaim("exp"));
-        check(json!({"sub":"u","exp":exp_in(60_000),"nbf":exp_in(10_000)}), AuthError::NotYetValid);
-        check(json!({"sub":"u","exp":exp_in(60_000),"roles":"admin"}), AuthError::InvalidClaim("roles"));
-        check(json!({"sub":"u","exp":exp_in(60_000),"meta":[1]}), AuthError::InvalidClaim("meta"));
+        check(
+            json!({"sub":"u","exp":exp_in(60_000),"nbf":exp_in(10_000)}),
+            AuthError::NotYetValid,
+        );
+        check(
+            json!({"sub":"u","exp":exp_in(60_000),"roles":"admin"}),
+            AuthError::InvalidClaim("roles"),
+        );
+        check(
+            json!({"sub":"u","exp":exp_in(60_000),"meta":[1]}),
+            AuthError::InvalidClaim("meta"),
+        );
         assert_eq!(
-            v.verify(&sign(Algorithm::HS384, json!({"sub":"u","exp":exp_in(60_000)})), NOW),
+            v.verify(
+                &sign(Algorithm::HS384, json!({"sub":"u","exp":exp_in(60_000)})),
+                NOW
+            ),
             Err(AuthError::WrongAlgorithm)
         );
         assert_eq!(v.verify("", NOW), Err(AuthError::Missing));
@@ -351,10 +382,26 @@ mod tests {
             ..cfg()
         })
         .unwrap();
-        assert!(v.verify(&sign(Algorithm::HS256, json!({"sub":"u","exp":exp_in(-3000)})), NOW).is_ok());
-        assert!(v.verify(&sign(Algorithm::HS256, json!({"sub":"u","exp":exp_in(-6000)})), NOW).is_err());
         assert!(v
-            .verify(&sign(Algorithm::HS256, json!({"sub":"u","exp":exp_in(60_000),"nbf":exp_in(3000)})), NOW)
+            .verify(
+                &sign(Algorithm::HS256, json!({"sub":"u","exp":exp_in(-3000)})),
+                NOW
+            )
+            .is_ok());
+        assert!(v
+            .verify(
+                &sign(Algorithm::HS256, json!({"sub":"u","exp":exp_in(-6000)})),
+                NOW
+            )
+            .is_err());
+        assert!(v
+            .verify(
+                &sign(
+                    Algorithm::HS256,
+                    json!({"sub":"u","exp":exp_in(60_000),"nbf":exp_in(3000)})
+                ),
+                NOW
+            )
             .is_ok());
     }
 
@@ -367,14 +414,23 @@ mod tests {
             ..cfg()
         })
         .unwrap();
-        let ok = v.verify(&sign(Algorithm::HS256, json!({"sub":"u","iss":"me","aud":"app"})), NOW);
+        let ok = v.verify(
+            &sign(Algorithm::HS256, json!({"sub":"u","iss":"me","aud":"app"})),
+            NOW,
+        );
         assert_eq!(ok.unwrap().expires_at_ms, None);
         assert_eq!(
-            v.verify(&sign(Algorithm::HS256, json!({"sub":"u","iss":"you","aud":"app"})), NOW),
+            v.verify(
+                &sign(Algorithm::HS256, json!({"sub":"u","iss":"you","aud":"app"})),
+                NOW
+            ),
             Err(AuthError::WrongIssuer)
         );
         assert_eq!(
-            v.verify(&sign(Algorithm::HS256, json!({"sub":"u","iss":"me","aud":"web"})), NOW),
+            v.verify(
+                &sign(Algorithm::HS256, json!({"sub":"u","iss":"me","aud":"web"})),
+                NOW
+            ),
             Err(AuthError::WrongAudience)
         );
         assert_eq!(

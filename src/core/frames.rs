@@ -9,11 +9,25 @@ use serde_json::{json, Map, Value};
 /// A parsed client frame.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientFrame {
-    Auth { token: String },
-    Ping { reference: Option<Value> },
-    Refresh { token: String, reference: Option<Value> },
-    Subscribe { topic: String, since: Option<Since>, reference: Option<Value> },
-    Unsubscribe { topic: String, reference: Option<Value> },
+    Auth {
+        token: String,
+    },
+    Ping {
+        reference: Option<Value>,
+    },
+    Refresh {
+        token: String,
+        reference: Option<Value>,
+    },
+    Subscribe {
+        topic: String,
+        since: Option<Since>,
+        reference: Option<Value>,
+    },
+    Unsubscribe {
+        topic: String,
+        reference: Option<Value>,
+    },
 }
 
 /// The position a resubscribing client recovers from.
@@ -237,12 +251,20 @@ mod tests {
         assert_eq!(e.reference, Some(json!("9")));
         assert!(e.message.contains("unknown op"), "{}", e.message);
         assert_eq!(parse("{").unwrap_err().reference, None);
-        assert_eq!(parse("[]").unwrap_err().message, "a frame must be a JSON object");
+        assert_eq!(
+            parse("[]").unwrap_err().message,
+            "a frame must be a JSON object"
+        );
         assert_eq!(parse(r#"{"ref":"1"}"#).unwrap_err().message, "missing op");
-        assert_eq!(parse(r#"{"op":1}"#).unwrap_err().message, "op must be a string");
+        assert_eq!(
+            parse(r#"{"op":1}"#).unwrap_err().message,
+            "op must be a string"
+        );
         assert!(parse(r#"{"op":"auth"}"#).is_err());
         assert!(parse(r#"{"op":"ping","ref":{}}"#).is_err());
-        assert!(parse(r#"{"op":"subscribe","topic":"a","since":{"offset":-1,"epoch":"e"}}"#).is_err());
+        assert!(
+            parse(r#"{"op":"subscribe","topic":"a","since":{"offset":-1,"epoch":"e"}}"#).is_err()
+        );
     }
 
     #[test]

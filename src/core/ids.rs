@@ -65,7 +65,14 @@ mod tests {
 
     #[test]
     fn malformed_conn_ids_are_rejected() {
-        for bad in ["", "node", ".0000000000000001", "n.1", "n.zzzzzzzzzzzzzzzz", "n.00000000000000011"] {
+        for bad in [
+            "",
+            "node",
+            ".0000000000000001",
+            "n.1",
+            "n.zzzzzzzzzzzzzzzz",
+            "n.00000000000000011",
+        ] {
             assert_eq!(parse_conn_id(bad), None, "{bad}");
         }
     }

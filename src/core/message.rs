@@ -125,7 +125,12 @@ struct AppFrame<'a> {
 
 /// Encodes the frame a recipient gets:
 /// `{"type":...,"payload":...,"id":...,"ts":...[,"topic":...,"offset":...,"epoch":...]}`.
-pub fn encode(msg: &ValidMessage<'_>, id: &str, ts_ms: i64, pos: Option<TopicPosition<'_>>) -> String {
+pub fn encode(
+    msg: &ValidMessage<'_>,
+    id: &str,
+    ts_ms: i64,
+    pos: Option<TopicPosition<'_>>,
+) -> String {
     let frame = AppFrame {
         kind: msg.kind,
         payload: msg.payload,
@@ -174,7 +179,10 @@ mod tests {
     #[test]
     fn empty_payload_is_null_and_scalars_pass() {
         let m = validate("message", input("t", "", "x"), 100).unwrap();
-        assert_eq!(encode(&m, "x", 1, None), r#"{"type":"t","payload":null,"id":"x","ts":1}"#);
+        assert_eq!(
+            encode(&m, "x", 1, None),
+            r#"{"type":"t","payload":null,"id":"x","ts":1}"#
+        );
         for ok in ["1", "\"s\"", "true", "null", "[1,2]", " {} "] {
             validate("message", input("t", ok, ""), 100).unwrap();
         }
@@ -213,7 +221,10 @@ mod tests {
         // 64 KiB of brackets: the deepest payload the default limit lets through.
         let deep = "[".repeat(32_768) + &"]".repeat(32_768);
         let m = validate("message", input("t", &deep, ""), 65_536).unwrap();
-        assert_eq!(encode(&m, "i", 1, None).len(), deep.len() + r#"{"type":"t","payload":,"id":"i","ts":1}"#.len());
+        assert_eq!(
+            encode(&m, "i", 1, None).len(),
+            deep.len() + r#"{"type":"t","payload":,"id":"i","ts":1}"#.len()
+        );
         let unbalanced = "[".repeat(32_768);
         assert!(validate("message", input("t", &unbalanced, ""), 65_536).is_err());
     }

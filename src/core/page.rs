@@ -33,7 +33,13 @@ mod tests {
         for v in [0, 1, 0xdead_beef, u64::MAX] {
             assert_eq!(decode(&encode(v)), Some(v));
         }
-        for bad in ["", "abc", "!!!", &URL_SAFE_NO_PAD.encode([2u8; 9]), &URL_SAFE_NO_PAD.encode([1u8; 5])] {
+        for bad in [
+            "",
+            "abc",
+            "!!!",
+            &URL_SAFE_NO_PAD.encode([2u8; 9]),
+            &URL_SAFE_NO_PAD.encode([1u8; 5]),
+        ] {
             assert_eq!(decode(bad), None, "{bad}");
         }
     }

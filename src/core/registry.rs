@@ -154,9 +154,11 @@ type Members<O> = BTreeMap<u64, Arc<Conn<O>>>;
 
 const SHARDS: usize = 32;
 
+type IndexShard<O> = RwLock<HashMap<String, Members<O>>>;
+
 /// A sharded map from a key (user id, role) to the connections that carry it.
 struct Index<O> {
-    shards: Box<[RwLock<HashMap<String, Members<O>>>]>,
+    shards: Box<[IndexShard<O>]>,
     hasher: RandomState,
     keys: AtomicUsize,
 }
@@ -170,7 +172,7 @@ impl<O> Index<O> {
         }
     }
 
-    fn shard(&self, key: &str) -> &RwLock<HashMap<String, Members<O>>> {
+    fn shard(&self, key: &str) -> &IndexShard<O> {
         &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
@@ -347,7 +349,11 @@ impl<O: Outbox> Registry<O> {
             };
         }
         let topic_ok = |c: &Conn<O>| filter.topic.is_none_or(|t| c.has_topic(t));
-        let role_ok = |c: &Conn<O>| filter.role.is_none_or(|r| c.info.roles.iter().any(|x| x == r));
+        let role_ok = |c: &Conn<O>| {
+            filter
+                .role
+                .is_none_or(|r| c.info.roles.iter().any(|x| x == r))
+        };
         if let Some(user) = filter.user {
             self.users.with(user, |m| {
                 scan_page(m.into_iter().flat_map(|m| m.values()), start, limit, |c| {
@@ -356,7 +362,9 @@ impl<O: Outbox> Registry<O> {
             })
         } else if let Some(role) = filter.role {
             self.roles.with(role, |m| {
-                scan_page(m.into_iter().flat_map(|m| m.values()), start, limit, |c| topic_ok(c))
+                scan_page(m.into_iter().flat_map(|m| m.values()), start, limit, |c| {
+                    topic_ok(c)
+                })
             })
         } else if filter.topic.is_some() {
             let all = self.all_sorted();
@@ -365,13 +373,23 @@ impl<O: Outbox> Registry<O> {
             // No filter: merge the first `limit + 1` of each shard from the cursor on.
             let mut items: Vec<Arc<Conn<O>>> = Vec::new();
             for shard in self.conns.iter() {
-                items.extend(shard.read().range(start..).take(limit + 1).map(|(_, c)| c.clone()));
+                items.extend(
+                    shard
+                        .read()
+                        .range(start..)
+                        .take(limit + 1)
+                        .map(|(_, c)| c.clone()),
+                );
             }
             items.sort_unstable_by_key(|c| c.info.seq);
             let more = items.len() > limit;
             items.truncate(limit);
             Page {
-                next_after: if more { items.last().map(|c| c.info.seq) } else { None },
+                next_after: if more {
+                    items.last().map(|c| c.info.seq)
+                } else {
+                    None
+                },
                 items,
                 total: self.len(),
             }
@@ -425,7 +443,11 @@ fn scan_page<'a, O: 'a>(
         }
     }
     Page {
-        next_after: if more { items.last().map(|c| c.info.seq) } else { None },
+        next_after: if more {
+            items.last().map(|c| c.info.seq)
+        } else {
+            None
+        },
         items,
         total,
     }
@@ -488,7 +510,9 @@ mod tests {
     }
 
     fn got(r: &Registry<TestOutbox>, seq: u64) -> Vec<String> {
-        r.get(seq).map(|c| c.outbox.got.lock().clone()).unwrap_or_default()
+        r.get(seq)
+            .map(|c| c.outbox.got.lock().clone())
+            .unwrap_or_default()
     }
 
     fn setup() -> Registry<TestOutbox> {
@@ -516,7 +540,11 @@ mod tests {
             let d = r.deliver(*target, &frame);
             assert_eq!(d.queued as usize, want.len(), "{target:?}");
             for seq in 1..=4 {
-                assert_eq!(got(&r, seq).contains(&frame), want.contains(&seq), "{target:?} seq {seq}");
+                assert_eq!(
+                    got(&r, seq).contains(&frame),
+                    want.contains(&seq),
+                    "{target:?} seq {seq}"
+                );
             }
         }
         // bob's duplicated role "staff" gets the role message once (plus the broadcast)
@@ -555,7 +583,11 @@ mod tests {
         assert_eq!(d.overflowed[0].info.seq, 1);
         assert_eq!(d.overflowed[0].messages_dropped(), 1);
         let d = r.deliver(Target::User("u"), &"c".into());
-        assert_eq!((d.queued, d.overflowed.len()), (1, 0), "a closing connection is skipped");
+        assert_eq!(
+            (d.queued, d.overflowed.len()),
+            (1, 0),
+            "a closing connection is skipped"
+        );
         assert_eq!(r.get(2).unwrap().messages_sent(), 3);
     }
 
@@ -563,7 +595,12 @@ mod tests {
     fn pages_neither_repeat_nor_skip_connections_that_stay() {
         let r = Registry::new();
         for seq in 1..=50 {
-            r.insert(conn(seq, if seq % 2 == 0 { "even" } else { "odd" }, &["r"], 1));
+            r.insert(conn(
+                seq,
+                if seq % 2 == 0 { "even" } else { "odd" },
+                &["r"],
+                1,
+            ));
         }
         let mut seen = Vec::new();
         let mut after = None;
@@ -597,15 +634,54 @@ mod tests {
     #[test]
     fn filters_combine_and_count_totals() {
         let r = setup();
-        let p = r.list(Filter { user: Some("alice"), ..Default::default() }, None, 1);
+        let p = r.list(
+            Filter {
+                user: Some("alice"),
+                ..Default::default()
+            },
+            None,
+            1,
+        );
         assert_eq!((p.items.len(), p.total, p.next_after), (1, 2, Some(1)));
-        let p = r.list(Filter { user: Some("alice"), ..Default::default() }, Some(1), 1);
+        let p = r.list(
+            Filter {
+                user: Some("alice"),
+                ..Default::default()
+            },
+            Some(1),
+            1,
+        );
         assert_eq!((p.items[0].info.seq, p.total, p.next_after), (2, 2, None));
-        let p = r.list(Filter { user: Some("alice"), role: Some("admin"), topic: None }, None, 10);
+        let p = r.list(
+            Filter {
+                user: Some("alice"),
+                role: Some("admin"),
+                topic: None,
+            },
+            None,
+            10,
+        );
         assert_eq!((p.items.len(), p.total), (1, 1));
-        let p = r.list(Filter { role: Some("staff"), ..Default::default() }, None, 10);
-        assert_eq!(p.items.iter().map(|c| c.info.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
-        let p = r.list(Filter { topic: Some("t"), ..Default::default() }, None, 10);
+        let p = r.list(
+            Filter {
+                role: Some("staff"),
+                ..Default::default()
+            },
+            None,
+            10,
+        );
+        assert_eq!(
+            p.items.iter().map(|c| c.info.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        let p = r.list(
+            Filter {
+                topic: Some("t"),
+                ..Default::default()
+            },
+            None,
+            10,
+        );
         assert_eq!((p.items.len(), p.total), (0, 0));
         let p = r.list(Filter::default(), None, 3);
         assert_eq!((p.items.len(), p.total, p.next_after), (3, 4, Some(3)));

@@ -1,0 +1,268 @@
+//! The command line: `serve`, `dev`, `token`, `--version`. Parses flags with clap, loads the
+//! configuration, sets up logging, and runs the server until SIGTERM or SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use jsonwebtoken::{EncodingKey, Header};
+
+use crate::clock::now_ms;
+use crate::config::{self, Config};
+use crate::server::Server;
+
+#[derive(Parser)]
+#[command(
+    name = "boundary-realtime",
+    version,
+    about = "A push service: browsers hold WebSockets, backends push to them over gRPC."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format: human or json (overrides [log] format).
+    #[arg(long, global = true)]
+    log_format: Option<String>,
+    /// Log filter, e.g. info or boundary_realtime=debug (overrides [log] level; RUST_LOG wins).
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service with a configuration file, environment variables and flags.
+    Serve {
+        /// A TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Overrides [http] listen.
+        #[arg(long)]
+        http_listen: Option<String>,
+        /// Overrides [grpc] listen.
+        #[arg(long)]
+        grpc_listen: Option<String>,
+    },
+    /// Run on 127.0.0.1 with a random secret and API key, and print how to connect.
+    Dev {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http_listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        grpc_listen: SocketAddr,
+    },
+    /// Print one token signed with the configured HS* secret.
+    Token {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The user id (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// A role; repeat for several.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// A topic pattern the client may subscribe to; repeat for several.
+        #[arg(long = "topic")]
+        topics: Vec<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("boundary-realtime: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve {
+            config,
+            http_listen,
+            grpc_listen,
+        } => {
+            let mut overrides = Vec::new();
+            if let Some(v) = http_listen {
+                overrides.push(("http.listen", v));
+            }
+            if let Some(v) = grpc_listen {
+                overrides.push(("grpc.listen", v));
+            }
+            if let Some(v) = cli.log_format {
+                overrides.push(("log.format", v));
+            }
+            if let Some(v) = cli.log_level {
+                overrides.push(("log.level", v));
+            }
+            let config = config::load(config.as_deref(), &overrides).map_err(|e| e.to_string())?;
+            crate::telemetry::init(&config.log.format, &config.log.level);
+            runtime()?.block_on(serve(config, None))
+        }
+        Command::Dev {
+            http_listen,
+            grpc_listen,
+        } => {
+            if !http_listen.ip().is_loopback() || !grpc_listen.ip().is_loopback() {
+                return Err("dev listens on loopback addresses only (127.0.0.1 or [::1])".into());
+            }
+            let mut config = Config::default();
+            config.http.listen = http_listen.to_string();
+            config.grpc.listen = grpc_listen.to_string();
+            config.jwt.secret = crate::random::hex(32);
+            config.grpc.api_keys = vec![crate::random::hex(16)];
+            config.node.id = "dev".into();
+            if let Some(v) = cli.log_format {
+                config.log.format = v;
+            }
+            if let Some(v) = cli.log_level {
+                config.log.level = v;
+            }
+            config.validate().map_err(|e| e.to_string())?;
+            crate::telemetry::init(&config.log.format, &config.log.level);
+            runtime()?.block_on(serve(config, Some(print_dev_banner)))
+        }
+        Command::Token {
+            config,
+            sub,
+            roles,
+            topics,
+            ttl,
+        } => {
+            let config = config::load_unchecked(config.as_deref()).map_err(|e| e.to_string())?;
+            let token = mint(&config, &sub, &roles, &topics, ttl)?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+/// Mints a token with the configured HS* secret.
+pub fn mint(
+    config: &Config,
+    sub: &str,
+    roles: &[String],
+    topics: &[String],
+    ttl: u64,
+) -> Result<String, String> {
+    let alg = &config.jwt.algorithm;
+    let algorithm = match alg.as_str() {
+        "HS256" => jsonwebtoken::Algorithm::HS256,
+        "HS384" => jsonwebtoken::Algorithm::HS384,
+        "HS512" => jsonwebtoken::Algorithm::HS512,
+        other => {
+            return Err(format!(
+                "jwt.algorithm is {other}: token signs only with an HS* secret"
+            ))
+        }
+    };
+    if config.jwt.secret.is_empty() {
+        return Err(
+            "jwt.secret is not configured: set it in the config file or REALTIME_JWT__SECRET"
+                .into(),
+        );
+    }
+    if sub.is_empty() {
+        return Err("--sub must not be empty".into());
+    }
+    let now = now_ms() / 1000;
+    let mut claims = serde_json::json!({
+        "sub": sub,
+        "iat": now,
+        "exp": now + ttl as i64,
+        "roles": roles,
+        "topics": topics,
+    });
+    if !config.jwt.issuer.is_empty() {
+        claims["iss"] = config.jwt.issuer.clone().into();
+    }
+    if !config.jwt.audience.is_empty() {
+        claims["aud"] = config.jwt.audience.clone().into();
+    }
+    jsonwebtoken::encode(
+        &Header::new(algorithm),
+        &claims,
+        &EncodingKey::from_secret(config.jwt.secret.as_bytes()),
+    )
+    .map_err(|e| format!("cannot sign the token: {e}"))
+}
+
+async fn serve(config: Config, banner: Option<fn(&Server, &Config)>) -> Result<(), String> {
+    let server = Server::start(config.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(banner) = banner {
+        banner(&server, &config);
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    if server.shutdown().await {
+        tracing::info!("shut down cleanly");
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn print_dev_banner(server: &Server, config: &Config) {
+    let token = mint(config, "dev-user", &["dev".to_owned()], &[], 24 * 3600)
+        .unwrap_or_else(|e| format!("<cannot mint: {e}>"));
+    let key = config.grpc.api_keys.first().cloned().unwrap_or_default();
+    let ws = format!("ws://{}/ws", server.http_addr);
+    let grpc = server.grpc_addr;
+    println!(
+        r#"
+boundary-realtime dev mode: loopback only, a random secret and API key for this run.
+
+  WebSocket  {ws}
+  gRPC       {grpc}   (plaintext, reflection on)
+  API key    {key}
+  Token      {token}
+             (user "dev-user", role "dev", valid 24 h)
+
+Connect from a browser console (the token goes in the first frame, not the URL):
+
+  const ws = new WebSocket("{ws}");
+  ws.onopen = () => ws.send(JSON.stringify({{op: "auth", token: "{token}"}}));
+  ws.onmessage = (e) => console.log(e.data);
+
+Send that connection a message:
+
+  grpcurl -plaintext -H 'authorization: Bearer {key}' \
+    -d '{{"user_id":"dev-user","message":{{"type":"hello","payload_json":"{{\"text\":\"hi\"}}"}}}}' \
+    {grpc} boundary.realtime.v1.RealtimeService/SendToUser
+
+Mint more tokens for this run:
+
+  REALTIME_JWT__SECRET={secret} boundary-realtime token --sub alice --role admin
+
+Ctrl-C stops the server.
+"#,
+        secret = config.jwt.secret,
+    );
+}

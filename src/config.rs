@@ -1,0 +1,672 @@
+//! Configuration: the keys and defaults of PROTOCOL.md section 4, loaded from a TOML file,
+//! then `REALTIME_<SECTION>__<KEY>` environment variables, then command-line flags, each layer
+//! overriding the one before. Unknown keys are refused (a typo must not silently fall back to a
+//! default), and every error names the key at fault. Reading the public key file is the only
+//! I/O here besides the TOML file itself.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::core::claims::{KeyMaterial, VerifierConfig};
+use crate::core::ids::validate_node_id;
+
+/// An invalid configuration: which key, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+fn err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub http: HttpConfig,
+    pub grpc: GrpcConfig,
+    pub jwt: JwtConfig,
+    pub limits: LimitsConfig,
+    pub topics: TopicsConfig,
+    pub broker: BrokerConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Empty: the host name plus a random suffix, chosen at start.
+    #[serde(deserialize_with = "lenient::string")]
+    pub id: String,
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            id: String::new(),
+            shutdown_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: String,
+    #[serde(deserialize_with = "lenient::list")]
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "0.0.0.0:8080".into(),
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcConfig {
+    pub listen: String,
+    #[serde(deserialize_with = "lenient::list")]
+    pub api_keys: Vec<String>,
+    pub allow_unauthenticated: bool,
+    /// Events a WatchEvents stream may fall behind before it is ended with RESOURCE_EXHAUSTED
+    /// (an addition to the contract's keys).
+    pub watch_buffer: usize,
+}
+
+impl std::fmt::Debug for GrpcConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcConfig")
+            .field("listen", &self.listen)
+            .field(
+                "api_keys",
+                &format_args!("[{} redacted]", self.api_keys.len()),
+            )
+            .field("allow_unauthenticated", &self.allow_unauthenticated)
+            .field("watch_buffer", &self.watch_buffer)
+            .finish()
+    }
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            listen: "0.0.0.0:50051".into(),
+            api_keys: Vec::new(),
+            allow_unauthenticated: false,
+            watch_buffer: 4096,
+        }
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtConfig {
+    pub algorithm: String,
+    #[serde(deserialize_with = "lenient::string")]
+    pub secret: String,
+    pub public_key_file: String,
+    pub jwks_file: String,
+    pub jwks_url: String,
+    #[serde(deserialize_with = "lenient::string")]
+    pub issuer: String,
+    #[serde(deserialize_with = "lenient::string")]
+    pub audience: String,
+    pub require_exp: bool,
+    pub leeway_ms: u64,
+}
+
+impl std::fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("algorithm", &self.algorithm)
+            .field(
+                "secret",
+                &if self.secret.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("public_key_file", &self.public_key_file)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("require_exp", &self.require_exp)
+            .field("leeway_ms", &self.leeway_ms)
+            .finish()
+    }
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            algorithm: "HS256".into(),
+            secret: String::new(),
+            public_key_file: String::new(),
+            jwks_file: String::new(),
+            jwks_url: String::new(),
+            issuer: String::new(),
+            audience: String::new(),
+            require_exp: true,
+            leeway_ms: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub send_queue: usize,
+    pub max_frame_bytes: usize,
+    pub max_payload_bytes: usize,
+    pub client_rate: u32,
+    pub max_bad_frames: u32,
+    pub max_connections_per_user: u32,
+    pub auth_timeout_ms: u64,
+    pub ping_interval_ms: u64,
+    pub pong_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            send_queue: 1024,
+            max_frame_bytes: 65_536,
+            max_payload_bytes: 65_536,
+            client_rate: 50,
+            max_bad_frames: 10,
+            max_connections_per_user: 0,
+            auth_timeout_ms: 5_000,
+            ping_interval_ms: 25_000,
+            pong_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicsConfig {
+    #[serde(deserialize_with = "lenient::list")]
+    pub public: Vec<String>,
+    pub history_size: usize,
+    pub history_ttl_ms: u64,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            public: Vec::new(),
+            history_size: 100,
+            history_ttl_ms: 300_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    pub kind: String,
+    pub redis_url: String,
+    pub node_ttl_ms: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            kind: "memory".into(),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            node_ttl_ms: 15_000,
+        }
+    }
+}
+
+/// Logging (an addition to the contract's keys): `format` is `human` or `json`, `level` a
+/// tracing filter such as `info` or `boundary_realtime=debug`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: String,
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "human".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// Loads the configuration without validating it (for `token`, which needs only `[jwt]`).
+pub fn load_unchecked(file: Option<&Path>) -> Result<Config, ConfigError> {
+    layered(file, &[])
+}
+
+/// Loads the configuration: defaults, then `file`, then the environment, then `overrides`
+/// (dotted key and value, from flags). Validates the result.
+pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Config, ConfigError> {
+    let config = layered(file, overrides)?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn layered(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Config, ConfigError> {
+    let mut fig = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(err(
+                "--config",
+                format!("{} is not a readable file", path.display()),
+            ));
+        }
+        fig = fig.merge(Toml::file_exact(path));
+    }
+    fig = fig.merge(Env::prefixed("REALTIME_").split("__"));
+    for (key, value) in overrides {
+        fig = fig.merge((*key, value.as_str()));
+    }
+    fig.extract().map_err(figment_error)
+}
+
+fn figment_error(e: figment::Error) -> ConfigError {
+    let key = e.path.join(".");
+    let source = e
+        .metadata
+        .as_ref()
+        .map(|m| {
+            let name = m.name.to_string();
+            match &m.source {
+                Some(src) => format!(" (from {name} {src})"),
+                None => format!(" (from {name})"),
+            }
+        })
+        .unwrap_or_default();
+    let message = format!("{}{source}", e.kind);
+    ConfigError {
+        key: if key.is_empty() { "config".into() } else { key },
+        message,
+    }
+}
+
+/// The algorithms `[jwt] algorithm` accepts.
+pub const ALGORITHMS: &str =
+    "HS256|HS384|HS512|RS256|RS384|RS512|PS256|PS384|PS512|ES256|ES384|EdDSA";
+
+impl Config {
+    /// Checks every key whose type alone does not make it valid.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.node.id.is_empty() {
+            validate_node_id(&self.node.id).map_err(|m| err("node.id", m))?;
+        }
+        if self.node.shutdown_timeout_ms == 0 {
+            return Err(err("node.shutdown_timeout_ms", "must be at least 1"));
+        }
+        parse_addr("http.listen", &self.http.listen)?;
+        parse_addr("grpc.listen", &self.grpc.listen)?;
+        for o in &self.http.allowed_origins {
+            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
+                return Err(err(
+                    "http.allowed_origins",
+                    format!("{o:?} is not an origin like https://app.example.com (or \"*\")"),
+                ));
+            }
+        }
+        if self.grpc.api_keys.is_empty() && !self.grpc.allow_unauthenticated {
+            return Err(err(
+                "grpc.api_keys",
+                "at least one API key is required (or set grpc.allow_unauthenticated = true)",
+            ));
+        }
+        if self.grpc.api_keys.iter().any(|k| k.len() < 16) {
+            return Err(err(
+                "grpc.api_keys",
+                "each key must be at least 16 characters",
+            ));
+        }
+        self.verifier_config()?;
+        let l = &self.limits;
+        for (key, value, min) in [
+            ("grpc.watch_buffer", self.grpc.watch_buffer as u64, 1),
+            ("limits.send_queue", l.send_queue as u64, 1),
+            ("limits.max_frame_bytes", l.max_frame_bytes as u64, 128),
+            ("limits.max_payload_bytes", l.max_payload_bytes as u64, 1),
+            ("limits.client_rate", u64::from(l.client_rate), 1),
+            ("limits.max_bad_frames", u64::from(l.max_bad_frames), 1),
+            ("limits.auth_timeout_ms", l.auth_timeout_ms, 1),
+            ("limits.ping_interval_ms", l.ping_interval_ms, 1),
+            ("limits.pong_timeout_ms", l.pong_timeout_ms, 1),
+            ("topics.history_ttl_ms", self.topics.history_ttl_ms, 1),
+        ] {
+            if value < min {
+                return Err(err(key, format!("must be at least {min}")));
+            }
+        }
+        if l.send_queue > 1 << 20 {
+            return Err(err("limits.send_queue", "must be at most 1048576"));
+        }
+        match self.broker.kind.as_str() {
+            "memory" => {}
+            "redis" => {
+                return Err(err(
+                    "broker.kind",
+                    "\"redis\" (cluster mode) is not available in this version yet; use \"memory\"",
+                ))
+            }
+            other => {
+                return Err(err(
+                    "broker.kind",
+                    format!("{other:?} is not memory or redis"),
+                ))
+            }
+        }
+        match self.log.format.as_str() {
+            "human" | "json" => {}
+            other => return Err(err("log.format", format!("{other:?} is not human or json"))),
+        }
+        Ok(())
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        // validate() has checked it parses; the fallback is never used after validation.
+        parse_addr("http.listen", &self.http.listen)
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8080)))
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        parse_addr("grpc.listen", &self.grpc.listen)
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 50051)))
+    }
+
+    /// What the token verifier needs, reading the public key file when the algorithm uses one.
+    pub fn verifier_config(&self) -> Result<VerifierConfig, ConfigError> {
+        let j = &self.jwt;
+        let algorithm: jsonwebtoken::Algorithm = j.algorithm.parse().map_err(|_| {
+            err(
+                "jwt.algorithm",
+                format!("{:?} is not one of {ALGORITHMS}", j.algorithm),
+            )
+        })?;
+        if !j.jwks_file.is_empty() || !j.jwks_url.is_empty() {
+            let key = if j.jwks_file.is_empty() {
+                "jwt.jwks_url"
+            } else {
+                "jwt.jwks_file"
+            };
+            return Err(err(
+                key,
+                "JWKS is not available in this version yet; use public_key_file",
+            ));
+        }
+        let key = if j.algorithm.starts_with("HS") {
+            if j.secret.is_empty() {
+                return Err(err(
+                    "jwt.secret",
+                    format!("is required for {}", j.algorithm),
+                ));
+            }
+            if !j.public_key_file.is_empty() {
+                return Err(err(
+                    "jwt.public_key_file",
+                    format!("must be empty for {} (it uses jwt.secret)", j.algorithm),
+                ));
+            }
+            KeyMaterial::Secret(j.secret.as_bytes().to_vec())
+        } else {
+            if j.public_key_file.is_empty() {
+                return Err(err(
+                    "jwt.public_key_file",
+                    format!("is required for {}", j.algorithm),
+                ));
+            }
+            let pem = std::fs::read(PathBuf::from(&j.public_key_file)).map_err(|e| {
+                err(
+                    "jwt.public_key_file",
+                    format!("cannot read {}: {e}", j.public_key_file),
+                )
+            })?;
+            KeyMaterial::PublicPem(pem)
+        };
+        let cfg = VerifierConfig {
+            algorithm,
+            key,
+            issuer: Some(j.issuer.clone()).filter(|s| !s.is_empty()),
+            audience: Some(j.audience.clone()).filter(|s| !s.is_empty()),
+            require_exp: j.require_exp,
+            leeway_ms: j.leeway_ms,
+        };
+        crate::core::claims::Verifier::new(&cfg).map_err(|e| {
+            let key = if j.algorithm.starts_with("HS") {
+                "jwt.secret"
+            } else {
+                "jwt.public_key_file"
+            };
+            err(key, e.0)
+        })?;
+        Ok(cfg)
+    }
+}
+
+fn parse_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse()
+        .map_err(|_| err(key, format!("{s:?} is not an address like 0.0.0.0:8080")))
+}
+
+/// Deserializers that accept what an environment variable gives: a comma-separated string
+/// for a list, and a number where a string is expected (`REALTIME_JWT__SECRET=12345`).
+mod lenient {
+    use serde::de::{self, Deserializer, SeqAccess, Visitor};
+    use std::fmt;
+
+    struct StringVisitor;
+
+    impl<'de> Visitor<'de> for StringVisitor {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+
+    pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        d.deserialize_any(StringVisitor)
+    }
+
+    struct ListVisitor;
+
+    impl<'de> Visitor<'de> for ListVisitor {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of strings or a comma-separated string")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+            Ok(v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect())
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Vec<String>, E> {
+            Ok(vec![v.to_string()])
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Vec<String>, E> {
+            Ok(vec![v.to_string()])
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(s) = seq.next_element_seed(Seed)? {
+                out.push(s);
+            }
+            Ok(out)
+        }
+    }
+
+    struct Seed;
+
+    impl<'de> de::DeserializeSeed<'de> for Seed {
+        type Value = String;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+            string(d)
+        }
+    }
+
+    pub fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        d.deserialize_any(ListVisitor)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
+mod tests {
+    use super::*;
+
+    fn base() -> Config {
+        let mut c = Config::default();
+        c.jwt.secret = "s".into();
+        c.grpc.api_keys = vec!["0123456789abcdef".into()];
+        c
+    }
+
+    fn key_of(c: &Config) -> String {
+        c.validate().expect_err("should be invalid").key
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = Config::default();
+        assert_eq!(c.limits.send_queue, 1024);
+        assert_eq!(c.limits.max_frame_bytes, 65536);
+        assert_eq!(c.limits.client_rate, 50);
+        assert_eq!(c.limits.max_bad_frames, 10);
+        assert_eq!(c.limits.auth_timeout_ms, 5000);
+        assert_eq!(c.limits.ping_interval_ms, 25000);
+        assert_eq!(c.limits.pong_timeout_ms, 10000);
+        assert_eq!(c.node.shutdown_timeout_ms, 10000);
+        assert_eq!(c.http.listen, "0.0.0.0:8080");
+        assert_eq!(c.grpc.listen, "0.0.0.0:50051");
+        assert_eq!(c.jwt.algorithm, "HS256");
+        assert!(c.jwt.require_exp);
+        assert_eq!(c.topics.history_size, 100);
+        assert_eq!(c.broker.kind, "memory");
+        assert!(base().validate().is_ok());
+    }
+
+    #[test]
+    fn each_invalid_key_is_named() {
+        let mut c = base();
+        c.jwt.secret.clear();
+        assert_eq!(key_of(&c), "jwt.secret");
+        let mut c = base();
+        c.grpc.api_keys.clear();
+        assert_eq!(key_of(&c), "grpc.api_keys");
+        c.grpc.allow_unauthenticated = true;
+        assert!(c.validate().is_ok());
+        let mut c = base();
+        c.grpc.api_keys = vec!["short".into()];
+        assert_eq!(key_of(&c), "grpc.api_keys");
+        let mut c = base();
+        c.jwt.algorithm = "none".into();
+        assert_eq!(key_of(&c), "jwt.algorithm");
+        let mut c = base();
+        c.jwt.algorithm = "RS256".into();
+        assert_eq!(key_of(&c), "jwt.public_key_file");
+        let mut c = base();
+        c.http.listen = "nowhere".into();
+        assert_eq!(key_of(&c), "http.listen");
+        let mut c = base();
+        c.limits.send_queue = 0;
+        assert_eq!(key_of(&c), "limits.send_queue");
+        let mut c = base();
+        c.node.id = "a.b".into();
+        assert_eq!(key_of(&c), "node.id");
+        let mut c = base();
+        c.broker.kind = "kafka".into();
+        assert_eq!(key_of(&c), "broker.kind");
+        let mut c = base();
+        c.http.allowed_origins = vec!["example.com".into()];
+        assert_eq!(key_of(&c), "http.allowed_origins");
+    }
+
+    #[test]
+    fn file_env_and_flags_layer_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "rt.toml",
+                r#"
+                [jwt]
+                secret = "from-file"
+                [grpc]
+                api_keys = ["file-key-0123456789"]
+                [limits]
+                send_queue = 8
+                "#,
+            )?;
+            jail.set_env("REALTIME_LIMITS__SEND_QUEUE", "16");
+            jail.set_env(
+                "REALTIME_GRPC__API_KEYS",
+                "k1-0123456789abcdef,k2-0123456789abcdef",
+            );
+            jail.set_env("REALTIME_JWT__SECRET", "12345");
+            let c = load(
+                Some(Path::new("rt.toml")),
+                &[("http.listen", "127.0.0.1:9".into())],
+            )
+            .map_err(|e| e.to_string())?;
+            assert_eq!(c.limits.send_queue, 16);
+            assert_eq!(
+                c.grpc.api_keys,
+                vec!["k1-0123456789abcdef", "k2-0123456789abcdef"]
+            );
+            assert_eq!(c.jwt.secret, "12345");
+            assert_eq!(c.http.listen, "127.0.0.1:9");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("a.toml", "[limits]\nsend_que = 3\n")?;
+            let e = load(Some(Path::new("a.toml")), &[]).unwrap_err();
+            assert!(e.to_string().contains("send_que"), "{e}");
+            jail.create_file("b.toml", "[limits]\nsend_queue = \"lots\"\n")?;
+            let e = load(Some(Path::new("b.toml")), &[]).unwrap_err();
+            assert_eq!(e.key, "limits.send_queue", "{e}");
+            let e = load(Some(Path::new("missing.toml")), &[]).unwrap_err();
+            assert_eq!(e.key, "--config");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,380 @@
+//! The gRPC door: `RealtimeService` over tonic, plus `grpc.health.v1` and server reflection.
+//! Each RPC checks the API key, translates its request into one hub call, and maps the
+//! result back; every call is counted and timed by method and status code.
+
+mod convert;
+mod status;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::Stream;
+use subtle::ConstantTimeEq;
+use tokio::sync::broadcast::error::RecvError;
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Request, Response, Status};
+
+use crate::broker::Route;
+use crate::core::message::MessageInput;
+use crate::core::registry::Filter;
+use crate::hub::{ConnSelector, Hub};
+use crate::proto::realtime_service_server::{RealtimeService, RealtimeServiceServer};
+use crate::proto::{self, event::Kind};
+use status::{required, to_status};
+
+/// The encoded descriptor set of our proto, for reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/realtime_descriptor.bin"));
+
+/// The service name health checks use.
+pub const SERVICE_NAME: &str = "boundary.realtime.v1.RealtimeService";
+
+pub struct GrpcDoor {
+    hub: Arc<Hub>,
+}
+
+impl GrpcDoor {
+    pub fn new(hub: Arc<Hub>) -> Self {
+        GrpcDoor { hub }
+    }
+
+    /// The tonic service, with the decoding limit above the payload limit so that an
+    /// oversized payload gets INVALID_ARGUMENT naming the field rather than a transport error.
+    pub fn into_service(self) -> RealtimeServiceServer<Self> {
+        let limit = (self.hub.config.limits.max_payload_bytes * 2 + 64 * 1024).max(4 << 20);
+        RealtimeServiceServer::new(self).max_decoding_message_size(limit)
+    }
+
+    fn authorize(&self, md: &MetadataMap) -> Result<(), Status> {
+        let grpc = &self.hub.config.grpc;
+        if grpc.allow_unauthenticated {
+            return Ok(());
+        }
+        let value = md.get("authorization").ok_or_else(|| {
+            Status::unauthenticated("missing metadata authorization: Bearer <api-key>")
+        })?;
+        let key = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("authorization must be \"Bearer <api-key>\""))?;
+        // Compare with every key in constant time, without stopping at the first match.
+        let matched = grpc
+            .api_keys
+            .iter()
+            .fold(subtle::Choice::from(0), |acc, k| {
+                acc | k.as_bytes().ct_eq(key.as_bytes())
+            });
+        if bool::from(matched) {
+            Ok(())
+        } else {
+            Err(Status::unauthenticated("invalid API key"))
+        }
+    }
+
+    /// Runs one RPC: authorization, the handler, metrics.
+    async fn handle<T, R, F, Fut>(
+        &self,
+        method: &'static str,
+        req: Request<T>,
+        f: F,
+    ) -> Result<Response<R>, Status>
+    where
+        F: FnOnce(T) -> Fut,
+        Fut: Future<Output = Result<R, Status>>,
+    {
+        let start = Instant::now();
+        let out = match self.authorize(req.metadata()) {
+            Ok(()) => f(req.into_inner()).await,
+            Err(s) => Err(s),
+        };
+        let code = out.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        self.hub.local.metrics.grpc(method, code, start.elapsed());
+        out.map(Response::new)
+    }
+
+    async fn send(
+        &self,
+        route: Route,
+        message: Option<proto::Message>,
+    ) -> Result<proto::SendResponse, Status> {
+        let m = message.ok_or_else(|| required("message"))?;
+        let sent = self
+            .hub
+            .send(
+                route,
+                MessageInput {
+                    kind: &m.r#type,
+                    payload_json: &m.payload_json,
+                    id: &m.id,
+                },
+            )
+            .await
+            .map_err(to_status)?;
+        Ok(proto::SendResponse {
+            message_id: sent.message_id,
+            connections: sent.connections,
+        })
+    }
+}
+
+fn non_empty(field: &str, value: String) -> Result<String, Status> {
+    if value.is_empty() {
+        Err(required(field))
+    } else {
+        Ok(value)
+    }
+}
+
+fn topics_later<T>() -> Result<T, Status> {
+    Err(Status::unimplemented(
+        "topics are not available in this version yet",
+    ))
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<proto::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RealtimeService for GrpcDoor {
+    async fn send_to_user(
+        &self,
+        req: Request<proto::SendToUserRequest>,
+    ) -> Result<Response<proto::SendResponse>, Status> {
+        self.handle("SendToUser", req, |r| async move {
+            let user = non_empty("user_id", r.user_id)?;
+            self.send(Route::User(user), r.message).await
+        })
+        .await
+    }
+
+    async fn send_to_role(
+        &self,
+        req: Request<proto::SendToRoleRequest>,
+    ) -> Result<Response<proto::SendResponse>, Status> {
+        self.handle("SendToRole", req, |r| async move {
+            let role = non_empty("role", r.role)?;
+            self.send(Route::Role(role), r.message).await
+        })
+        .await
+    }
+
+    async fn send_to_connection(
+        &self,
+        req: Request<proto::SendToConnectionRequest>,
+    ) -> Result<Response<proto::SendResponse>, Status> {
+        self.handle("SendToConnection", req, |r| async move {
+            let id = non_empty("connection_id", r.connection_id)?;
+            self.send(Route::Connection(id), r.message).await
+        })
+        .await
+    }
+
+    async fn broadcast(
+        &self,
+        req: Request<proto::BroadcastRequest>,
+    ) -> Result<Response<proto::SendResponse>, Status> {
+        self.handle("Broadcast", req, |r| async move {
+            self.send(Route::All, r.message).await
+        })
+        .await
+    }
+
+    async fn publish(
+        &self,
+        req: Request<proto::PublishRequest>,
+    ) -> Result<Response<proto::PublishResponse>, Status> {
+        self.handle("Publish", req, |_| async { topics_later() })
+            .await
+    }
+
+    async fn list_connections(
+        &self,
+        req: Request<proto::ListConnectionsRequest>,
+    ) -> Result<Response<proto::ListConnectionsResponse>, Status> {
+        self.handle("ListConnections", req, |r| async move {
+            let filter = Filter {
+                user: Some(r.user_id.as_str()).filter(|s| !s.is_empty()),
+                role: Some(r.role.as_str()).filter(|s| !s.is_empty()),
+                topic: Some(r.topic.as_str()).filter(|s| !s.is_empty()),
+            };
+            let page = self
+                .hub
+                .list(filter, r.page_size, &r.page_token)
+                .map_err(to_status)?;
+            let node = &self.hub.local.id;
+            Ok(proto::ListConnectionsResponse {
+                connections: page
+                    .connections
+                    .iter()
+                    .map(|c| convert::connection(c, node))
+                    .collect(),
+                next_page_token: page.next_page_token,
+                total: page.total as u32,
+            })
+        })
+        .await
+    }
+
+    async fn get_connection(
+        &self,
+        req: Request<proto::GetConnectionRequest>,
+    ) -> Result<Response<proto::Connection>, Status> {
+        self.handle("GetConnection", req, |r| async move {
+            let id = non_empty("connection_id", r.connection_id)?;
+            let conn = self.hub.get(&id).map_err(to_status)?;
+            Ok(convert::connection(&conn, &self.hub.local.id))
+        })
+        .await
+    }
+
+    async fn get_stats(
+        &self,
+        req: Request<proto::GetStatsRequest>,
+    ) -> Result<Response<proto::Stats>, Status> {
+        self.handle("GetStats", req, |_| async move {
+            let s = self.hub.stats();
+            Ok(proto::Stats {
+                connections: s.connections,
+                users: s.users,
+                topics: s.topics,
+                messages_sent: s.messages_sent,
+                messages_dropped: s.messages_dropped,
+                nodes: s.nodes,
+                node_id: s.node_id,
+                started_at: Some(crate::clock::timestamp(s.started_at_ms)),
+            })
+        })
+        .await
+    }
+
+    async fn presence(
+        &self,
+        req: Request<proto::PresenceRequest>,
+    ) -> Result<Response<proto::PresenceResponse>, Status> {
+        self.handle("Presence", req, |_| async { topics_later() })
+            .await
+    }
+
+    async fn history(
+        &self,
+        req: Request<proto::HistoryRequest>,
+    ) -> Result<Response<proto::HistoryResponse>, Status> {
+        self.handle("History", req, |_| async { topics_later() })
+            .await
+    }
+
+    async fn disconnect(
+        &self,
+        req: Request<proto::DisconnectRequest>,
+    ) -> Result<Response<proto::DisconnectResponse>, Status> {
+        self.handle("Disconnect", req, |r| async move {
+            use proto::disconnect_request::Target;
+            let target = match r.target {
+                Some(Target::ConnectionId(id)) => ConnSelector::Connection(id),
+                Some(Target::UserId(user)) => ConnSelector::User(user),
+                None => {
+                    return Err(Status::invalid_argument(
+                        "target: set connection_id or user_id",
+                    ))
+                }
+            };
+            let n = self
+                .hub
+                .disconnect(target, r.code, &r.reason)
+                .map_err(to_status)?;
+            Ok(proto::DisconnectResponse { disconnected: n })
+        })
+        .await
+    }
+
+    async fn subscribe(
+        &self,
+        req: Request<proto::SubscribeRequest>,
+    ) -> Result<Response<proto::SubscribeResponse>, Status> {
+        self.handle("Subscribe", req, |_| async { topics_later() })
+            .await
+    }
+
+    async fn unsubscribe(
+        &self,
+        req: Request<proto::UnsubscribeRequest>,
+    ) -> Result<Response<proto::UnsubscribeResponse>, Status> {
+        self.handle("Unsubscribe", req, |_| async { topics_later() })
+            .await
+    }
+
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        req: Request<proto::WatchEventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        self.handle("WatchEvents", req, |r| async move {
+            let mut kinds = Vec::with_capacity(r.kinds.len());
+            for k in r.kinds {
+                match Kind::try_from(k) {
+                    Ok(Kind::Unspecified) | Err(_) => {
+                        return Err(Status::invalid_argument(format!(
+                            "kinds: {k} is not an event kind"
+                        )))
+                    }
+                    Ok(kind) => kinds.push(kind),
+                }
+            }
+            if self.hub.is_shutting_down() {
+                return Err(Status::unavailable("the service is shutting down"));
+            }
+            Ok(watch_stream(Arc::clone(&self.hub), kinds))
+        })
+        .await
+    }
+}
+
+struct WatchState {
+    hub: Arc<Hub>,
+    events: tokio::sync::broadcast::Receiver<Arc<crate::node::Event>>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    kinds: Vec<Kind>,
+}
+
+/// Streams events straight from the node's broadcast channel: nothing queues per watcher
+/// beyond that channel, and a watcher that falls behind it is ended with RESOURCE_EXHAUSTED
+/// (delivery never waits for a watcher).
+fn watch_stream(hub: Arc<Hub>, kinds: Vec<Kind>) -> EventStream {
+    let state = WatchState {
+        events: hub.local.subscribe_events(),
+        shutdown: hub.shutdown_signal(),
+        hub,
+        kinds,
+    };
+    Box::pin(futures_util::stream::unfold(
+        Some(state),
+        |state| async move {
+            let mut st = state?;
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = async { let _ = st.shutdown.wait_for(|down| *down).await; } => {
+                        return Some((Err(Status::unavailable("the service is shutting down")), None));
+                    }
+                    ev = st.events.recv() => match ev {
+                        Ok(ev) => {
+                            let kind = convert::kind(ev.kind);
+                            if st.kinds.is_empty() || st.kinds.contains(&kind) {
+                                let out = convert::event(&ev, &st.hub.local.id);
+                                return Some((Ok(out), Some(st)));
+                            }
+                        }
+                        Err(RecvError::Lagged(n)) => {
+                            let msg = format!("watcher too slow: {n} events were dropped; call WatchEvents again");
+                            return Some((Err(Status::resource_exhausted(msg)), None));
+                        }
+                        Err(RecvError::Closed) => return None,
+                    },
+                }
+            }
+        },
+    ))
+}

@@ -1,0 +1,169 @@
+//! Prometheus metrics of one node, encoded with prometheus-client. Gauges that mirror the
+//! registry (connections, users) are set when scraped, so they are never out of step.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabels {
+    pub method: &'static str,
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    pub method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloseLabels {
+    pub code: u16,
+}
+
+type HistogramFamily = Family<MethodLabels, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub connections: Gauge,
+    pub users: Gauge,
+    pub messages_sent: Counter,
+    pub messages_dropped: Counter,
+    pub handshakes: Family<OutcomeLabels, Counter>,
+    pub disconnects: Family<CloseLabels, Counter>,
+    pub grpc_requests: Family<GrpcLabels, Counter>,
+    pub grpc_duration: HistogramFamily,
+}
+
+fn grpc_histogram() -> Histogram {
+    // 50 µs .. ~1.6 s
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.00005, 2.0, 16,
+    ))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("realtime");
+        let m = Metrics {
+            connections: Gauge::default(),
+            users: Gauge::default(),
+            messages_sent: Counter::default(),
+            messages_dropped: Counter::default(),
+            handshakes: Family::default(),
+            disconnects: Family::default(),
+            grpc_requests: Family::default(),
+            grpc_duration: Family::new_with_constructor(grpc_histogram as fn() -> Histogram),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connections",
+            "Live WebSocket connections on this node",
+            m.connections.clone(),
+        );
+        registry.register(
+            "users",
+            "Distinct users with a live connection on this node",
+            m.users.clone(),
+        );
+        registry.register(
+            "messages_sent",
+            "Messages queued to connections (one per recipient)",
+            m.messages_sent.clone(),
+        );
+        registry.register(
+            "messages_dropped",
+            "Messages that did not fit a connection's send queue (the connection is closed with 4008)",
+            m.messages_dropped.clone(),
+        );
+        registry.register(
+            "handshakes",
+            "WebSocket authentication attempts by outcome",
+            m.handshakes.clone(),
+        );
+        registry.register(
+            "disconnects",
+            "Connections closed, by close code",
+            m.disconnects.clone(),
+        );
+        registry.register(
+            "grpc_requests",
+            "gRPC requests by method and status code",
+            m.grpc_requests.clone(),
+        );
+        registry.register(
+            "grpc_request_duration_seconds",
+            "gRPC request handling time by method",
+            m.grpc_duration.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn handshake(&self, outcome: &'static str) {
+        self.handshakes
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub fn grpc(&self, method: &'static str, code: tonic::Code, elapsed: Duration) {
+        self.grpc_requests
+            .get_or_create(&GrpcLabels {
+                method,
+                code: code_name(code),
+            })
+            .inc();
+        self.grpc_duration
+            .get_or_create(&MethodLabels { method })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The text exposition format, with gauges set to the given values first.
+    pub fn encode(&self, connections: usize, users: usize) -> String {
+        self.connections.set(connections as i64);
+        self.users.set(users as i64);
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encoding metrics into a String cannot fail");
+        out
+    }
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}

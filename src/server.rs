@@ -1,0 +1,168 @@
+//! Starting and stopping one node: bind both listeners, serve both doors over one hub, and
+//! shut down in order (stop taking work, close every WebSocket with 1001, end WatchEvents
+//! with UNAVAILABLE, let in-flight unary RPCs finish) within `shutdown_timeout_ms`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+
+use crate::config::{Config, ConfigError};
+use crate::core::ids::sanitize_node_id;
+use crate::grpc::{GrpcDoor, FILE_DESCRIPTOR_SET, SERVICE_NAME};
+use crate::hub::Hub;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{key}: cannot listen on {addr}: {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC reflection: {0}")]
+    Reflection(String),
+}
+
+/// A running node.
+pub struct Server {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub hub: Arc<Hub>,
+    health: tonic_health::server::HealthReporter,
+    http_task: JoinHandle<()>,
+    grpc_task: JoinHandle<()>,
+}
+
+/// The node id: the configured one, or the host name plus a random suffix.
+pub fn resolve_node_id(configured: &str) -> String {
+    if !configured.is_empty() {
+        return configured.to_owned();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    format!(
+        "{}-{}",
+        sanitize_node_id(host.trim()),
+        crate::random::hex(3)
+    )
+}
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { key, addr, source })
+}
+
+impl Server {
+    /// Binds both listeners and starts serving. The configuration must be valid.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        config.validate()?;
+        let node_id = resolve_node_id(&config.node.id);
+        let http_listener = bind("http.listen", config.http_addr()).await?;
+        let grpc_listener = bind("grpc.listen", config.grpc_addr()).await?;
+        // Both listeners were just bound, so they have local addresses.
+        let http_addr = http_listener
+            .local_addr()
+            .expect("bound listener has an address");
+        let grpc_addr = grpc_listener
+            .local_addr()
+            .expect("bound listener has an address");
+        let hub = Hub::new(config, node_id)?;
+
+        let app = crate::http::router(Arc::clone(&hub));
+        let mut stop = hub.shutdown_signal();
+        let http_task = tokio::spawn(async move {
+            let serve = axum::serve(
+                http_listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|down| *down).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP listener failed");
+            }
+        });
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_service_status("", ServingStatus::Serving).await;
+        health
+            .set_service_status(SERVICE_NAME, ServingStatus::Serving)
+            .await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| StartError::Reflection(e.to_string()))?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| StartError::Reflection(e.to_string()))?;
+        let door = GrpcDoor::new(Arc::clone(&hub)).into_service();
+        let mut stop = hub.shutdown_signal();
+        let grpc_task = tokio::spawn(async move {
+            let serve = tonic::transport::Server::builder()
+                .add_service(health_service)
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha)
+                .add_service(door)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+                    let _ = stop.wait_for(|down| *down).await;
+                });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "gRPC listener failed");
+            }
+        });
+        tracing::info!(
+            node_id = %hub.local.id,
+            http_addr = %http_addr,
+            grpc_addr = %grpc_addr,
+            "listening"
+        );
+        Ok(Server {
+            http_addr,
+            grpc_addr,
+            hub,
+            health,
+            http_task,
+            grpc_task,
+        })
+    }
+
+    /// Shuts down gracefully; true when everything finished within `shutdown_timeout_ms`.
+    pub async fn shutdown(self) -> bool {
+        let timeout = Duration::from_millis(self.hub.config.node.shutdown_timeout_ms);
+        self.health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        self.health
+            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+            .await;
+        self.hub.begin_shutdown();
+        let hub = Arc::clone(&self.hub);
+        let drained = tokio::time::timeout(timeout, async move {
+            let _ = self.http_task.await;
+            let _ = self.grpc_task.await;
+            while !hub.local.registry.is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .is_ok();
+        if !drained {
+            tracing::warn!(
+                remaining = self.hub.local.registry.len(),
+                "shutdown timeout reached; dropping what is left"
+            );
+        }
+        drained
+    }
+}

@@ -1,0 +1,19 @@
+//! Logging setup: human-readable or JSON lines on stderr, filtered by `RUST_LOG` or the
+//! configured level. Nothing in this crate logs a token, an API key or a secret.
+
+use tracing_subscriber::EnvFilter;
+
+pub fn init(format: &str, level: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // try_init: a second initialisation (tests) is not an error worth stopping for.
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}

@@ -1,0 +1,105 @@
+//! The WebSocket door: `GET /ws` authenticates the upgrade and hands the socket to a
+//! [`session`] task. It only translates between frames and the hub; it decides nothing about
+//! who receives what.
+
+pub mod outbox;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::clock::now_ms;
+use crate::core::claims::AuthError;
+use crate::hub::Hub;
+
+/// Bytes tungstenite reads per socket read. A push server reads little (pongs, small ops), and
+/// every byte here is paid per connection (see docs/architecture.md).
+pub const READ_BUFFER: usize = 1024;
+/// Frames are coalesced into this many bytes before a write to the socket.
+pub const WRITE_BUFFER: usize = 4096;
+/// The most a connection's write buffer may hold while its socket does not drain.
+pub const MAX_WRITE_BUFFER: usize = 256 * 1024;
+
+#[derive(Deserialize)]
+pub struct WsQuery {
+    token: Option<String>,
+}
+
+/// `GET /ws`.
+pub async fn upgrade(
+    State(hub): State<Arc<Hub>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Query(query): Query<WsQuery>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if hub.is_shutting_down() {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the server is shutting down",
+        );
+    }
+    let token = match (query.token, headers.get(header::AUTHORIZATION)) {
+        (Some(t), _) => Some(t),
+        (None, Some(value)) => match value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
+            Some(t) => Some(t.trim().to_owned()),
+            None => {
+                hub.local.metrics.handshake("malformed");
+                return json_error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "the Authorization header must be \"Bearer <token>\"",
+                );
+            }
+        },
+        (None, None) => None,
+    };
+    let identity = match token {
+        Some(t) => match hub.verifier.verify(&t, now_ms()) {
+            Ok(identity) => {
+                hub.local.metrics.handshake("ok");
+                Some(identity)
+            }
+            Err(e) => return refuse(&hub, &e),
+        },
+        None => None,
+    };
+    let peer = session::Peer {
+        remote_addr: remote.to_string(),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(256).collect())
+            .unwrap_or_default(),
+    };
+    let max = hub.config.limits.max_frame_bytes;
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .max_frame_size(max)
+        .max_message_size(max)
+        .on_upgrade(move |socket| {
+            // Spawn rather than await here: awaiting would keep the upgrade future and the
+            // session future alive together, a measured +2 KiB per connection.
+            tokio::spawn(session::run(socket, hub, identity, peer));
+            std::future::ready(())
+        })
+}
+
+fn refuse(hub: &Hub, e: &AuthError) -> Response {
+    hub.local.metrics.handshake(e.label());
+    json_error(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string())
+}
+
+/// `{"error": code, "message": ...}` with a status.
+pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({"error": code, "message": message}).to_string();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}

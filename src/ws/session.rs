@@ -1,0 +1,318 @@
+//! One WebSocket connection's task: first-frame authentication when the upgrade carried no
+//! token, registration, then one loop that writes queued frames (coalesced: feed what the
+//! queue holds, flush once), reads client frames, and closes when asked. No lock is held
+//! across a socket write; the registry is touched only to register and unregister.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::SinkExt;
+use tokio::sync::mpsc;
+
+use crate::clock::now_ms;
+use crate::core::claims::Identity;
+use crate::core::frames::{self, ClientFrame, ErrorCode};
+use crate::core::registry::{Conn, ConnInfo};
+use crate::hub::{Hub, CLOSE_GOING_AWAY};
+use crate::node::WsConn;
+use crate::ws::outbox::{SharedFrame, WsOutbox};
+
+pub const CLOSE_UNAUTHORIZED: u16 = 4001;
+pub const CLOSE_TOO_MANY_BAD_FRAMES: u16 = 4400;
+pub const CLOSE_TOO_LARGE: u16 = 1009;
+/// What a connection that ends without a close frame is recorded with.
+pub const CLOSE_ABNORMAL: u16 = 1006;
+/// How long the close handshake may take before the TCP connection is dropped.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most frames taken from the queue for one flush.
+const WRITE_BATCH: usize = 128;
+
+/// What the upgrade request said about the client.
+pub struct Peer {
+    pub remote_addr: String,
+    pub user_agent: String,
+}
+
+/// How a connection ended.
+struct Ended {
+    code: u16,
+    reason: String,
+}
+
+/// Runs one connection to its end.
+pub async fn run(mut socket: WebSocket, hub: Arc<Hub>, identity: Option<Identity>, peer: Peer) {
+    let identity = match identity {
+        Some(identity) => identity,
+        None => match first_frame_auth(&mut socket, &hub).await {
+            Some(identity) => identity,
+            None => return,
+        },
+    };
+    let (id, seq) = hub.local.next_conn_id();
+    let (outbox, rx) = WsOutbox::new(hub.config.limits.send_queue);
+    let conn: Arc<WsConn> = Arc::new(Conn::new(
+        ConnInfo {
+            id,
+            seq,
+            user_id: identity.user_id,
+            roles: identity.roles,
+            metadata: identity.metadata,
+            connected_at_ms: now_ms(),
+            remote_addr: peer.remote_addr,
+            user_agent: peer.user_agent,
+        },
+        identity.expires_at_ms,
+        outbox,
+    ));
+    hub.local.register(Arc::clone(&conn));
+    if hub.is_shutting_down() {
+        // Shutdown began while we registered: its sweep may have missed us.
+        hub.local
+            .close(&conn, CLOSE_GOING_AWAY, "server shutting down");
+    }
+    let connected = frames::connected(
+        &conn.info.id,
+        &conn.info.user_id,
+        conn.expires_at_ms(),
+        hub.config.limits.ping_interval_ms,
+    );
+    let ended = serve(&mut socket, &hub, &conn, rx, connected).await;
+    hub.local.unregister(seq, ended.code, &ended.reason);
+}
+
+/// Waits for `{"op":"auth","token":...}` within `auth_timeout`. On failure, answers
+/// `unauthorized` and closes with 4001.
+async fn first_frame_auth(socket: &mut WebSocket, hub: &Hub) -> Option<Identity> {
+    let metrics = &hub.local.metrics;
+    let wait = Duration::from_millis(hub.config.limits.auth_timeout_ms);
+    let mut shutdown = hub.shutdown_signal();
+    let first = tokio::select! {
+        r = tokio::time::timeout(wait, next_data_frame(socket)) => r,
+        _ = async { let _ = shutdown.wait_for(|down| *down).await; } => {
+            close(socket, CLOSE_GOING_AWAY, "server shutting down").await;
+            return None;
+        }
+    };
+    let refusal = match first {
+        Err(_) => {
+            metrics.handshake("timeout");
+            "authentication timed out".to_owned()
+        }
+        Ok(Err(code)) => {
+            metrics.handshake("abandoned");
+            if code == CLOSE_TOO_LARGE {
+                close(socket, CLOSE_TOO_LARGE, "frame too large").await;
+            }
+            return None;
+        }
+        Ok(Ok(Message::Text(text))) => match frames::parse(text.as_str()) {
+            Ok(ClientFrame::Auth { token }) => match hub.verifier.verify(&token, now_ms()) {
+                Ok(identity) => {
+                    metrics.handshake("ok");
+                    return Some(identity);
+                }
+                Err(e) => {
+                    metrics.handshake(e.label());
+                    e.to_string()
+                }
+            },
+            _ => {
+                metrics.handshake("missing");
+                "the first frame must be {\"op\":\"auth\",\"token\":...}".to_owned()
+            }
+        },
+        Ok(Ok(_)) => {
+            metrics.handshake("missing");
+            "the first frame must be {\"op\":\"auth\",\"token\":...}".to_owned()
+        }
+    };
+    let reply = frames::error(ErrorCode::Unauthorized, &refusal, None);
+    if socket.send(Message::Text(reply.into())).await.is_ok() {
+        close(socket, CLOSE_UNAUTHORIZED, "unauthorized").await;
+    }
+    None
+}
+
+/// The next text or binary frame; `Err(close code)` when the socket ends or fails first.
+async fn next_data_frame(socket: &mut WebSocket) -> Result<Message, u16> {
+    loop {
+        match socket.recv().await {
+            Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => return Ok(m),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(_))) | None => return Err(CLOSE_ABNORMAL),
+            Some(Err(e)) => return Err(error_code(e)),
+        }
+    }
+}
+
+/// The close code a read error calls for: 1009 for a frame over the size limit.
+fn error_code(e: axum::Error) -> u16 {
+    match e.into_inner().downcast::<tungstenite::Error>() {
+        Ok(e) if matches!(*e, tungstenite::Error::Capacity(_)) => CLOSE_TOO_LARGE,
+        _ => CLOSE_ABNORMAL,
+    }
+}
+
+/// The connection loop.
+async fn serve(
+    socket: &mut WebSocket,
+    hub: &Hub,
+    conn: &Arc<WsConn>,
+    mut rx: mpsc::Receiver<SharedFrame>,
+    connected: String,
+) -> Ended {
+    let lost = |reason: &str| Ended {
+        code: CLOSE_ABNORMAL,
+        reason: reason.to_owned(),
+    };
+    if socket.send(Message::Text(connected.into())).await.is_err() {
+        return lost("write failed");
+    }
+    let max_bad = hub.config.limits.max_bad_frames;
+    let mut bad_frames = 0u32;
+    let mut batch: Vec<SharedFrame> = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            req = conn.outbox.closed() => return close(socket, req.code, &req.reason).await,
+            n = rx.recv_many(&mut batch, WRITE_BATCH) => {
+                if n == 0 {
+                    return lost("queue closed");
+                }
+                tokio::select! {
+                    biased;
+                    req = conn.outbox.closed() => return close(socket, req.code, &req.reason).await,
+                    r = write_batch(socket, &mut batch) => if r.is_err() {
+                        return lost("write failed");
+                    },
+                }
+            }
+            msg = socket.recv() => {
+                let reply = match msg {
+                    Some(Ok(Message::Text(text))) => on_text(hub, conn, text.as_str()),
+                    Some(Ok(Message::Binary(_))) => Reply::Bad(frames::error(
+                        ErrorCode::BadRequest,
+                        "binary frames are not supported; send JSON text frames",
+                        None,
+                    )),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Reply::None,
+                    Some(Ok(Message::Close(frame))) => {
+                        let (code, reason) = frame
+                            .map(|f| (f.code, f.reason.to_string()))
+                            .unwrap_or((1005, String::new()));
+                        // Let tungstenite send its close reply, then end.
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.flush()).await;
+                        return Ended { code, reason };
+                    }
+                    Some(Err(e)) => match error_code(e) {
+                        CLOSE_TOO_LARGE => {
+                            hub.local.unregister(conn.info.seq, CLOSE_TOO_LARGE, "frame too large");
+                            return close(socket, CLOSE_TOO_LARGE, "frame too large").await;
+                        }
+                        _ => return lost("read failed"),
+                    },
+                    None => return lost("connection lost"),
+                };
+                let text = match reply {
+                    Reply::None => continue,
+                    Reply::Ok(text) => text,
+                    Reply::Bad(text) => {
+                        bad_frames += 1;
+                        text
+                    }
+                };
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    return lost("write failed");
+                }
+                if bad_frames >= max_bad {
+                    let reason = "too many bad frames";
+                    hub.local.unregister(conn.info.seq, CLOSE_TOO_MANY_BAD_FRAMES, reason);
+                    return close(socket, CLOSE_TOO_MANY_BAD_FRAMES, reason).await;
+                }
+            }
+        }
+    }
+}
+
+/// Writes every queued frame, then flushes once.
+async fn write_batch(
+    socket: &mut WebSocket,
+    batch: &mut Vec<SharedFrame>,
+) -> Result<(), axum::Error> {
+    for frame in batch.drain(..) {
+        socket.feed(Message::Text(frame.0.clone())).await?;
+    }
+    socket.flush().await
+}
+
+enum Reply {
+    None,
+    Ok(String),
+    /// A reply to a bad frame: it counts toward `max_bad_frames`.
+    Bad(String),
+}
+
+fn on_text(hub: &Hub, conn: &WsConn, text: &str) -> Reply {
+    match frames::parse(text) {
+        Ok(ClientFrame::Ping { reference }) => Reply::Ok(frames::pong(reference.as_ref())),
+        Ok(ClientFrame::Auth { .. }) => Reply::Bad(frames::error(
+            ErrorCode::BadRequest,
+            "already authenticated; use refresh to change the token",
+            None,
+        )),
+        Ok(ClientFrame::Refresh { token, reference }) => {
+            match hub.verifier.verify(&token, now_ms()) {
+                Ok(id) if id.user_id == conn.info.user_id => {
+                    conn.set_expires_at_ms(id.expires_at_ms);
+                    Reply::Ok(frames::refreshed(id.expires_at_ms, reference.as_ref()))
+                }
+                Ok(_) => Reply::Ok(frames::error(
+                    ErrorCode::Unauthorized,
+                    "the token is for another user",
+                    reference.as_ref(),
+                )),
+                Err(e) => Reply::Ok(frames::error(
+                    ErrorCode::Unauthorized,
+                    &e.to_string(),
+                    reference.as_ref(),
+                )),
+            }
+        }
+        Ok(
+            ClientFrame::Subscribe { reference, .. } | ClientFrame::Unsubscribe { reference, .. },
+        ) => Reply::Ok(frames::error(
+            ErrorCode::Unavailable,
+            "topics are not available in this version yet",
+            reference.as_ref(),
+        )),
+        Err(bad) => Reply::Bad(frames::error(
+            ErrorCode::BadRequest,
+            &bad.message,
+            bad.reference.as_ref(),
+        )),
+    }
+}
+
+/// Sends a close frame and waits (at most [`CLOSE_TIMEOUT`]) for the peer's; then the TCP
+/// connection is dropped with the socket.
+async fn close(socket: &mut WebSocket, code: u16, reason: &str) -> Ended {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        socket.send(Message::Close(Some(frame))).await?;
+        while let Some(Ok(m)) = socket.recv().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+        Ok::<(), axum::Error>(())
+    })
+    .await;
+    Ended {
+        code,
+        reason: reason.to_owned(),
+    }
+}

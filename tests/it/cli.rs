@@ -1,0 +1,226 @@
+//! The binary itself: `--version`, `token`, configuration errors, and `serve` stopping on
+//! SIGTERM with 1001 to its sockets and exit code 0.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_boundary-realtime");
+
+#[test]
+fn version_prints_the_crate_version() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("boundary-realtime {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn token_mints_a_verifiable_token_with_roles_and_topics() {
+    let out = Command::new(BIN)
+        .args([
+            "token", "--sub", "alice", "--role", "admin", "--role", "ops", "--topic", "orders:*",
+            "--ttl", "120",
+        ])
+        .env("REALTIME_JWT__SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let token = stdout.trim();
+    assert_eq!(stdout.lines().count(), 1, "the token alone on stdout");
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    v.set_required_spec_claims(&["exp", "sub"]);
+    let data = jsonwebtoken::decode::<Value>(
+        token,
+        &jsonwebtoken::DecodingKey::from_secret(SECRET.as_bytes()),
+        &v,
+    )
+    .unwrap();
+    assert_eq!(data.claims["sub"], "alice");
+    assert_eq!(data.claims["roles"], serde_json::json!(["admin", "ops"]));
+    assert_eq!(data.claims["topics"], serde_json::json!(["orders:*"]));
+    let ttl = data.claims["exp"].as_i64().unwrap() - data.claims["iat"].as_i64().unwrap();
+    assert_eq!(ttl, 120);
+}
+
+#[test]
+fn token_without_a_secret_says_so_and_fails() {
+    let out = Command::new(BIN)
+        .args(["token", "--sub", "a"])
+        .env_remove("REALTIME_JWT__SECRET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("jwt.secret"));
+}
+
+#[test]
+fn invalid_configuration_stops_start_up_naming_the_key() {
+    let dir = std::env::temp_dir().join(format!("rt-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        ("[limits]\nsend_queue = 0\n", "limits.send_queue"),
+        ("[limits]\nsend_queue = \"many\"\n", "limits.send_queue"),
+        ("[http]\nlisten = \"somewhere\"\n", "http.listen"),
+        ("[jwt]\nalgorithm = \"HS999\"\n", "jwt.algorithm"),
+        ("[limits]\nmax_frame_byte = 10\n", "max_frame_byte"),
+    ];
+    for (i, (toml, key)) in cases.iter().enumerate() {
+        let path = dir.join(format!("c{i}.toml"));
+        std::fs::write(
+            &path,
+            format!("[grpc]\napi_keys = [\"{API_KEY}\"]\n[node]\nid = \"x\"\n{toml}"),
+        )
+        .unwrap();
+        let out = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("REALTIME_JWT__SECRET", SECRET)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{toml}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "{toml}: {err}");
+    }
+    // from the environment too
+    let out = Command::new(BIN)
+        .args(["serve"])
+        .env("REALTIME_JWT__SECRET", SECRET)
+        .env("REALTIME_GRPC__API_KEYS", API_KEY)
+        .env("REALTIME_LIMITS__CLIENT_RATE", "fast")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("limits.client_rate"));
+    let out = Command::new(BIN)
+        .args(["serve"])
+        .env("REALTIME_JWT__SECRET", SECRET)
+        .env_remove("REALTIME_GRPC__API_KEYS")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("grpc.api_keys"));
+}
+
+/// A child process that is killed and reaped if the test ends early.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `serve` on ephemeral ports and reads the addresses from its "listening" log line.
+fn spawn_serve(
+    extra_env: &[(&str, &str)],
+) -> (Reaped, String, String, std::sync::mpsc::Receiver<String>) {
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "serve",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+    ])
+    .env("REALTIME_JWT__SECRET", SECRET)
+    .env("REALTIME_GRPC__API_KEYS", API_KEY)
+    .env("REALTIME_NODE__ID", "bin")
+    .env_remove("RUST_LOG")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = Reaped(cmd.spawn().unwrap());
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .expect("listening line");
+        let v: Value = serde_json::from_str(&line).expect("JSON log line");
+        if v["fields"]["message"] == "listening" {
+            let http = v["fields"]["http_addr"].as_str().unwrap().to_owned();
+            let grpc = v["fields"]["grpc_addr"].as_str().unwrap().to_owned();
+            return (child, http, grpc, rx);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_stops_on_sigterm_with_1001_and_exit_0_and_logs_no_secret() {
+    let (mut child, http, grpc, logs) = spawn_serve(&[]);
+    let s = TestServer {
+        server: None,
+        http: http.parse().unwrap(),
+        grpc: grpc.parse().unwrap(),
+    };
+    let mut ws = s.connect("alice", &[]).await;
+    // A refused token and a gRPC call with a wrong key, so the logs had a chance to leak them.
+    assert_eq!(
+        s.upgrade_status(&format!("?token={}x", token("u", &[])), None)
+            .await,
+        401
+    );
+    let mut client = s.client().await;
+    let _ = client
+        .get_stats(tonic::Request::new(
+            boundary_realtime::proto::GetStatsRequest {},
+        ))
+        .await;
+    let st = client
+        .get_stats(authed(boundary_realtime::proto::GetStatsRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((st.connections, st.node_id.as_str()), (1, "bin"));
+
+    let started = std::time::Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let (code, _, _) = ws.next_close().await;
+    assert_eq!(code, 1001);
+    let status = loop {
+        if let Some(st) = child.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(12),
+            "exited within shutdown_timeout_ms"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    let all: Vec<String> = logs.try_iter().collect();
+    let text = all.join("\n");
+    assert!(text.contains("shutting down"), "{text}");
+    assert!(
+        !text.contains(SECRET) && !text.contains(API_KEY) && !text.contains("eyJ"),
+        "a secret reached the logs:\n{text}"
+    );
+}

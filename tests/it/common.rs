@@ -1,0 +1,255 @@
+//! Test harness: a real server on loopback port 0, real WebSocket clients (tokio-tungstenite)
+//! and the generated tonic client. Waits are bounded polls, never fixed sleeps.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use boundary_realtime::config::Config;
+use boundary_realtime::proto::realtime_service_client::RealtimeServiceClient;
+use boundary_realtime::proto::{self, SendToConnectionRequest};
+use boundary_realtime::server::Server;
+use futures_util::{SinkExt, StreamExt};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tonic::transport::Channel;
+use tonic::Request;
+
+pub const SECRET: &str = "test-secret-0123456789abcdef";
+pub const API_KEY: &str = "test-api-key-0123456789";
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub fn config() -> Config {
+    let mut c = Config::default();
+    c.http.listen = "127.0.0.1:0".into();
+    c.grpc.listen = "127.0.0.1:0".into();
+    c.jwt.secret = SECRET.into();
+    c.grpc.api_keys = vec![API_KEY.into()];
+    c.node.id = "test".into();
+    c
+}
+
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+}
+
+pub async fn start() -> TestServer {
+    start_with(config()).await
+}
+
+pub async fn start_with(config: Config) -> TestServer {
+    let server = Server::start(config).await.expect("server starts");
+    TestServer {
+        http: server.http_addr,
+        grpc: server.grpc_addr,
+        server: Some(server),
+    }
+}
+
+pub fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A token signed with the test secret.
+pub fn sign(alg: Algorithm, claims: Value) -> String {
+    jsonwebtoken::encode(
+        &Header::new(alg),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// A valid HS256 token for `user` with `roles`.
+pub fn token(user: &str, roles: &[&str]) -> String {
+    sign(
+        Algorithm::HS256,
+        json!({"sub": user, "exp": now_s() + 3600, "roles": roles}),
+    )
+}
+
+/// Adds the API key to a request.
+pub fn authed<T>(msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {API_KEY}").parse().unwrap(),
+    );
+    r
+}
+
+pub fn msg(kind: &str, payload: &str) -> Option<proto::Message> {
+    Some(proto::Message {
+        r#type: kind.into(),
+        payload_json: payload.into(),
+        id: String::new(),
+    })
+}
+
+pub type Client = RealtimeServiceClient<Channel>;
+
+pub struct Ws {
+    pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub id: String,
+}
+
+impl TestServer {
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.http)
+    }
+
+    pub async fn client(&self) -> Client {
+        RealtimeServiceClient::connect(format!("http://{}", self.grpc))
+            .await
+            .expect("gRPC connects")
+    }
+
+    /// Connects with the token in the query and reads the `connected` frame.
+    pub async fn connect(&self, user: &str, roles: &[&str]) -> Ws {
+        self.connect_token(&token(user, roles)).await
+    }
+
+    pub async fn connect_token(&self, token: &str) -> Ws {
+        let (stream, _) =
+            tokio_tungstenite::connect_async(format!("{}?token={token}", self.ws_url()))
+                .await
+                .expect("upgrade");
+        let mut ws = Ws {
+            stream,
+            id: String::new(),
+        };
+        let c = ws.next_json().await;
+        assert_eq!(c["op"], "connected", "{c}");
+        ws.id = c["connection_id"].as_str().unwrap().to_owned();
+        ws
+    }
+
+    /// Upgrades without a token (first-frame auth follows).
+    pub async fn connect_bare(&self) -> Ws {
+        let (stream, _) = tokio_tungstenite::connect_async(self.ws_url())
+            .await
+            .expect("upgrade");
+        Ws {
+            stream,
+            id: String::new(),
+        }
+    }
+
+    /// The HTTP status of an upgrade attempt that is expected to fail.
+    pub async fn upgrade_status(&self, query: &str, auth_header: Option<&str>) -> u16 {
+        let mut req = format!("{}{query}", self.ws_url())
+            .into_client_request()
+            .unwrap();
+        if let Some(h) = auth_header {
+            req.headers_mut()
+                .insert("authorization", h.parse().unwrap());
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Ok(_) => 101,
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+            Err(e) => panic!("unexpected upgrade error {e}"),
+        }
+    }
+
+    pub async fn shutdown(&mut self) -> bool {
+        self.server.take().expect("running").shutdown().await
+    }
+
+    pub fn hub(&self) -> &std::sync::Arc<boundary_realtime::hub::Hub> {
+        &self.server.as_ref().expect("running").hub
+    }
+
+    /// Sends each connection a marker, and checks it is the next frame each receives: proof
+    /// that nothing else was queued to them before it.
+    pub async fn assert_nothing_pending(&self, client: &mut Client, conns: &mut [&mut Ws]) {
+        for ws in conns.iter_mut() {
+            client
+                .send_to_connection(authed(SendToConnectionRequest {
+                    connection_id: ws.id.clone(),
+                    message: msg("marker", "null"),
+                }))
+                .await
+                .unwrap();
+            let next = ws.next_json().await;
+            assert_eq!(
+                next["type"], "marker",
+                "connection {} had something pending: {next}",
+                ws.id
+            );
+        }
+    }
+}
+
+impl Ws {
+    pub async fn send_text(&mut self, text: &str) {
+        self.stream
+            .send(Message::Text(text.into()))
+            .await
+            .expect("send");
+    }
+
+    /// The next text frame as JSON (pings and pongs skipped); panics on close or timeout.
+    pub async fn next_json(&mut self) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let m = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .expect("a frame within the wait");
+            match m {
+                Some(Ok(Message::Text(t))) => {
+                    return serde_json::from_str(t.as_str()).expect("JSON frame")
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Reads until the close frame; returns its code and reason and the text frames before it.
+    pub async fn next_close(&mut self) -> (u16, String, Vec<Value>) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut texts = Vec::new();
+        loop {
+            let m = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .expect("a close within the wait");
+            match m {
+                Some(Ok(Message::Text(t))) => texts.push(serde_json::from_str(t.as_str()).unwrap()),
+                Some(Ok(Message::Close(Some(CloseFrame { code, reason })))) => {
+                    return (code.into(), reason.to_string(), texts)
+                }
+                Some(Ok(Message::Close(None))) => return (1005, String::new(), texts),
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds or the wait runs out.
+pub async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,83 @@
+//! Operations: health, readiness, metrics, and graceful shutdown (1001 to every socket,
+//! UNAVAILABLE to every watcher, in time).
+
+use boundary_realtime::proto::*;
+use futures_util::StreamExt;
+
+use crate::common::*;
+use crate::delivery::http_get;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics() {
+    let s = start().await;
+    assert_eq!(http_get(&s, "/healthz").await, "ok\n");
+    assert_eq!(http_get(&s, "/readyz").await, "ready\n");
+    let mut client = s.client().await;
+    let _a = s.connect("a", &[]).await;
+    let _b = s.connect("b", &[]).await;
+    assert_eq!(s.upgrade_status("?token=bad", None).await, 401);
+    client
+        .broadcast(authed(BroadcastRequest {
+            message: msg("t", "1"),
+        }))
+        .await
+        .unwrap();
+    let _ = client
+        .get_connection(authed(GetConnectionRequest {
+            connection_id: "x".into(),
+        }))
+        .await;
+    let m = http_get(&s, "/metrics").await;
+    for line in [
+        "realtime_connections 2",
+        "realtime_users 2",
+        "realtime_messages_sent_total 2",
+        "realtime_messages_dropped_total 0",
+        "realtime_handshakes_total{outcome=\"ok\"} 2",
+        "realtime_handshakes_total{outcome=\"malformed\"} 1",
+        "realtime_grpc_requests_total{method=\"Broadcast\",code=\"OK\"} 1",
+        "realtime_grpc_requests_total{method=\"GetConnection\",code=\"NOT_FOUND\"} 1",
+        "realtime_grpc_request_duration_seconds_count{method=\"Broadcast\"} 1",
+    ] {
+        assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
+    }
+    assert!(!m.contains(SECRET) && !m.contains(API_KEY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_closes_sockets_with_1001_and_ends_watchers() {
+    let mut s = start().await;
+    let mut client = s.client().await;
+    let mut watch = client
+        .watch_events(authed(WatchEventsRequest { kinds: vec![] }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut a = s.connect("a", &[]).await;
+    let mut b = s.connect("b", &[]).await;
+    let pending = s.connect_bare().await; // still authenticating
+    assert!(matches!(watch.next().await, Some(Ok(_))));
+    assert!(matches!(watch.next().await, Some(Ok(_))));
+    let http = s.http;
+    let started = std::time::Instant::now();
+    let clean = s.shutdown().await;
+    assert!(clean, "shut down within shutdown_timeout_ms");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    for ws in [&mut a, &mut b] {
+        let (code, _, _) = ws.next_close().await;
+        assert_eq!(code, 1001);
+    }
+    let mut pending = pending;
+    assert_eq!(pending.next_close().await.0, 1001);
+    // The watcher saw both disconnects, then UNAVAILABLE.
+    let mut status = None;
+    while let Some(item) = tokio::time::timeout(WAIT, watch.next()).await.unwrap() {
+        if let Err(e) = item {
+            status = Some(e);
+            break;
+        }
+    }
+    assert_eq!(status.expect("a status").code(), tonic::Code::Unavailable);
+    // Nothing listens any more.
+    assert!(tokio::net::TcpStream::connect(http).await.is_err());
+}

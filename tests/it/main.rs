@@ -1,0 +1,10 @@
+//! Integration tests: one binary (one link) with a module per area.
+
+mod common;
+
+mod auth;
+mod cli;
+mod delivery;
+mod grpc_api;
+mod lifecycle;
+mod routing;
