@@ -87,6 +87,9 @@ pub struct GrpcConfig {
     /// Events a WatchEvents stream may fall behind before it is ended with RESOURCE_EXHAUSTED
     /// (an addition to the contract's keys).
     pub watch_buffer: usize,
+    /// Requests one gRPC connection may have in progress; more are refused at once with
+    /// RESOURCE_EXHAUSTED (load shedding, never a queue). An addition to the contract's keys.
+    pub max_concurrent_requests: usize,
 }
 
 impl std::fmt::Debug for GrpcConfig {
@@ -99,6 +102,7 @@ impl std::fmt::Debug for GrpcConfig {
             )
             .field("allow_unauthenticated", &self.allow_unauthenticated)
             .field("watch_buffer", &self.watch_buffer)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
             .finish()
     }
 }
@@ -110,6 +114,7 @@ impl Default for GrpcConfig {
             api_keys: Vec::new(),
             allow_unauthenticated: false,
             watch_buffer: 4096,
+            max_concurrent_requests: 1024,
         }
     }
 }
@@ -177,6 +182,9 @@ pub struct LimitsConfig {
     pub client_rate: u32,
     pub max_bad_frames: u32,
     pub max_connections_per_user: u32,
+    /// Addition: sockets this node holds at most (HTTP 503 past it); 0 means the process's
+    /// open-file limit minus 256.
+    pub max_connections: usize,
     pub auth_timeout_ms: u64,
     pub ping_interval_ms: u64,
     pub pong_timeout_ms: u64,
@@ -191,6 +199,7 @@ impl Default for LimitsConfig {
             client_rate: 50,
             max_bad_frames: 10,
             max_connections_per_user: 0,
+            max_connections: 0,
             auth_timeout_ms: 5_000,
             ping_interval_ms: 25_000,
             pong_timeout_ms: 10_000,
@@ -343,6 +352,11 @@ impl Config {
         let l = &self.limits;
         for (key, value, min) in [
             ("grpc.watch_buffer", self.grpc.watch_buffer as u64, 1),
+            (
+                "grpc.max_concurrent_requests",
+                self.grpc.max_concurrent_requests as u64,
+                1,
+            ),
             ("limits.send_queue", l.send_queue as u64, 1),
             ("limits.max_frame_bytes", l.max_frame_bytes as u64, 128),
             ("limits.max_payload_bytes", l.max_payload_bytes as u64, 1),
@@ -460,6 +474,24 @@ impl Config {
         })?;
         Ok(cfg)
     }
+}
+
+/// The node's connection cap: `limits.max_connections`, or when 0 the process's open-file
+/// soft limit minus 256 for listeners, gRPC and files (100000 when it cannot be read).
+pub fn effective_max_connections(limits: &LimitsConfig) -> usize {
+    if limits.max_connections > 0 {
+        return limits.max_connections;
+    }
+    open_file_limit()
+        .map(|n| n.saturating_sub(256).max(1))
+        .unwrap_or(100_000)
+}
+
+/// The soft `Max open files` of this process, from /proc (Linux).
+fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 fn parse_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {

@@ -3,7 +3,7 @@
 //! door translates protobuf to these calls; the WebSocket door registers connections through
 //! [`LocalNode`]. Errors are [`CoreError`]s, mapped once at each door.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -59,6 +59,17 @@ pub const CLOSE_DISCONNECTED: u16 = 4000;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const MAX_CLOSE_REASON_BYTES: usize = 123;
 
+/// A socket admitted under the node's connection cap; dropping it frees the place.
+pub struct Admission {
+    hub: Arc<Hub>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.hub.admitted.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 pub struct Hub {
     pub local: Arc<LocalNode>,
     pub config: Config,
@@ -66,6 +77,10 @@ pub struct Hub {
     broker: Arc<dyn Broker>,
     shutting_down: AtomicBool,
     shutdown: watch::Sender<bool>,
+    /// Sockets between upgrade and end, authenticated or not.
+    admitted: AtomicUsize,
+    /// The cap on `admitted`.
+    pub max_connections: usize,
 }
 
 impl Hub {
@@ -88,6 +103,7 @@ impl Hub {
             config.grpc.watch_buffer,
         ));
         let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(Arc::clone(&local)));
+        let config_limits = config.limits.clone();
         Ok(Arc::new(Hub {
             local,
             config,
@@ -95,6 +111,8 @@ impl Hub {
             broker,
             shutting_down: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
+            admitted: AtomicUsize::new(0),
+            max_connections: crate::config::effective_max_connections(&config_limits),
         }))
     }
 
@@ -218,6 +236,17 @@ impl Hub {
             .iter()
             .filter(|c| self.local.close(c, code, reason))
             .count() as u32)
+    }
+
+    /// Takes a place under the node's connection cap; `None` when the node is full.
+    pub fn admit(self: &Arc<Self>) -> Option<Admission> {
+        if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.max_connections {
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Admission {
+            hub: Arc::clone(self),
+        })
     }
 
     pub fn is_shutting_down(&self) -> bool {

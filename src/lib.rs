@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod node;
 pub mod random;
 pub mod server;
+pub mod sweeper;
 pub mod telemetry;
 pub mod ws;
 

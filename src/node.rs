@@ -9,7 +9,7 @@ use tokio::sync::broadcast;
 
 use crate::clock::now_ms;
 use crate::core::ids::format_conn_id;
-use crate::core::registry::{Conn, Outbox, Registry, Target};
+use crate::core::registry::{Conn, Outbox, Registry, Target, TooMany};
 use crate::metrics::Metrics;
 use crate::ws::outbox::{SharedFrame, WsOutbox};
 
@@ -101,10 +101,13 @@ impl LocalNode {
         }));
     }
 
-    /// Makes a connection reachable by every index, and tells watchers.
-    pub fn register(&self, conn: Arc<WsConn>) {
-        self.registry.insert(Arc::clone(&conn));
+    /// Makes a connection reachable by every index, and tells watchers; refused when its
+    /// user already has `max_per_user` connections (0: no limit).
+    pub fn register(&self, conn: Arc<WsConn>, max_per_user: usize) -> Result<(), TooMany> {
+        self.registry
+            .insert_limited(Arc::clone(&conn), max_per_user)?;
         self.emit(EventKind::Connected, &conn, 0, "");
+        Ok(())
     }
 
     /// Takes a connection out of the registry (if still there) and tells watchers. Returns

@@ -108,8 +108,11 @@ impl Server {
             .map_err(|e| StartError::Reflection(e.to_string()))?;
         let door = GrpcDoor::new(Arc::clone(&hub)).into_service();
         let mut stop = hub.shutdown_signal();
+        let per_connection = hub.config.grpc.max_concurrent_requests;
         let grpc_task = tokio::spawn(async move {
             let serve = tonic::transport::Server::builder()
+                .concurrency_limit_per_connection(per_connection)
+                .load_shed(true)
                 .add_service(health_service)
                 .add_service(reflection_v1)
                 .add_service(reflection_v1alpha)
@@ -121,8 +124,10 @@ impl Server {
                 tracing::error!(error = %e, "gRPC listener failed");
             }
         });
+        tokio::spawn(crate::sweeper::run(Arc::clone(&hub)));
         tracing::info!(
             node_id = %hub.local.id,
+            max_connections = hub.max_connections,
             http_addr = %http_addr,
             grpc_addr = %grpc_addr,
             "listening"

@@ -175,6 +175,8 @@ pub enum ErrorCode {
     Forbidden,
     /// The op is known but this server does not offer it yet.
     Unavailable,
+    /// The user already has `max_connections_per_user` connections.
+    TooManyConnections,
 }
 
 impl ErrorCode {
@@ -184,6 +186,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::TooManyConnections => "too_many_connections",
         }
     }
 }

@@ -6,9 +6,12 @@
 pub mod claims;
 pub mod error;
 pub mod frames;
+pub mod heartbeat;
 pub mod ids;
 pub mod message;
+pub mod origin;
 pub mod page;
+pub mod rate;
 pub mod registry;
 
 pub use error::CoreError;

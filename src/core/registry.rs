@@ -22,6 +22,8 @@ pub trait Outbox: Send + Sync + 'static {
     fn offer(&self, frame: &Self::Frame) -> Offer;
     /// Asks the connection to close with this code and reason; later calls are ignored.
     fn close(&self, code: u16, reason: &str);
+    /// Asks the connection to send a heartbeat ping.
+    fn ping(&self);
 }
 
 /// What [`Outbox::offer`] did.
@@ -57,19 +59,46 @@ pub struct Conn<O> {
     sent: AtomicU64,
     dropped: AtomicU64,
     closing: AtomicBool,
+    last_seen_ms: AtomicI64,
+    ping_sent_ms: AtomicI64,
     topics: Mutex<BTreeSet<String>>,
 }
 
 impl<O> Conn<O> {
     pub fn new(info: ConnInfo, expires_at_ms: Option<i64>, outbox: O) -> Self {
         Conn {
-            info,
             outbox,
             expires_at_ms: AtomicI64::new(expires_at_ms.unwrap_or(NO_EXPIRY)),
             sent: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             closing: AtomicBool::new(false),
+            last_seen_ms: AtomicI64::new(info.connected_at_ms),
+            ping_sent_ms: AtomicI64::new(NO_EXPIRY),
             topics: Mutex::new(BTreeSet::new()),
+            info,
+        }
+    }
+
+    /// Records that a frame arrived at `now_ms`.
+    pub fn touch(&self, now_ms: i64) {
+        self.last_seen_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// Records that a heartbeat ping was requested at `now_ms`.
+    pub fn mark_ping_sent(&self, now_ms: i64) {
+        self.ping_sent_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// What the heartbeat rules need to know about this connection.
+    pub fn heartbeat_state(&self) -> super::heartbeat::State {
+        super::heartbeat::State {
+            connected_at_ms: self.info.connected_at_ms,
+            last_seen_ms: self.last_seen_ms.load(Ordering::Relaxed),
+            ping_sent_ms: match self.ping_sent_ms.load(Ordering::Relaxed) {
+                NO_EXPIRY => None,
+                v => Some(v),
+            },
+            expires_at_ms: self.expires_at_ms(),
         }
     }
 
@@ -133,6 +162,10 @@ pub struct Delivery<O> {
     pub overflowed: Vec<Arc<Conn<O>>>,
 }
 
+/// The user already has the most connections allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooMany;
+
 /// Filters of a listing; all given ones must match.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Filter<'a> {
@@ -177,12 +210,21 @@ impl<O> Index<O> {
     }
 
     fn add(&self, key: &str, conn: &Arc<Conn<O>>) {
+        self.add_limited(key, conn, 0);
+    }
+
+    /// Adds `conn` under `key` unless `key` already has `max` members (0: no limit).
+    fn add_limited(&self, key: &str, conn: &Arc<Conn<O>>, max: usize) -> bool {
         let mut shard = self.shard(key).write();
+        if max > 0 && shard.get(key).is_some_and(|m| m.len() >= max) {
+            return false;
+        }
         let members = shard.entry(key.to_owned()).or_insert_with(|| {
             self.keys.fetch_add(1, Ordering::Relaxed);
             BTreeMap::new()
         });
         members.insert(conn.info.seq, Arc::clone(conn));
+        true
     }
 
     fn remove(&self, key: &str, seq: u64) {
@@ -252,6 +294,20 @@ impl<O: Outbox> Registry<O> {
 
     /// Adds a connection to every index.
     pub fn insert(&self, conn: Arc<Conn<O>>) {
+        // With no limit the insert cannot be refused.
+        let _ = self.insert_limited(conn, 0);
+    }
+
+    /// Adds a connection to every index unless its user already has `max_per_user`
+    /// connections (0: no limit). The check and the insert are one step under the user's
+    /// shard lock, so concurrent connects of one user cannot overshoot.
+    pub fn insert_limited(&self, conn: Arc<Conn<O>>, max_per_user: usize) -> Result<(), TooMany> {
+        if !self
+            .users
+            .add_limited(&conn.info.user_id, &conn, max_per_user)
+        {
+            return Err(TooMany);
+        }
         let seq = conn.info.seq;
         if self
             .conn_shard(seq)
@@ -261,9 +317,17 @@ impl<O: Outbox> Registry<O> {
         {
             self.count.fetch_add(1, Ordering::Relaxed);
         }
-        self.users.add(&conn.info.user_id, &conn);
         for role in distinct(&conn.info.roles) {
             self.roles.add(role, &conn);
+        }
+        Ok(())
+    }
+
+    /// Calls `f` on every live connection, one shard's read lock at a time. `f` must not
+    /// call back into the registry.
+    pub fn for_each(&self, mut f: impl FnMut(&Arc<Conn<O>>)) {
+        for shard in self.conns.iter() {
+            shard.read().values().for_each(&mut f);
         }
     }
 
@@ -487,6 +551,7 @@ mod tests {
         fn close(&self, code: u16, _reason: &str) {
             self.closed.lock().get_or_insert(code);
         }
+        fn ping(&self) {}
     }
 
     fn conn(seq: u64, user: &str, roles: &[&str], cap: usize) -> Arc<Conn<TestOutbox>> {
@@ -568,6 +633,42 @@ mod tests {
         assert_eq!(r.users(), 1);
         assert_eq!(r.user_connections("alice"), 0);
         assert_eq!(r.deliver(Target::Role("admin"), &"x".into()).queued, 0);
+    }
+
+    #[test]
+    fn the_per_user_limit_is_checked_on_insert() {
+        let r = Registry::new();
+        assert_eq!(r.insert_limited(conn(1, "u", &["a"], 1), 2), Ok(()));
+        assert_eq!(r.insert_limited(conn(2, "u", &["a"], 1), 2), Ok(()));
+        assert_eq!(r.insert_limited(conn(3, "u", &["a"], 1), 2), Err(TooMany));
+        assert!(r.get(3).is_none(), "a refused connection is in no index");
+        assert_eq!(r.deliver(Target::Role("a"), &"x".into()).queued, 2);
+        assert_eq!(r.insert_limited(conn(4, "v", &[], 1), 2), Ok(()));
+        r.remove(1);
+        assert_eq!(r.insert_limited(conn(5, "u", &[], 1), 2), Ok(()));
+        assert_eq!((r.len(), r.user_connections("u")), (3, 2));
+        let mut seen = Vec::new();
+        r.for_each(|c| seen.push(c.info.seq));
+        seen.sort();
+        assert_eq!(seen, vec![2, 4, 5]);
+    }
+
+    #[test]
+    fn heartbeat_state_follows_touch_and_ping() {
+        let c = conn(1, "u", &[], 1);
+        let s = c.heartbeat_state();
+        assert_eq!(
+            (s.last_seen_ms, s.ping_sent_ms, s.expires_at_ms),
+            (0, None, None)
+        );
+        c.touch(50);
+        c.mark_ping_sent(40);
+        c.set_expires_at_ms(Some(99));
+        let s = c.heartbeat_state();
+        assert_eq!(
+            (s.last_seen_ms, s.ping_sent_ms, s.expires_at_ms),
+            (50, Some(40), Some(99))
+        );
     }
 
     #[test]

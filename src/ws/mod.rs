@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::clock::now_ms;
 use crate::core::claims::AuthError;
+use crate::core::origin;
 use crate::hub::Hub;
 
 /// Bytes tungstenite reads per socket read. A push server reads little (pongs, small ops), and
@@ -46,6 +47,18 @@ pub async fn upgrade(
             "the server is shutting down",
         );
     }
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|v| v.to_str().unwrap_or("\u{0}"));
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if !origin::allowed(origin, host, &hub.config.http.allowed_origins) {
+        hub.local.metrics.handshake("origin_refused");
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this Origin may not open WebSockets here (see http.allowed_origins)",
+        );
+    }
     let token = match (query.token, headers.get(header::AUTHORIZATION)) {
         (Some(t), _) => Some(t),
         (None, Some(value)) => match value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
@@ -71,6 +84,25 @@ pub async fn upgrade(
         },
         None => None,
     };
+    let max_per_user = hub.config.limits.max_connections_per_user as usize;
+    if let Some(id) = &identity {
+        if max_per_user > 0 && hub.local.registry.user_connections(&id.user_id) >= max_per_user {
+            hub.local.metrics.handshake("too_many_connections");
+            return json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
+                &format!("this user already has {max_per_user} connections"),
+            );
+        }
+    }
+    let Some(admission) = hub.admit() else {
+        hub.local.metrics.handshake("node_full");
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "this node is full; try another",
+        );
+    };
     let peer = session::Peer {
         remote_addr: remote.to_string(),
         user_agent: headers
@@ -88,7 +120,7 @@ pub async fn upgrade(
         .on_upgrade(move |socket| {
             // Spawn rather than await here: awaiting would keep the upgrade future and the
             // session future alive together, a measured +2 KiB per connection.
-            tokio::spawn(session::run(socket, hub, identity, peer));
+            tokio::spawn(session::run(socket, hub, identity, peer, admission));
             std::future::ready(())
         })
 }

@@ -1,7 +1,8 @@
 //! The outbox of one WebSocket connection: a bounded queue of shared, already-encoded frames,
-//! and a close request the connection's task waits on. Offering never waits: a full queue is
+//! and the control requests (close, ping) the connection's task waits on. Offering never waits: a full queue is
 //! reported to the caller, which closes the connection as a slow consumer.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
@@ -30,9 +31,17 @@ pub struct CloseRequest {
     pub reason: String,
 }
 
+/// What the connection's task is asked to do besides writing queued frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    Close(CloseRequest),
+    Ping,
+}
+
 pub struct WsOutbox {
     tx: mpsc::Sender<SharedFrame>,
     close: Mutex<Option<CloseRequest>>,
+    ping: AtomicBool,
     notify: Notify,
 }
 
@@ -44,13 +53,27 @@ impl WsOutbox {
             WsOutbox {
                 tx,
                 close: Mutex::new(None),
+                ping: AtomicBool::new(false),
                 notify: Notify::new(),
             },
             rx,
         )
     }
 
-    /// Waits until a close is requested, then returns it.
+    /// Waits for the next control request; a close takes precedence over a ping.
+    pub async fn control(&self) -> Control {
+        loop {
+            if let Some(req) = self.close.lock().clone() {
+                return Control::Close(req);
+            }
+            if self.ping.swap(false, Ordering::AcqRel) {
+                return Control::Ping;
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    /// Waits until a close is requested (pings are left for [`WsOutbox::control`]).
     pub async fn closed(&self) -> CloseRequest {
         loop {
             if let Some(req) = self.close.lock().clone() {
@@ -87,5 +110,10 @@ impl Outbox for WsOutbox {
             drop(slot);
             self.notify.notify_one();
         }
+    }
+
+    fn ping(&self) {
+        self.ping.store(true, Ordering::Release);
+        self.notify.notify_one();
     }
 }

@@ -10,17 +10,22 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::SinkExt;
 use tokio::sync::mpsc;
 
-use crate::clock::now_ms;
+use crate::clock::{mono_ms, now_ms};
 use crate::core::claims::Identity;
 use crate::core::frames::{self, ClientFrame, ErrorCode};
+use crate::core::rate::TokenBucket;
 use crate::core::registry::{Conn, ConnInfo};
-use crate::hub::{Hub, CLOSE_GOING_AWAY};
+use crate::hub::{Admission, Hub, CLOSE_GOING_AWAY};
 use crate::node::WsConn;
-use crate::ws::outbox::{SharedFrame, WsOutbox};
+use crate::ws::outbox::{Control, SharedFrame, WsOutbox};
 
 pub const CLOSE_UNAUTHORIZED: u16 = 4001;
 pub const CLOSE_TOO_MANY_BAD_FRAMES: u16 = 4400;
 pub const CLOSE_TOO_LARGE: u16 = 1009;
+pub const CLOSE_RATE_LIMITED: u16 = 4029;
+/// Addition to the contract: a first-frame-authenticated connection over
+/// `max_connections_per_user` (an upgrade with its token in the URL or header gets HTTP 429).
+pub const CLOSE_TOO_MANY_CONNECTIONS: u16 = 4429;
 /// What a connection that ends without a close frame is recorded with.
 pub const CLOSE_ABNORMAL: u16 = 1006;
 /// How long the close handshake may take before the TCP connection is dropped.
@@ -41,7 +46,13 @@ struct Ended {
 }
 
 /// Runs one connection to its end.
-pub async fn run(mut socket: WebSocket, hub: Arc<Hub>, identity: Option<Identity>, peer: Peer) {
+pub async fn run(
+    mut socket: WebSocket,
+    hub: Arc<Hub>,
+    identity: Option<Identity>,
+    peer: Peer,
+    _admitted: Admission,
+) {
     let identity = match identity {
         Some(identity) => identity,
         None => match first_frame_auth(&mut socket, &hub).await {
@@ -65,7 +76,24 @@ pub async fn run(mut socket: WebSocket, hub: Arc<Hub>, identity: Option<Identity
         identity.expires_at_ms,
         outbox,
     ));
-    hub.local.register(Arc::clone(&conn));
+    let max_per_user = hub.config.limits.max_connections_per_user as usize;
+    if hub.local.register(Arc::clone(&conn), max_per_user).is_err() {
+        hub.local.metrics.handshake("too_many_connections");
+        let reply = frames::error(
+            ErrorCode::TooManyConnections,
+            &format!("this user already has {max_per_user} connections"),
+            None,
+        );
+        if socket.send(Message::Text(reply.into())).await.is_ok() {
+            close(
+                &mut socket,
+                CLOSE_TOO_MANY_CONNECTIONS,
+                "too many connections",
+            )
+            .await;
+        }
+        return;
+    }
     if hub.is_shutting_down() {
         // Shutdown began while we registered: its sweep may have missed us.
         hub.local
@@ -162,33 +190,43 @@ async fn serve(
     mut rx: mpsc::Receiver<SharedFrame>,
     connected: String,
 ) -> Ended {
-    let lost = |reason: &str| Ended {
-        code: CLOSE_ABNORMAL,
-        reason: reason.to_owned(),
-    };
-    if socket.send(Message::Text(connected.into())).await.is_err() {
-        return lost("write failed");
+    if let Err(ended) = write(socket, conn, [Message::Text(connected.into())]).await {
+        return ended;
     }
-    let max_bad = hub.config.limits.max_bad_frames;
+    let limits = &hub.config.limits;
+    let max_bad = limits.max_bad_frames;
+    let mut bucket = TokenBucket::new(
+        limits.client_rate,
+        limits.client_rate.saturating_mul(2),
+        mono_ms(),
+    );
     let mut bad_frames = 0u32;
     let mut batch: Vec<SharedFrame> = Vec::new();
     loop {
         tokio::select! {
             biased;
-            req = conn.outbox.closed() => return close(socket, req.code, &req.reason).await,
+            ctl = conn.outbox.control() => match ctl {
+                Control::Close(req) => return close(socket, req.code, &req.reason).await,
+                Control::Ping => {
+                    if let Err(ended) = write(socket, conn, [Message::Ping(Default::default())]).await {
+                        return ended;
+                    }
+                }
+            },
             n = rx.recv_many(&mut batch, WRITE_BATCH) => {
                 if n == 0 {
                     return lost("queue closed");
                 }
-                tokio::select! {
-                    biased;
-                    req = conn.outbox.closed() => return close(socket, req.code, &req.reason).await,
-                    r = write_batch(socket, &mut batch) => if r.is_err() {
-                        return lost("write failed");
-                    },
+                let frames = batch.drain(..).map(|f| Message::Text(f.0.clone()));
+                if let Err(ended) = write(socket, conn, frames).await {
+                    return ended;
                 }
             }
             msg = socket.recv() => {
+                conn.touch(now_ms());
+                if !bucket.take(mono_ms()) {
+                    return close_now(hub, socket, conn, CLOSE_RATE_LIMITED, "rate limited").await;
+                }
                 let reply = match msg {
                     Some(Ok(Message::Text(text))) => on_text(hub, conn, text.as_str()),
                     Some(Ok(Message::Binary(_))) => Reply::Bad(frames::error(
@@ -207,8 +245,7 @@ async fn serve(
                     }
                     Some(Err(e)) => match error_code(e) {
                         CLOSE_TOO_LARGE => {
-                            hub.local.unregister(conn.info.seq, CLOSE_TOO_LARGE, "frame too large");
-                            return close(socket, CLOSE_TOO_LARGE, "frame too large").await;
+                            return close_now(hub, socket, conn, CLOSE_TOO_LARGE, "frame too large").await;
                         }
                         _ => return lost("read failed"),
                     },
@@ -222,28 +259,59 @@ async fn serve(
                         text
                     }
                 };
-                if socket.send(Message::Text(text.into())).await.is_err() {
-                    return lost("write failed");
+                if let Err(ended) = write(socket, conn, [Message::Text(text.into())]).await {
+                    return ended;
                 }
                 if bad_frames >= max_bad {
-                    let reason = "too many bad frames";
-                    hub.local.unregister(conn.info.seq, CLOSE_TOO_MANY_BAD_FRAMES, reason);
-                    return close(socket, CLOSE_TOO_MANY_BAD_FRAMES, reason).await;
+                    return close_now(hub, socket, conn, CLOSE_TOO_MANY_BAD_FRAMES, "too many bad frames").await;
                 }
             }
         }
     }
 }
 
-/// Writes every queued frame, then flushes once.
-async fn write_batch(
-    socket: &mut WebSocket,
-    batch: &mut Vec<SharedFrame>,
-) -> Result<(), axum::Error> {
-    for frame in batch.drain(..) {
-        socket.feed(Message::Text(frame.0.clone())).await?;
+fn lost(reason: &str) -> Ended {
+    Ended {
+        code: CLOSE_ABNORMAL,
+        reason: reason.to_owned(),
     }
-    socket.flush().await
+}
+
+/// Takes the connection out of the registry at once, then runs the close handshake.
+async fn close_now(
+    hub: &Hub,
+    socket: &mut WebSocket,
+    conn: &WsConn,
+    code: u16,
+    reason: &str,
+) -> Ended {
+    hub.local.unregister(conn.info.seq, code, reason);
+    close(socket, code, reason).await
+}
+
+/// Writes `messages` (fed, then one flush), giving up as soon as a close is requested: a
+/// socket that does not drain never holds up a close.
+async fn write(
+    socket: &mut WebSocket,
+    conn: &WsConn,
+    messages: impl IntoIterator<Item = Message>,
+) -> Result<(), Ended> {
+    let writing = async {
+        for m in messages {
+            socket.feed(m).await?;
+        }
+        socket.flush().await
+    };
+    let outcome = tokio::select! {
+        biased;
+        req = conn.outbox.closed() => Err(req),
+        r = writing => Ok(r),
+    };
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(lost("write failed")),
+        Err(req) => Err(close(socket, req.code, &req.reason).await),
+    }
 }
 
 enum Reply {

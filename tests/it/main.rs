@@ -7,4 +7,5 @@ mod cli;
 mod delivery;
 mod grpc_api;
 mod lifecycle;
+mod protection;
 mod routing;
