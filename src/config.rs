@@ -134,6 +134,11 @@ pub struct JwtConfig {
     pub audience: String,
     pub require_exp: bool,
     pub leeway_ms: u64,
+    /// Additions for JWKS: refresh period, the least time between refetches on an unknown
+    /// `kid`, and the fetch timeout.
+    pub jwks_refresh_ms: u64,
+    pub jwks_min_refetch_ms: u64,
+    pub jwks_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for JwtConfig {
@@ -153,6 +158,8 @@ impl std::fmt::Debug for JwtConfig {
             .field("audience", &self.audience)
             .field("require_exp", &self.require_exp)
             .field("leeway_ms", &self.leeway_ms)
+            .field("jwks_file", &self.jwks_file)
+            .field("jwks_url", &self.jwks_url)
             .finish()
     }
 }
@@ -169,6 +176,9 @@ impl Default for JwtConfig {
             audience: String::new(),
             require_exp: true,
             leeway_ms: 0,
+            jwks_refresh_ms: 300_000,
+            jwks_min_refetch_ms: 10_000,
+            jwks_timeout_ms: 5_000,
         }
     }
 }
@@ -416,18 +426,49 @@ impl Config {
                 format!("{:?} is not one of {ALGORITHMS}", j.algorithm),
             )
         })?;
-        if !j.jwks_file.is_empty() || !j.jwks_url.is_empty() {
+        let uses_jwks = !j.jwks_file.is_empty() || !j.jwks_url.is_empty();
+        let key = if uses_jwks {
             let key = if j.jwks_file.is_empty() {
                 "jwt.jwks_url"
             } else {
                 "jwt.jwks_file"
             };
-            return Err(err(
-                key,
-                "JWKS is not available in this version yet; use public_key_file",
-            ));
-        }
-        let key = if j.algorithm.starts_with("HS") {
+            if !j.jwks_file.is_empty() && !j.jwks_url.is_empty() {
+                return Err(err("jwt.jwks_url", "set jwks_file or jwks_url, not both"));
+            }
+            if j.algorithm.starts_with("HS") {
+                return Err(err(
+                    key,
+                    format!(
+                        "{} uses jwt.secret; a JWKS needs RS*, PS*, ES* or EdDSA",
+                        j.algorithm
+                    ),
+                ));
+            }
+            if !j.public_key_file.is_empty() {
+                return Err(err(
+                    "jwt.public_key_file",
+                    "set public_key_file or a JWKS, not both",
+                ));
+            }
+            if !j.jwks_url.is_empty()
+                && !(j.jwks_url.starts_with("https://") || j.jwks_url.starts_with("http://"))
+            {
+                return Err(err(
+                    "jwt.jwks_url",
+                    format!("{:?} is not an http(s) URL", j.jwks_url),
+                ));
+            }
+            for (k, v) in [
+                ("jwt.jwks_refresh_ms", j.jwks_refresh_ms),
+                ("jwt.jwks_timeout_ms", j.jwks_timeout_ms),
+            ] {
+                if v == 0 {
+                    return Err(err(k, "must be at least 1"));
+                }
+            }
+            KeyMaterial::Jwks
+        } else if j.algorithm.starts_with("HS") {
             if j.secret.is_empty() {
                 return Err(err(
                     "jwt.secret",

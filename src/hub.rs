@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use crate::auth::Authenticator;
 use crate::broker::{Broker, MemoryBroker, Route};
 use crate::clock::now_ms;
 use crate::config::Config;
-use crate::core::claims::Verifier;
 use crate::core::ids::parse_conn_id;
 use crate::core::message::{self, MessageInput};
 use crate::core::registry::Filter;
@@ -73,7 +73,7 @@ impl Drop for Admission {
 pub struct Hub {
     pub local: Arc<LocalNode>,
     pub config: Config,
-    pub verifier: Verifier,
+    pub auth: Arc<Authenticator>,
     broker: Arc<dyn Broker>,
     shutting_down: AtomicBool,
     shutdown: watch::Sender<bool>,
@@ -85,12 +85,11 @@ pub struct Hub {
 
 impl Hub {
     /// A hub for `config` (already validated) on a node called `node_id`.
-    pub fn new(config: Config, node_id: String) -> Result<Arc<Self>, crate::config::ConfigError> {
-        let verifier =
-            Verifier::new(&config.verifier_config()?).map_err(|e| crate::config::ConfigError {
-                key: "jwt".into(),
-                message: e.0,
-            })?;
+    pub fn new(
+        config: Config,
+        node_id: String,
+        auth: Arc<Authenticator>,
+    ) -> Result<Arc<Self>, crate::config::ConfigError> {
         let started = now_ms();
         // Sequences start from the start time so a restarted node with a fixed id does not
         // hand out the ids of its previous life.
@@ -107,7 +106,7 @@ impl Hub {
         Ok(Arc::new(Hub {
             local,
             config,
-            verifier,
+            auth,
             broker,
             shutting_down: AtomicBool::new(false),
             shutdown: watch::channel(false).0,

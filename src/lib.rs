@@ -6,6 +6,7 @@
 //! recipients and queues the shared frame to each. [`core`] is pure (no I/O, no clock);
 //! everything else is the shell.
 
+pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod clock;
@@ -20,6 +21,7 @@ pub mod random;
 pub mod server;
 pub mod sweeper;
 pub mod telemetry;
+pub mod tls;
 pub mod ws;
 
 /// The generated protobuf types and the gRPC service and client.

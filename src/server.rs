@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
+use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError};
 use crate::core::ids::sanitize_node_id;
 use crate::grpc::{GrpcDoor, FILE_DESCRIPTOR_SET, SERVICE_NAME};
@@ -76,7 +77,9 @@ impl Server {
         let grpc_addr = grpc_listener
             .local_addr()
             .expect("bound listener has an address");
-        let hub = Hub::new(config, node_id)?;
+        let auth = Arc::new(Authenticator::new(&config).await?);
+        let hub = Hub::new(config, node_id, Arc::clone(&auth))?;
+        tokio::spawn(auth.refresh_loop(hub.shutdown_signal()));
 
         let app = crate::http::router(Arc::clone(&hub));
         let mut stop = hub.shutdown_signal();

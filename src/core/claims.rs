@@ -18,6 +18,8 @@ pub enum KeyMaterial {
     Secret(Vec<u8>),
     /// A PEM public key for RS*, PS*, ES* or EdDSA.
     PublicPem(Vec<u8>),
+    /// Keys come from a JWKS document, given to [`Verifier::verify_with`] at each call.
+    Jwks,
 }
 
 /// Everything needed to verify tokens.
@@ -59,6 +61,8 @@ pub enum AuthError {
     MissingClaim(&'static str),
     #[error("invalid claim {0}")]
     InvalidClaim(&'static str),
+    #[error("unknown key id")]
+    UnknownKey,
 }
 
 impl AuthError {
@@ -74,6 +78,7 @@ impl AuthError {
             AuthError::WrongIssuer => "wrong_issuer",
             AuthError::WrongAudience => "wrong_audience",
             AuthError::MissingClaim(_) | AuthError::InvalidClaim(_) => "bad_claims",
+            AuthError::UnknownKey => "unknown_key",
         }
     }
 }
@@ -102,9 +107,74 @@ struct Claims {
     meta: Option<Value>,
 }
 
-/// Verifies tokens against one pinned algorithm and key.
+/// Verification keys from a JWKS document, by `kid`, keeping only keys usable with the pinned
+/// algorithm (an `oct` key can never become an HMAC secret for an RS256 configuration).
+pub struct KeySet {
+    keys: std::collections::HashMap<String, DecodingKey>,
+    /// A key without `kid`, used for tokens without `kid` when it is the only key.
+    only: Option<DecodingKey>,
+}
+
+impl KeySet {
+    /// Parses a JWKS document (`{"keys":[...]}`) for algorithm `alg`.
+    pub fn from_jwks(json: &[u8], alg: Algorithm) -> Result<KeySet, KeyError> {
+        use jsonwebtoken::jwk::JwkSet;
+        let set: JwkSet = serde_json::from_slice(json)
+            .map_err(|e| KeyError(format!("not a JWKS document: {e}")))?;
+        let family = alg.family();
+        let mut keys = std::collections::HashMap::new();
+        let mut usable = Vec::new();
+        for jwk in &set.keys {
+            if let Some(a) = jwk.common.key_algorithm {
+                if a != jsonwebtoken::jwk::KeyAlgorithm::from(alg) {
+                    continue;
+                }
+            }
+            let Ok(key) = DecodingKey::from_jwk(jwk) else {
+                continue;
+            };
+            if key.family() != family {
+                continue;
+            }
+            match &jwk.common.key_id {
+                Some(kid) => {
+                    keys.insert(kid.clone(), key.clone());
+                }
+                None => {}
+            }
+            usable.push(key);
+        }
+        if usable.is_empty() {
+            return Err(KeyError(format!("the JWKS has no key usable with {alg:?}")));
+        }
+        let only = if usable.len() == 1 {
+            usable.pop()
+        } else {
+            None
+        };
+        Ok(KeySet { keys, only })
+    }
+
+    /// Keys usable by `kid`.
+    pub fn len(&self) -> usize {
+        self.keys.len().max(usize::from(self.only.is_some()))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn find(&self, kid: Option<&str>) -> Option<&DecodingKey> {
+        match kid {
+            Some(kid) => self.keys.get(kid),
+            None => self.only.as_ref(),
+        }
+    }
+}
+
+/// Verifies tokens against one pinned algorithm and key (or a [`KeySet`]).
 pub struct Verifier {
-    key: DecodingKey,
+    key: Option<DecodingKey>,
     validation: Validation,
     require_exp: bool,
     leeway_ms: i64,
@@ -115,20 +185,28 @@ impl Verifier {
         use Algorithm::*;
         let alg = cfg.algorithm;
         let key = match (&cfg.key, alg) {
+            (KeyMaterial::Jwks, HS256 | HS384 | HS512) => {
+                return Err(KeyError(format!("{alg:?} uses a secret, not a JWKS")))
+            }
+            (KeyMaterial::Jwks, _) => None,
             (KeyMaterial::Secret(s), HS256 | HS384 | HS512) => {
                 if s.is_empty() {
                     return Err(KeyError("the HS* secret is empty".into()));
                 }
-                DecodingKey::from_secret(s)
+                Some(DecodingKey::from_secret(s))
             }
-            (KeyMaterial::PublicPem(pem), RS256 | RS384 | RS512 | PS256 | PS384 | PS512) => {
+            (KeyMaterial::PublicPem(pem), RS256 | RS384 | RS512 | PS256 | PS384 | PS512) => Some(
                 DecodingKey::from_rsa_pem(pem)
-                    .map_err(|e| KeyError(format!("not an RSA public key in PEM: {e}")))?
-            }
-            (KeyMaterial::PublicPem(pem), ES256 | ES384) => DecodingKey::from_ec_pem(pem)
-                .map_err(|e| KeyError(format!("not an EC public key in PEM: {e}")))?,
-            (KeyMaterial::PublicPem(pem), EdDSA) => DecodingKey::from_ed_pem(pem)
-                .map_err(|e| KeyError(format!("not an Ed25519 public key in PEM: {e}")))?,
+                    .map_err(|e| KeyError(format!("not an RSA public key in PEM: {e}")))?,
+            ),
+            (KeyMaterial::PublicPem(pem), ES256 | ES384) => Some(
+                DecodingKey::from_ec_pem(pem)
+                    .map_err(|e| KeyError(format!("not an EC public key in PEM: {e}")))?,
+            ),
+            (KeyMaterial::PublicPem(pem), EdDSA) => Some(
+                DecodingKey::from_ed_pem(pem)
+                    .map_err(|e| KeyError(format!("not an Ed25519 public key in PEM: {e}")))?,
+            ),
             (KeyMaterial::Secret(_), _) => {
                 return Err(KeyError(format!(
                     "{alg:?} needs a public key, not a secret"
@@ -169,12 +247,41 @@ impl Verifier {
         })
     }
 
-    /// Verifies `token` at time `now_ms` (unix milliseconds).
+    /// Verifies `token` at time `now_ms` (unix milliseconds) with the configured key.
     pub fn verify(&self, token: &str, now_ms: i64) -> Result<Identity, AuthError> {
+        match &self.key {
+            Some(key) => self.verify_key(token, now_ms, key),
+            None => Err(AuthError::UnknownKey),
+        }
+    }
+
+    /// Verifies `token` with the key of `keys` that its header's `kid` names.
+    pub fn verify_with(
+        &self,
+        token: &str,
+        now_ms: i64,
+        keys: &KeySet,
+    ) -> Result<Identity, AuthError> {
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+        let header = jsonwebtoken::decode_header(token).map_err(|e| map_jwt_error(e.kind()))?;
+        let key = keys
+            .find(header.kid.as_deref())
+            .ok_or(AuthError::UnknownKey)?;
+        self.verify_key(token, now_ms, key)
+    }
+
+    fn verify_key(
+        &self,
+        token: &str,
+        now_ms: i64,
+        key: &DecodingKey,
+    ) -> Result<Identity, AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map_err(|e| map_jwt_error(e.kind()))?;
         let claims = data.claims;
         let user_id = match claims.sub {
@@ -436,6 +543,48 @@ mod tests {
         assert_eq!(
             v.verify(&sign(Algorithm::HS256, json!({"sub":"u","aud":"app"})), NOW),
             Err(AuthError::WrongIssuer)
+        );
+    }
+
+    #[test]
+    fn a_jwks_key_set_is_filtered_to_the_pinned_algorithm_and_found_by_kid() {
+        let jwks = json!({"keys": [
+            {"kty":"oct","kid":"sym","k":"c2VjcmV0"},
+            {"kty":"EC","kid":"ec","crv":"P-256","alg":"ES256",
+             "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
+            {"kty":"EC","kid":"ec384-alg","crv":"P-256","alg":"ES384",
+             "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}
+        ]});
+        let set = KeySet::from_jwks(jwks.to_string().as_bytes(), Algorithm::ES256).unwrap();
+        assert_eq!(set.len(), 1, "only the ES256 key survives");
+        assert!(set.find(Some("ec")).is_some());
+        assert!(
+            set.find(Some("sym")).is_none(),
+            "an oct key never becomes an HMAC secret"
+        );
+        assert!(set.find(Some("ec384-alg")).is_none());
+        assert!(KeySet::from_jwks(jwks.to_string().as_bytes(), Algorithm::RS256).is_err());
+        assert!(KeySet::from_jwks(b"{}", Algorithm::ES256).is_err());
+        assert!(KeySet::from_jwks(b"nope", Algorithm::ES256).is_err());
+        let v = Verifier::new(&VerifierConfig {
+            algorithm: Algorithm::ES256,
+            key: KeyMaterial::Jwks,
+            ..cfg()
+        })
+        .unwrap();
+        assert_eq!(v.verify("x.y.z", NOW), Err(AuthError::UnknownKey));
+        let unknown = "eyJhbGciOiJFUzI1NiIsImtpZCI6Im5vIn0.e30.sig"; // {"alg":"ES256","kid":"no"}
+        assert_eq!(
+            v.verify_with(unknown, NOW, &set),
+            Err(AuthError::UnknownKey)
+        );
+        assert!(
+            Verifier::new(&VerifierConfig {
+                key: KeyMaterial::Jwks,
+                ..cfg()
+            })
+            .is_err(),
+            "HS256 with JWKS"
         );
     }
 

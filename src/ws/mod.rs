@@ -14,7 +14,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::clock::now_ms;
 use crate::core::claims::AuthError;
 use crate::core::origin;
 use crate::hub::Hub;
@@ -75,7 +74,7 @@ pub async fn upgrade(
         (None, None) => None,
     };
     let identity = match token {
-        Some(t) => match hub.verifier.verify(&t, now_ms()) {
+        Some(t) => match hub.auth.verify(&t).await {
             Ok(identity) => {
                 hub.local.metrics.handshake("ok");
                 Some(identity)

@@ -135,7 +135,7 @@ async fn first_frame_auth(socket: &mut WebSocket, hub: &Hub) -> Option<Identity>
             return None;
         }
         Ok(Ok(Message::Text(text))) => match frames::parse(text.as_str()) {
-            Ok(ClientFrame::Auth { token }) => match hub.verifier.verify(&token, now_ms()) {
+            Ok(ClientFrame::Auth { token }) => match hub.auth.verify(&token).await {
                 Ok(identity) => {
                     metrics.handshake("ok");
                     return Some(identity);
@@ -228,7 +228,7 @@ async fn serve(
                     return close_now(hub, socket, conn, CLOSE_RATE_LIMITED, "rate limited").await;
                 }
                 let reply = match msg {
-                    Some(Ok(Message::Text(text))) => on_text(hub, conn, text.as_str()),
+                    Some(Ok(Message::Text(text))) => on_text(hub, conn, text.as_str()).await,
                     Some(Ok(Message::Binary(_))) => Reply::Bad(frames::error(
                         ErrorCode::BadRequest,
                         "binary frames are not supported; send JSON text frames",
@@ -321,7 +321,7 @@ enum Reply {
     Bad(String),
 }
 
-fn on_text(hub: &Hub, conn: &WsConn, text: &str) -> Reply {
+async fn on_text(hub: &Hub, conn: &WsConn, text: &str) -> Reply {
     match frames::parse(text) {
         Ok(ClientFrame::Ping { reference }) => Reply::Ok(frames::pong(reference.as_ref())),
         Ok(ClientFrame::Auth { .. }) => Reply::Bad(frames::error(
@@ -329,24 +329,22 @@ fn on_text(hub: &Hub, conn: &WsConn, text: &str) -> Reply {
             "already authenticated; use refresh to change the token",
             None,
         )),
-        Ok(ClientFrame::Refresh { token, reference }) => {
-            match hub.verifier.verify(&token, now_ms()) {
-                Ok(id) if id.user_id == conn.info.user_id => {
-                    conn.set_expires_at_ms(id.expires_at_ms);
-                    Reply::Ok(frames::refreshed(id.expires_at_ms, reference.as_ref()))
-                }
-                Ok(_) => Reply::Ok(frames::error(
-                    ErrorCode::Unauthorized,
-                    "the token is for another user",
-                    reference.as_ref(),
-                )),
-                Err(e) => Reply::Ok(frames::error(
-                    ErrorCode::Unauthorized,
-                    &e.to_string(),
-                    reference.as_ref(),
-                )),
+        Ok(ClientFrame::Refresh { token, reference }) => match hub.auth.verify(&token).await {
+            Ok(id) if id.user_id == conn.info.user_id => {
+                conn.set_expires_at_ms(id.expires_at_ms);
+                Reply::Ok(frames::refreshed(id.expires_at_ms, reference.as_ref()))
             }
-        }
+            Ok(_) => Reply::Ok(frames::error(
+                ErrorCode::Unauthorized,
+                "the token is for another user",
+                reference.as_ref(),
+            )),
+            Err(e) => Reply::Ok(frames::error(
+                ErrorCode::Unauthorized,
+                &e.to_string(),
+                reference.as_ref(),
+            )),
+        },
         Ok(
             ClientFrame::Subscribe { reference, .. } | ClientFrame::Unsubscribe { reference, .. },
         ) => Reply::Ok(frames::error(

@@ -6,6 +6,7 @@ mod auth;
 mod cli;
 mod delivery;
 mod grpc_api;
+mod jwks;
 mod lifecycle;
 mod protection;
 mod routing;
