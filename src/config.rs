@@ -451,9 +451,8 @@ impl Config {
                     "set public_key_file or a JWKS, not both",
                 ));
             }
-            if !j.jwks_url.is_empty()
-                && !(j.jwks_url.starts_with("https://") || j.jwks_url.starts_with("http://"))
-            {
+            let is_http = j.jwks_url.starts_with("https://") || j.jwks_url.starts_with("http://");
+            if !j.jwks_url.is_empty() && !is_http {
                 return Err(err(
                     "jwt.jwks_url",
                     format!("{:?} is not an http(s) URL", j.jwks_url),

@@ -136,11 +136,8 @@ impl KeySet {
             if key.family() != family {
                 continue;
             }
-            match &jwk.common.key_id {
-                Some(kid) => {
-                    keys.insert(kid.clone(), key.clone());
-                }
-                None => {}
+            if let Some(kid) = &jwk.common.key_id {
+                keys.insert(kid.clone(), key.clone());
             }
             usable.push(key);
         }
