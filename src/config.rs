@@ -66,6 +66,9 @@ pub struct HttpConfig {
     pub listen: String,
     #[serde(deserialize_with = "lenient::list")]
     pub allowed_origins: Vec<String>,
+    /// Addition: PEM certificate chain and key; both set turns TLS on for this listener.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
 }
 
 impl Default for HttpConfig {
@@ -73,6 +76,8 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "0.0.0.0:8080".into(),
             allowed_origins: Vec::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }
@@ -90,6 +95,9 @@ pub struct GrpcConfig {
     /// Requests one gRPC connection may have in progress; more are refused at once with
     /// RESOURCE_EXHAUSTED (load shedding, never a queue). An addition to the contract's keys.
     pub max_concurrent_requests: usize,
+    /// Addition: PEM certificate chain and key; both set turns TLS on for this listener.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
 }
 
 impl std::fmt::Debug for GrpcConfig {
@@ -103,6 +111,7 @@ impl std::fmt::Debug for GrpcConfig {
             .field("allow_unauthenticated", &self.allow_unauthenticated)
             .field("watch_buffer", &self.watch_buffer)
             .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field("tls_cert_file", &self.tls_cert_file)
             .finish()
     }
 }
@@ -115,6 +124,8 @@ impl Default for GrpcConfig {
             allow_unauthenticated: false,
             watch_buffer: 4096,
             max_concurrent_requests: 1024,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }
@@ -359,6 +370,8 @@ impl Config {
             ));
         }
         self.verifier_config()?;
+        self.http_tls()?;
+        self.grpc_tls()?;
         let l = &self.limits;
         for (key, value, min) in [
             ("grpc.watch_buffer", self.grpc.watch_buffer as u64, 1),
@@ -415,6 +428,16 @@ impl Config {
     pub fn grpc_addr(&self) -> SocketAddr {
         parse_addr("grpc.listen", &self.grpc.listen)
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 50051)))
+    }
+
+    /// The HTTP listener's TLS identity, when TLS is configured for it.
+    pub fn http_tls(&self) -> Result<Option<crate::tls::PemIdentity>, ConfigError> {
+        tls_pair("http", &self.http.tls_cert_file, &self.http.tls_key_file)
+    }
+
+    /// The gRPC listener's TLS identity, when TLS is configured for it.
+    pub fn grpc_tls(&self) -> Result<Option<crate::tls::PemIdentity>, ConfigError> {
+        tls_pair("grpc", &self.grpc.tls_cert_file, &self.grpc.tls_key_file)
     }
 
     /// What the token verifier needs, reading the public key file when the algorithm uses one.
@@ -513,6 +536,25 @@ impl Config {
             err(key, e.0)
         })?;
         Ok(cfg)
+    }
+}
+
+fn tls_pair(
+    section: &str,
+    cert: &str,
+    key: &str,
+) -> Result<Option<crate::tls::PemIdentity>, ConfigError> {
+    match (cert.is_empty(), key.is_empty()) {
+        (true, true) => Ok(None),
+        (false, true) => Err(err(
+            &format!("{section}.tls_key_file"),
+            "is required with tls_cert_file",
+        )),
+        (true, false) => Err(err(
+            &format!("{section}.tls_cert_file"),
+            "is required with tls_key_file",
+        )),
+        (false, false) => crate::tls::load_identity(section, cert, key).map(Some),
     }
 }
 

@@ -16,6 +16,7 @@ use crate::config::{Config, ConfigError};
 use crate::core::ids::sanitize_node_id;
 use crate::grpc::{GrpcDoor, FILE_DESCRIPTOR_SET, SERVICE_NAME};
 use crate::hub::Hub;
+use crate::tls::{PeerAddr, TlsListener};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -39,6 +40,24 @@ pub struct Server {
     health: tonic_health::server::HealthReporter,
     http_task: JoinHandle<()>,
     grpc_task: JoinHandle<()>,
+}
+
+/// Serves the HTTP routes on `listener` (plain or TLS) until shutdown begins.
+async fn serve_http<L>(listener: L, app: axum::Router, mut stop: tokio::sync::watch::Receiver<bool>)
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    PeerAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    let serve = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<PeerAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop.wait_for(|down| *down).await;
+    });
+    if let Err(e) = serve.await {
+        tracing::error!(error = %e, "HTTP listener failed");
+    }
 }
 
 /// The node id: the configured one, or the host name plus a random suffix.
@@ -78,23 +97,28 @@ impl Server {
             .local_addr()
             .expect("bound listener has an address");
         let auth = Arc::new(Authenticator::new(&config).await?);
+        let http_tls = config.http_tls()?;
+        let grpc_tls = config.grpc_tls()?;
         let hub = Hub::new(config, node_id, Arc::clone(&auth))?;
         tokio::spawn(auth.refresh_loop(hub.shutdown_signal()));
 
         let app = crate::http::router(Arc::clone(&hub));
-        let mut stop = hub.shutdown_signal();
-        let http_task = tokio::spawn(async move {
-            let serve = axum::serve(
-                http_listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|down| *down).await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "HTTP listener failed");
+        let http_task = match http_tls {
+            None => tokio::spawn(serve_http(http_listener, app, hub.shutdown_signal())),
+            Some(id) => {
+                let tls = TlsListener::new(
+                    http_listener,
+                    crate::tls::http_server_config(&id)?,
+                    hub.shutdown_signal(),
+                )
+                .map_err(|source| StartError::Bind {
+                    key: "http.listen",
+                    addr: http_addr,
+                    source,
+                })?;
+                tokio::spawn(serve_http(tls, app, hub.shutdown_signal()))
             }
-        });
+        };
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_service_status("", ServingStatus::Serving).await;
@@ -112,8 +136,19 @@ impl Server {
         let door = GrpcDoor::new(Arc::clone(&hub)).into_service();
         let mut stop = hub.shutdown_signal();
         let per_connection = hub.config.grpc.max_concurrent_requests;
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(id) = grpc_tls {
+            crate::tls::install_crypto_provider();
+            let identity = tonic::transport::Identity::from_pem(id.cert_pem, id.key_pem);
+            builder = builder
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .map_err(|e| ConfigError {
+                    key: "grpc.tls_cert_file".into(),
+                    message: e.to_string(),
+                })?;
+        }
         let grpc_task = tokio::spawn(async move {
-            let serve = tonic::transport::Server::builder()
+            let serve = builder
                 .concurrency_limit_per_connection(per_connection)
                 .load_shed(true)
                 .add_service(health_service)

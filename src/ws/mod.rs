@@ -5,7 +5,6 @@
 pub mod outbox;
 pub mod session;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
@@ -17,6 +16,7 @@ use serde::Deserialize;
 use crate::core::claims::AuthError;
 use crate::core::origin;
 use crate::hub::Hub;
+use crate::tls::PeerAddr;
 
 /// Bytes tungstenite reads per socket read. A push server reads little (pongs, small ops), and
 /// every byte here is paid per connection (see docs/architecture.md).
@@ -34,7 +34,7 @@ pub struct WsQuery {
 /// `GET /ws`.
 pub async fn upgrade(
     State(hub): State<Arc<Hub>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(PeerAddr(remote)): ConnectInfo<PeerAddr>,
     Query(query): Query<WsQuery>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,

@@ -10,3 +10,4 @@ mod jwks;
 mod lifecycle;
 mod protection;
 mod routing;
+mod tls;
