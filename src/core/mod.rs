@@ -13,5 +13,6 @@ pub mod origin;
 pub mod page;
 pub mod rate;
 pub mod registry;
+pub mod token;
 
 pub use error::CoreError;

@@ -8,13 +8,12 @@ pub mod session;
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 
 use crate::core::claims::AuthError;
-use crate::core::origin;
+use crate::core::{origin, token};
 use crate::hub::Hub;
 use crate::tls::PeerAddr;
 
@@ -26,16 +25,11 @@ pub const WRITE_BUFFER: usize = 4096;
 /// The most a connection's write buffer may hold while its socket does not drain.
 pub const MAX_WRITE_BUFFER: usize = 256 * 1024;
 
-#[derive(Deserialize)]
-pub struct WsQuery {
-    token: Option<String>,
-}
-
 /// `GET /ws`.
 pub async fn upgrade(
     State(hub): State<Arc<Hub>>,
     ConnectInfo(PeerAddr(remote)): ConnectInfo<PeerAddr>,
-    Query(query): Query<WsQuery>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -58,20 +52,13 @@ pub async fn upgrade(
             "this Origin may not open WebSockets here (see http.allowed_origins)",
         );
     }
-    let token = match (query.token, headers.get(header::AUTHORIZATION)) {
-        (Some(t), _) => Some(t),
-        (None, Some(value)) => match value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
-            Some(t) => Some(t.trim().to_owned()),
-            None => {
-                hub.local.metrics.handshake("malformed");
-                return json_error(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "the Authorization header must be \"Bearer <token>\"",
-                );
-            }
-        },
-        (None, None) => None,
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let token = match token::extract(query.as_deref(), authorization) {
+        Ok(t) => t,
+        Err(e) => {
+            hub.local.metrics.handshake("malformed");
+            return json_error(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string());
+        }
     };
     let identity = match token {
         Some(t) => match hub.auth.verify(&t).await {

@@ -1,0 +1,93 @@
+//! Property tests of the parsers and validators that face untrusted input: the client frame
+//! parser, token extraction from the upgrade request, and gRPC message validation. They check
+//! the same properties as the `fuzz/` targets (no panic; accepted input means what it says),
+//! in `cargo test`, on stable Rust.
+
+use boundary_realtime::core::frames::{self, ClientFrame};
+use boundary_realtime::core::message::{self, MessageInput};
+use boundary_realtime::core::token;
+use proptest::prelude::*;
+use serde_json::Value;
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 2000,
+        ..ProptestConfig::default()
+    }
+}
+
+/// Strings that look a bit like client frames, to get past the JSON parser often.
+fn frameish() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        "\\{\"op\":\"(ping|auth|refresh|subscribe|unsubscribe|x)\"(,\"(ref|token|topic|since)\":(\"[a-z0-9]{0,8}\"|[0-9]{1,3}|null|\\{\\}|\\[\\]))*\\}",
+        prop::collection::vec(any::<u8>(), 0..64).prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn the_frame_parser_never_panics_and_errors_are_well_formed(text in frameish()) {
+        match frames::parse(&text) {
+            Ok(ClientFrame::Ping { reference }) => {
+                let reply: Value = serde_json::from_str(&frames::pong(reference.as_ref())).unwrap();
+                prop_assert_eq!(reply.get("ref"), reference.as_ref());
+            }
+            Ok(_) => {}
+            Err(bad) => {
+                prop_assert!(!bad.message.is_empty());
+                let reply: Value = serde_json::from_str(&frames::error(frames::ErrorCode::BadRequest, &bad.message, bad.reference.as_ref())).unwrap();
+                prop_assert_eq!(&reply["code"], "bad_request");
+            }
+        }
+    }
+
+    #[test]
+    fn ping_refs_are_echoed_exactly(r in prop_oneof![any::<i64>().prop_map(Value::from), any::<String>().prop_map(Value::from)]) {
+        let text = serde_json::json!({"op": "ping", "ref": r}).to_string();
+        let parsed = frames::parse(&text).unwrap();
+        prop_assert_eq!(parsed, ClientFrame::Ping { reference: Some(r) });
+    }
+
+    #[test]
+    fn token_extraction_never_panics_and_the_query_wins(
+        query in prop::option::of(any::<String>()),
+        header in prop::option::of(prop::collection::vec(any::<u8>(), 0..40)),
+        t in "[A-Za-z0-9._~+/=-]{0,40}",
+    ) {
+        let _ = token::extract(query.as_deref(), header.as_deref());
+        let q = serde_urlencoded::to_string([("token", t.as_str())]).unwrap();
+        prop_assert_eq!(token::extract(Some(&q), header.as_deref()), Ok(Some(t.clone())));
+        let h = format!("Bearer {t}");
+        prop_assert_eq!(token::extract(None, Some(h.as_bytes())), Ok(Some(t.trim().to_owned())));
+    }
+
+    #[test]
+    fn message_validation_accepts_exactly_the_documented_messages(
+        kind in prop_oneof!["[A-Za-z0-9._:-]{1,128}", any::<String>()],
+        payload in prop_oneof![Just(String::new()), any::<String>(), "\\{\"[a-z]{1,5}\":[0-9]{1,4}\\}", "\\[[0-9,]{0,20}\\]"],
+        id in prop_oneof![Just(String::new()), any::<String>()],
+        limit in 1usize..200,
+    ) {
+        let input = MessageInput { kind: &kind, payload_json: &payload, id: &id };
+        let valid_kind = !kind.is_empty() && kind.len() <= 128
+            && kind.chars().all(|c| c.is_ascii_alphanumeric() || ".:_-".contains(c));
+        let valid_payload = payload.len() <= limit
+            && (payload.trim().is_empty() || serde_json::from_str::<Value>(&payload).is_ok());
+        let valid_id = id.chars().count() <= 64;
+        match message::validate("message", input, limit) {
+            Ok(m) => {
+                prop_assert!(valid_kind && valid_payload && valid_id, "accepted {kind:?} {payload:?} {id:?}");
+                let frame: Value = serde_json::from_str(&message::encode(&m, &id, 7, None)).unwrap();
+                prop_assert_eq!(frame["type"].as_str(), Some(kind.as_str()));
+                prop_assert_eq!(frame["id"].as_str(), Some(id.as_str()));
+                prop_assert_eq!(&frame["ts"], 7);
+                let want: Value = if payload.trim().is_empty() { Value::Null } else { serde_json::from_str(&payload).unwrap() };
+                prop_assert_eq!(&frame["payload"], &want);
+            }
+            Err(_) => prop_assert!(!(valid_kind && valid_payload && valid_id), "refused {kind:?} {payload:?} {id:?}"),
+        }
+    }
+}
