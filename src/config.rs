@@ -235,6 +235,8 @@ pub struct TopicsConfig {
     pub public: Vec<String>,
     pub history_size: usize,
     pub history_ttl_ms: u64,
+    /// Addition: subscriptions one connection may hold.
+    pub max_subscriptions: usize,
 }
 
 impl Default for TopicsConfig {
@@ -243,6 +245,7 @@ impl Default for TopicsConfig {
             public: Vec::new(),
             history_size: 100,
             history_ttl_ms: 300_000,
+            max_subscriptions: 128,
         }
     }
 }
@@ -357,6 +360,17 @@ impl Config {
                 ));
             }
         }
+        for p in &self.topics.public {
+            let literal = p.replace('*', "x");
+            if crate::core::topic::validate_name("topics.public", &literal).is_err() {
+                return Err(err(
+                    "topics.public",
+                    format!(
+                        "{p:?} is not a topic pattern (A-Z a-z 0-9 . _ : @ / - and * segments)"
+                    ),
+                ));
+            }
+        }
         if self.grpc.api_keys.is_empty() && !self.grpc.allow_unauthenticated {
             return Err(err(
                 "grpc.api_keys",
@@ -389,6 +403,11 @@ impl Config {
             ("limits.ping_interval_ms", l.ping_interval_ms, 1),
             ("limits.pong_timeout_ms", l.pong_timeout_ms, 1),
             ("topics.history_ttl_ms", self.topics.history_ttl_ms, 1),
+            (
+                "topics.max_subscriptions",
+                self.topics.max_subscriptions as u64,
+                1,
+            ),
         ] {
             if value < min {
                 return Err(err(key, format!("must be at least {min}")));

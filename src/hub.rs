@@ -12,10 +12,16 @@ use crate::auth::Authenticator;
 use crate::broker::{Broker, MemoryBroker, Route};
 use crate::clock::now_ms;
 use crate::config::Config;
+use crate::core::frames::{self, Since};
 use crate::core::ids::parse_conn_id;
+use crate::core::message::TopicPosition;
 use crate::core::message::{self, MessageInput};
-use crate::core::registry::Filter;
+use crate::core::registry::{Filter, Offer, Outbox};
+use crate::core::topic;
+use crate::core::topics::TopicLimits;
+use crate::core::topics::{Kept, NewPublication, SubscribeRefused};
 use crate::core::{page, CoreError};
+use crate::node::EventKind;
 use crate::node::{LocalNode, WsConn};
 use crate::ws::outbox::{Frame, SharedFrame};
 
@@ -23,6 +29,15 @@ use crate::ws::outbox::{Frame, SharedFrame};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sent {
     pub message_id: String,
+    pub connections: u32,
+}
+
+/// The answer to a Publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishOutcome {
+    pub message_id: String,
+    pub offset: u64,
+    pub epoch: String,
     pub connections: u32,
 }
 
@@ -51,6 +66,11 @@ pub struct StatsSnapshot {
 pub enum ConnSelector {
     Connection(String),
     User(String),
+}
+
+/// A fresh epoch for a topic whose history starts (again).
+fn new_epoch() -> String {
+    crate::random::hex(4)
 }
 
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -100,6 +120,10 @@ impl Hub {
             seq_start,
             format!("{}-{:x}", crate::random::hex(4), started),
             config.grpc.watch_buffer,
+            TopicLimits {
+                history_size: config.topics.history_size,
+                history_ttl_ms: config.topics.history_ttl_ms,
+            },
         ));
         let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(Arc::clone(&local)));
         let config_limits = config.limits.clone();
@@ -136,6 +160,179 @@ impl Hub {
             message_id,
             connections,
         })
+    }
+
+    /// Publishes to a topic's subscribers and keeps the publication in its history. A
+    /// caller-chosen message id already in the history is not delivered again.
+    pub fn publish(&self, topic: &str, msg: MessageInput<'_>) -> Result<PublishOutcome, CoreError> {
+        if self.is_shutting_down() {
+            return Err(CoreError::ShuttingDown);
+        }
+        topic::validate_name("topic", topic)?;
+        let valid = message::validate("message", msg, self.config.limits.max_payload_bytes)?;
+        let (message_id, caller_id) = match valid.id {
+            Some(id) => (id.to_owned(), true),
+            None => (self.local.next_message_id(), false),
+        };
+        let now = now_ms();
+        let p = self.local.topics.publish(
+            topic,
+            NewPublication {
+                message_id: &message_id,
+                caller_id,
+                kind: valid.kind,
+                payload_json: valid.payload.get(),
+                now_ms: now,
+            },
+            new_epoch,
+            |offset, epoch| {
+                let pos = TopicPosition {
+                    topic,
+                    offset,
+                    epoch,
+                };
+                Arc::new(Frame::from(message::encode(
+                    &valid,
+                    &message_id,
+                    now,
+                    Some(pos),
+                )))
+            },
+        );
+        self.local.metrics.messages_sent.inc_by(u64::from(p.queued));
+        self.local.close_slow(&p.overflowed);
+        Ok(PublishOutcome {
+            message_id,
+            offset: p.offset,
+            epoch: p.epoch,
+            connections: p.queued,
+        })
+    }
+
+    /// Subscribes a connection to `topic`. With `since`, missed publications are queued
+    /// first; the `subscribed` reply (carrying `reference`) follows them in the same queue.
+    /// `max` caps the connection's subscriptions (0: no cap).
+    pub fn subscribe(
+        &self,
+        conn: &Arc<WsConn>,
+        topic: &str,
+        since: Option<&Since>,
+        reference: Option<&serde_json::Value>,
+        max: usize,
+    ) -> Result<(), SubscribeRefused> {
+        let r = self.local.topics.subscribe(
+            topic,
+            conn,
+            since.map(|s| (s.offset, s.epoch.as_str())),
+            max,
+            new_epoch,
+            |offset, epoch, recovered| {
+                Arc::new(Frame::from(frames::subscribed(
+                    topic, offset, epoch, recovered, reference,
+                )))
+            },
+        )?;
+        if let Some(c) = &r.overflowed {
+            self.local.close_slow(std::slice::from_ref(c));
+        } else if r.added {
+            self.local
+                .emit_topic_event(EventKind::Subscribed, conn, topic);
+        }
+        Ok(())
+    }
+
+    /// Unsubscribes a connection from `topic` and queues the `unsubscribed` reply after
+    /// anything of that topic already queued. True when it was subscribed.
+    pub fn unsubscribe(
+        &self,
+        conn: &Arc<WsConn>,
+        topic: &str,
+        reference: Option<&serde_json::Value>,
+    ) -> bool {
+        let was = self.local.topics.unsubscribe(topic, conn);
+        if was {
+            self.local
+                .emit_topic_event(EventKind::Unsubscribed, conn, topic);
+        }
+        let reply: SharedFrame = Arc::new(Frame::from(frames::unsubscribed(topic, reference)));
+        if conn.outbox.offer(&reply) == Offer::Full && conn.mark_closing() {
+            self.local.close_slow(std::slice::from_ref(conn));
+        }
+        was
+    }
+
+    /// The connections a Disconnect/Subscribe/Unsubscribe RPC names.
+    pub fn select(&self, target: ConnSelector) -> Result<Vec<Arc<WsConn>>, CoreError> {
+        match target {
+            ConnSelector::Connection(id) => {
+                if id.is_empty() {
+                    return Err(CoreError::invalid("connection_id", "is required"));
+                }
+                Ok(vec![self.get(&id)?])
+            }
+            ConnSelector::User(user) => {
+                if user.is_empty() {
+                    return Err(CoreError::invalid("user_id", "is required"));
+                }
+                Ok(self.local.registry.of_user(&user))
+            }
+        }
+    }
+
+    /// Subscribes the selected connections (no authorization, no cap: the backend decides);
+    /// returns how many are subscribed now.
+    pub fn subscribe_selected(&self, topic: &str, target: ConnSelector) -> Result<u32, CoreError> {
+        topic::validate_name("topic", topic)?;
+        let conns = self.select(target)?;
+        Ok(conns
+            .iter()
+            .filter(|c| self.subscribe(c, topic, None, None, 0).is_ok())
+            .count() as u32)
+    }
+
+    /// Unsubscribes the selected connections; returns how many were subscribed.
+    pub fn unsubscribe_selected(
+        &self,
+        topic: &str,
+        target: ConnSelector,
+    ) -> Result<u32, CoreError> {
+        topic::validate_name("topic", topic)?;
+        let conns = self.select(target)?;
+        Ok(conns
+            .iter()
+            .filter(|c| self.unsubscribe(c, topic, None))
+            .count() as u32)
+    }
+
+    /// The subscribers of a topic and the number of distinct users among them.
+    pub fn presence(&self, topic: &str) -> Result<(Vec<Arc<WsConn>>, usize), CoreError> {
+        topic::validate_name("topic", topic)?;
+        let subs = self.local.topics.subscribers(topic);
+        let users: std::collections::HashSet<&str> =
+            subs.iter().map(|c| c.info.user_id.as_str()).collect();
+        let n = users.len();
+        Ok((subs, n))
+    }
+
+    /// Kept publications of a topic after `since` (at most `limit`, default 100, capped at
+    /// 1000), with the epoch and the latest offset. A topic with no state answers nothing,
+    /// an empty epoch and offset 0.
+    pub fn history(
+        &self,
+        topic: &str,
+        since: u64,
+        limit: u32,
+    ) -> Result<(Vec<Kept>, String, u64), CoreError> {
+        topic::validate_name("topic", topic)?;
+        let limit = match limit {
+            0 => 100,
+            n => n.min(1000),
+        } as usize;
+        Ok(self
+            .local
+            .topics
+            .history(topic, since, limit, now_ms())
+            .unwrap_or_else(|| (Vec::new(), String::new(), 0)))
     }
 
     /// A live connection of this node by id.
@@ -182,7 +379,7 @@ impl Hub {
         StatsSnapshot {
             connections: self.local.registry.len() as u64,
             users: self.local.registry.users() as u64,
-            topics: 0,
+            topics: self.local.topics.len() as u64,
             messages_sent: m.messages_sent.get(),
             messages_dropped: m.messages_dropped.get(),
             nodes: 1,
@@ -217,20 +414,7 @@ impl Hub {
                 ),
             ));
         }
-        let conns = match target {
-            ConnSelector::Connection(id) => {
-                if id.is_empty() {
-                    return Err(CoreError::invalid("connection_id", "is required"));
-                }
-                vec![self.get(&id)?]
-            }
-            ConnSelector::User(user) => {
-                if user.is_empty() {
-                    return Err(CoreError::invalid("user_id", "is required"));
-                }
-                self.local.registry.of_user(&user)
-            }
-        };
+        let conns = self.select(target)?;
         Ok(conns
             .iter()
             .filter(|c| self.local.close(c, code, reason))

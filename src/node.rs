@@ -10,6 +10,7 @@ use tokio::sync::broadcast;
 use crate::clock::now_ms;
 use crate::core::ids::format_conn_id;
 use crate::core::registry::{Conn, Outbox, Registry, Target, TooMany};
+use crate::core::topics::{TopicLimits, Topics};
 use crate::metrics::Metrics;
 use crate::ws::outbox::{SharedFrame, WsOutbox};
 
@@ -40,6 +41,7 @@ pub struct Event {
 pub struct LocalNode {
     pub id: String,
     pub registry: Registry<WsOutbox>,
+    pub topics: Topics<WsOutbox>,
     pub metrics: Metrics,
     pub started_at_ms: i64,
     events: broadcast::Sender<Arc<Event>>,
@@ -57,10 +59,12 @@ impl LocalNode {
         seq_start: u64,
         msg_prefix: String,
         event_buffer: usize,
+        topic_limits: TopicLimits,
     ) -> Self {
         LocalNode {
             id,
             registry: Registry::new(),
+            topics: Topics::new(topic_limits),
             metrics: Metrics::new(),
             started_at_ms,
             events: broadcast::channel(event_buffer.max(1)).0,
@@ -87,6 +91,22 @@ impl LocalNode {
     }
 
     fn emit(&self, kind: EventKind, conn: &Arc<WsConn>, close_code: u16, close_reason: &str) {
+        self.emit_topic(kind, conn, None, close_code, close_reason);
+    }
+
+    /// Tells watchers a connection subscribed to or left `topic`.
+    pub fn emit_topic_event(&self, kind: EventKind, conn: &Arc<WsConn>, topic: &str) {
+        self.emit_topic(kind, conn, Some(topic), 0, "");
+    }
+
+    fn emit_topic(
+        &self,
+        kind: EventKind,
+        conn: &Arc<WsConn>,
+        topic: Option<&str>,
+        close_code: u16,
+        close_reason: &str,
+    ) {
         // Building an event costs an allocation: only when someone watches.
         if self.events.receiver_count() == 0 {
             return;
@@ -94,7 +114,7 @@ impl LocalNode {
         let _ = self.events.send(Arc::new(Event {
             kind,
             conn: Arc::clone(conn),
-            topic: None,
+            topic: topic.map(str::to_owned),
             close_code,
             close_reason: close_reason.to_owned(),
             at_ms: now_ms(),
@@ -115,6 +135,9 @@ impl LocalNode {
     pub fn unregister(&self, seq: u64, code: u16, reason: &str) -> bool {
         match self.registry.remove(seq) {
             Some(conn) => {
+                for topic in self.topics.leave_all(&conn) {
+                    self.emit_topic_event(EventKind::Unsubscribed, &conn, &topic);
+                }
                 self.metrics
                     .disconnects
                     .get_or_create(&crate::metrics::CloseLabels { code })
@@ -133,19 +156,23 @@ impl LocalNode {
         self.unregister(conn.info.seq, code, reason)
     }
 
+    /// Closes slow consumers found by a delivery (their queue was full).
+    pub fn close_slow(&self, conns: &[Arc<WsConn>]) {
+        if conns.is_empty() {
+            return;
+        }
+        self.metrics.messages_dropped.inc_by(conns.len() as u64);
+        for conn in conns {
+            self.close(conn, CLOSE_SLOW_CONSUMER, "slow consumer");
+        }
+    }
+
     /// Queues an encoded frame to this node's connections named by `target`; closes the slow
     /// consumers it finds. Returns how many connections it was queued to.
     pub fn deliver(&self, target: Target<'_>, frame: &SharedFrame) -> u32 {
         let d = self.registry.deliver(target, frame);
         self.metrics.messages_sent.inc_by(u64::from(d.queued));
-        if !d.overflowed.is_empty() {
-            self.metrics
-                .messages_dropped
-                .inc_by(d.overflowed.len() as u64);
-            for conn in &d.overflowed {
-                self.close(conn, CLOSE_SLOW_CONSUMER, "slow consumer");
-            }
-        }
+        self.close_slow(&d.overflowed);
         d.queued
     }
 }

@@ -58,6 +58,7 @@ pub fn sweep(hub: &Hub, rules: Rules, now: i64) -> (usize, usize) {
             }
         },
     );
+    hub.local.topics.sweep(now);
     let closed = doomed.len();
     for (conn, code, reason) in doomed {
         hub.local.close(&conn, code, reason);

@@ -91,3 +91,93 @@ proptest! {
         }
     }
 }
+
+mod topics {
+    use boundary_realtime::core::topic::{self, History, Publication, Recovery};
+    use proptest::prelude::*;
+
+    /// The reference matcher: segment lists, `*` one segment, trailing `**` one or more.
+    fn reference(p: &[&str], t: &[&str]) -> bool {
+        match (p.split_first(), t.split_first()) {
+            (Some((&"**", [])), _) => !t.is_empty(),
+            (Some((ps, prest)), Some((ts, trest))) => {
+                (*ps == "*" || ps == ts) && reference(prest, trest)
+            }
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    fn segs() -> impl Strategy<Value = Vec<String>> {
+        prop::collection::vec(
+            prop_oneof![Just("a"), Just("b"), Just("c"), Just("*"), Just("**")]
+                .prop_map(String::from),
+            1..5,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_pattern_matcher_agrees_with_the_reference(p in segs(), t in prop::collection::vec(prop_oneof![Just("a"), Just("b"), Just("c")].prop_map(String::from), 1..6)) {
+            let (pattern, topic_name) = (p.join(":"), t.join(":"));
+            let ps: Vec<&str> = p.iter().map(String::as_str).collect();
+            let ts: Vec<&str> = t.iter().map(String::as_str).collect();
+            prop_assert_eq!(topic::matches(&pattern, &topic_name), reference(&ps, &ts), "{} vs {}", pattern, topic_name);
+            // a topic always matches itself
+            prop_assert!(topic::matches(&topic_name, &topic_name));
+        }
+
+        #[test]
+        fn history_keeps_the_newest_within_size_and_age_with_gapless_offsets(
+            size in 0usize..8,
+            ttl in 1u64..50,
+            steps in prop::collection::vec((0i64..10, prop::option::of(0u8..6)), 1..60),
+        ) {
+            let mut h: History<u64> = History::new("e".into(), size, ttl);
+            let mut now = 0i64;
+            // the model: every publication ever made, (offset, id, at)
+            let mut all: Vec<(u64, String, i64)> = Vec::new();
+            for (dt, id) in steps {
+                now += dt;
+                let offset = h.next_offset();
+                prop_assert_eq!(offset, all.len() as u64 + 1, "offsets are 1, 2, 3, ...");
+                let id = id.map(|i| format!("m{i}")).unwrap_or_default();
+                h.push(Publication { offset, message_id: id.clone(), kind: "t".into(), payload_json: "1".into(), published_at_ms: now, frame: offset }, now);
+                all.push((offset, id, now));
+                h.evict(now);
+                let kept: Vec<&(u64, String, i64)> = all
+                    .iter()
+                    .rev()
+                    .take(size)
+                    .filter(|(_, _, at)| now - at < ttl as i64)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                let got: Vec<u64> = h.after(0, usize::MAX).map(|p| p.offset).collect();
+                let want: Vec<u64> = kept.iter().map(|k| k.0).collect();
+                prop_assert_eq!(&got, &want);
+                prop_assert_eq!(h.latest(), all.len() as u64);
+                // an id is found iff a kept publication carries it, at the newest such offset
+                for i in 0..6u8 {
+                    let id = format!("m{i}");
+                    let newest = kept.iter().rev().find(|k| k.1 == id).map(|k| k.0);
+                    prop_assert_eq!(h.find_id(&id), newest, "{}", id);
+                }
+                // recovery from any position either replays exactly the rest or says lost
+                for from in 0..=all.len() as u64 {
+                    match h.recover(from, "e") {
+                        Recovery::Replay { after, latest } => {
+                            let replay: Vec<u64> = h.after(after, usize::MAX).map(|p| p.offset).collect();
+                            prop_assert_eq!(replay, (after + 1..=latest).collect::<Vec<_>>());
+                            prop_assert_eq!((after, latest), (from, all.len() as u64));
+                        }
+                        Recovery::Lost => prop_assert!(from < all.len() as u64 && !want.contains(&(from + 1))),
+                    }
+                }
+            }
+        }
+    }
+}

@@ -159,6 +159,26 @@ pub fn pong(reference: Option<&Value>) -> String {
     with_ref(json!({"op": "pong"}), reference)
 }
 
+/// `{"op":"subscribed","topic":...,"offset":...,"epoch":...[,"recovered":...],"ref":...}`.
+pub fn subscribed(
+    topic: &str,
+    offset: u64,
+    epoch: &str,
+    recovered: Option<bool>,
+    reference: Option<&Value>,
+) -> String {
+    let mut v = json!({"op": "subscribed", "topic": topic, "offset": offset, "epoch": epoch});
+    if let Some(r) = recovered {
+        v["recovered"] = r.into();
+    }
+    with_ref(v, reference)
+}
+
+/// `{"op":"unsubscribed","topic":...,"ref":...}`.
+pub fn unsubscribed(topic: &str, reference: Option<&Value>) -> String {
+    with_ref(json!({"op": "unsubscribed", "topic": topic}), reference)
+}
+
 /// `{"op":"refreshed","expires_at":...,"ref":...}`.
 pub fn refreshed(expires_at_ms: Option<i64>, reference: Option<&Value>) -> String {
     with_ref(
@@ -177,6 +197,8 @@ pub enum ErrorCode {
     Unavailable,
     /// The user already has `max_connections_per_user` connections.
     TooManyConnections,
+    /// The connection already has `topics.max_subscriptions` subscriptions.
+    TooManySubscriptions,
 }
 
 impl ErrorCode {
@@ -187,6 +209,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::TooManySubscriptions => "too_many_subscriptions",
         }
     }
 }

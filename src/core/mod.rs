@@ -14,5 +14,7 @@ pub mod page;
 pub mod rate;
 pub mod registry;
 pub mod token;
+pub mod topic;
+pub mod topics;
 
 pub use error::CoreError;

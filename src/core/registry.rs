@@ -43,6 +43,8 @@ pub struct ConnInfo {
     pub seq: u64,
     pub user_id: String,
     pub roles: Vec<String>,
+    /// The token's `topics` claim: patterns this connection may subscribe itself to.
+    pub topic_patterns: Vec<String>,
     pub metadata: BTreeMap<String, String>,
     pub connected_at_ms: i64,
     pub remote_addr: String,
@@ -132,6 +134,25 @@ impl<O> Conn<O> {
     /// Marks the connection as closing; true for the one caller that did it first.
     pub fn mark_closing(&self) -> bool {
         !self.closing.swap(true, Ordering::AcqRel)
+    }
+
+    /// The set of topics this connection is subscribed to, locked. The topic table takes it
+    /// before a topic's lock; nothing else may hold it while taking another lock.
+    pub fn topic_set(&self) -> parking_lot::MutexGuard<'_, BTreeSet<String>> {
+        self.topics.lock()
+    }
+
+    /// Counts the outcome of one offer in this connection's counters.
+    pub fn count_offer(&self, r: Offer) {
+        match r {
+            Offer::Queued => {
+                self.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Offer::Full => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Offer::Closed => {}
+        }
     }
 
     /// Topics this connection is subscribed to, sorted.
@@ -471,13 +492,11 @@ fn offer_to<O: Outbox>(conn: &Arc<Conn<O>>, frame: &O::Frame, d: &mut Delivery<O
     if conn.is_closing() {
         return;
     }
-    match conn.outbox.offer(frame) {
-        Offer::Queued => {
-            conn.sent.fetch_add(1, Ordering::Relaxed);
-            d.queued += 1;
-        }
+    let r = conn.outbox.offer(frame);
+    conn.count_offer(r);
+    match r {
+        Offer::Queued => d.queued += 1,
         Offer::Full => {
-            conn.dropped.fetch_add(1, Ordering::Relaxed);
             if conn.mark_closing() {
                 d.overflowed.push(Arc::clone(conn));
             }
@@ -561,6 +580,7 @@ mod tests {
                 seq,
                 user_id: user.into(),
                 roles: roles.iter().map(|r| r.to_string()).collect(),
+                topic_patterns: Vec::new(),
                 metadata: BTreeMap::new(),
                 connected_at_ms: 0,
                 remote_addr: String::new(),

@@ -128,12 +128,6 @@ fn non_empty(field: &str, value: String) -> Result<String, Status> {
     }
 }
 
-fn topics_later<T>() -> Result<T, Status> {
-    Err(Status::unimplemented(
-        "topics are not available in this version yet",
-    ))
-}
-
 type EventStream = Pin<Box<dyn Stream<Item = Result<proto::Event, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -185,8 +179,22 @@ impl RealtimeService for GrpcDoor {
         &self,
         req: Request<proto::PublishRequest>,
     ) -> Result<Response<proto::PublishResponse>, Status> {
-        self.handle("Publish", req, |_| async { topics_later() })
-            .await
+        self.handle("Publish", req, |r| async move {
+            let m = r.message.ok_or_else(|| required("message"))?;
+            let input = MessageInput {
+                kind: &m.r#type,
+                payload_json: &m.payload_json,
+                id: &m.id,
+            };
+            let p = self.hub.publish(&r.topic, input).map_err(to_status)?;
+            Ok(proto::PublishResponse {
+                message_id: p.message_id,
+                offset: p.offset,
+                epoch: p.epoch,
+                connections: p.connections,
+            })
+        })
+        .await
     }
 
     async fn list_connections(
@@ -253,16 +261,47 @@ impl RealtimeService for GrpcDoor {
         &self,
         req: Request<proto::PresenceRequest>,
     ) -> Result<Response<proto::PresenceResponse>, Status> {
-        self.handle("Presence", req, |_| async { topics_later() })
-            .await
+        self.handle("Presence", req, |r| async move {
+            let (subs, users) = self.hub.presence(&r.topic).map_err(to_status)?;
+            Ok(proto::PresenceResponse {
+                clients: subs
+                    .iter()
+                    .map(|c| proto::presence_response::Client {
+                        connection_id: c.info.id.clone(),
+                        user_id: c.info.user_id.clone(),
+                    })
+                    .collect(),
+                users: users as u32,
+            })
+        })
+        .await
     }
 
     async fn history(
         &self,
         req: Request<proto::HistoryRequest>,
     ) -> Result<Response<proto::HistoryResponse>, Status> {
-        self.handle("History", req, |_| async { topics_later() })
-            .await
+        self.handle("History", req, |r| async move {
+            let (kept, epoch, latest) = self
+                .hub
+                .history(&r.topic, r.since_offset, r.limit)
+                .map_err(to_status)?;
+            Ok(proto::HistoryResponse {
+                publications: kept
+                    .into_iter()
+                    .map(|p| proto::Publication {
+                        offset: p.offset,
+                        message_id: p.message_id,
+                        r#type: p.kind,
+                        payload_json: p.payload_json,
+                        published_at: Some(crate::clock::timestamp(p.published_at_ms)),
+                    })
+                    .collect(),
+                epoch,
+                latest_offset: latest,
+            })
+        })
+        .await
     }
 
     async fn disconnect(
@@ -293,16 +332,48 @@ impl RealtimeService for GrpcDoor {
         &self,
         req: Request<proto::SubscribeRequest>,
     ) -> Result<Response<proto::SubscribeResponse>, Status> {
-        self.handle("Subscribe", req, |_| async { topics_later() })
-            .await
+        self.handle("Subscribe", req, |r| async move {
+            use proto::subscribe_request::Target;
+            let target = match r.target {
+                Some(Target::ConnectionId(id)) => ConnSelector::Connection(id),
+                Some(Target::UserId(user)) => ConnSelector::User(user),
+                None => {
+                    return Err(Status::invalid_argument(
+                        "target: set connection_id or user_id",
+                    ))
+                }
+            };
+            let n = self
+                .hub
+                .subscribe_selected(&r.topic, target)
+                .map_err(to_status)?;
+            Ok(proto::SubscribeResponse { connections: n })
+        })
+        .await
     }
 
     async fn unsubscribe(
         &self,
         req: Request<proto::UnsubscribeRequest>,
     ) -> Result<Response<proto::UnsubscribeResponse>, Status> {
-        self.handle("Unsubscribe", req, |_| async { topics_later() })
-            .await
+        self.handle("Unsubscribe", req, |r| async move {
+            use proto::unsubscribe_request::Target;
+            let target = match r.target {
+                Some(Target::ConnectionId(id)) => ConnSelector::Connection(id),
+                Some(Target::UserId(user)) => ConnSelector::User(user),
+                None => {
+                    return Err(Status::invalid_argument(
+                        "target: set connection_id or user_id",
+                    ))
+                }
+            };
+            let n = self
+                .hub
+                .unsubscribe_selected(&r.topic, target)
+                .map_err(to_status)?;
+            Ok(proto::UnsubscribeResponse { connections: n })
+        })
+        .await
     }
 
     type WatchEventsStream = EventStream;

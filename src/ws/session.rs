@@ -15,6 +15,8 @@ use crate::core::claims::Identity;
 use crate::core::frames::{self, ClientFrame, ErrorCode};
 use crate::core::rate::TokenBucket;
 use crate::core::registry::{Conn, ConnInfo};
+use crate::core::topic;
+use crate::core::topics::SubscribeRefused;
 use crate::hub::{Admission, Hub, CLOSE_GOING_AWAY};
 use crate::node::WsConn;
 use crate::ws::outbox::{Control, SharedFrame, WsOutbox};
@@ -68,6 +70,7 @@ pub async fn run(
             seq,
             user_id: identity.user_id,
             roles: identity.roles,
+            topic_patterns: identity.topics,
             metadata: identity.metadata,
             connected_at_ms: now_ms(),
             remote_addr: peer.remote_addr,
@@ -321,7 +324,7 @@ enum Reply {
     Bad(String),
 }
 
-async fn on_text(hub: &Hub, conn: &WsConn, text: &str) -> Reply {
+async fn on_text(hub: &Hub, conn: &Arc<WsConn>, text: &str) -> Reply {
     match frames::parse(text) {
         Ok(ClientFrame::Ping { reference }) => Reply::Ok(frames::pong(reference.as_ref())),
         Ok(ClientFrame::Auth { .. }) => Reply::Bad(frames::error(
@@ -345,13 +348,42 @@ async fn on_text(hub: &Hub, conn: &WsConn, text: &str) -> Reply {
                 reference.as_ref(),
             )),
         },
-        Ok(
-            ClientFrame::Subscribe { reference, .. } | ClientFrame::Unsubscribe { reference, .. },
-        ) => Reply::Ok(frames::error(
-            ErrorCode::Unavailable,
-            "topics are not available in this version yet",
-            reference.as_ref(),
-        )),
+        Ok(ClientFrame::Subscribe {
+            topic,
+            since,
+            reference,
+        }) => {
+            let r = reference.as_ref();
+            if let Err(e) = topic::validate_name("topic", &topic) {
+                return Reply::Bad(frames::error(ErrorCode::BadRequest, &e.to_string(), r));
+            }
+            if !(topic::allowed(&conn.info.topic_patterns, &topic)
+                || topic::allowed(&hub.config.topics.public, &topic))
+            {
+                let msg = format!("not allowed to subscribe to {topic:?}");
+                return Reply::Ok(frames::error(ErrorCode::Forbidden, &msg, r));
+            }
+            let max = hub.config.topics.max_subscriptions;
+            match hub.subscribe(conn, &topic, since.as_ref(), r, max) {
+                Ok(()) | Err(SubscribeRefused::Closing) => Reply::None,
+                Err(SubscribeRefused::TooMany) => Reply::Ok(frames::error(
+                    ErrorCode::TooManySubscriptions,
+                    &format!("this connection already has {max} subscriptions"),
+                    r,
+                )),
+            }
+        }
+        Ok(ClientFrame::Unsubscribe { topic, reference }) => {
+            if let Err(e) = topic::validate_name("topic", &topic) {
+                return Reply::Bad(frames::error(
+                    ErrorCode::BadRequest,
+                    &e.to_string(),
+                    reference.as_ref(),
+                ));
+            }
+            hub.unsubscribe(conn, &topic, reference.as_ref());
+            Reply::None
+        }
         Err(bad) => Reply::Bad(frames::error(
             ErrorCode::BadRequest,
             &bad.message,

@@ -582,40 +582,6 @@ async fn a_slow_watcher_is_dropped_with_resource_exhausted_and_delivery_goes_on(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn topic_rpcs_answer_unimplemented_for_now() {
-    let s = start().await;
-    let mut client = s.client().await;
-    let e = client
-        .publish(authed(PublishRequest {
-            topic: "a".into(),
-            message: msg("t", "1"),
-        }))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented);
-    assert_eq!(
-        client
-            .presence(authed(PresenceRequest { topic: "a".into() }))
-            .await
-            .unwrap_err()
-            .code(),
-        Code::Unimplemented
-    );
-    assert_eq!(
-        client
-            .history(authed(HistoryRequest {
-                topic: "a".into(),
-                since_offset: 0,
-                limit: 0
-            }))
-            .await
-            .unwrap_err()
-            .code(),
-        Code::Unimplemented
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection_are_served_without_a_key() {
     let s = start().await;
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", s.grpc))

@@ -11,3 +11,4 @@ mod lifecycle;
 mod protection;
 mod routing;
 mod tls;
+mod topics;

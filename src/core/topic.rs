@@ -1,0 +1,313 @@
+//! Topics, purely: names, the subscription patterns of the `topics` claim, and a topic's
+//! history (offsets 1, 2, 3, ... with no gap, bounded by size and age, idempotent by message
+//! id). Time is passed in; nothing here locks, allocates per recipient or does I/O.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::CoreError;
+
+/// The longest topic name.
+pub const MAX_TOPIC_LEN: usize = 255;
+
+/// Checks a topic name: 1..255 characters of `[A-Za-z0-9._:@/-]`.
+pub fn validate_name(field: &str, topic: &str) -> Result<(), CoreError> {
+    if topic.is_empty() {
+        return Err(CoreError::invalid(field, "is required"));
+    }
+    if topic.len() > MAX_TOPIC_LEN {
+        return Err(CoreError::invalid(
+            field,
+            format!("is longer than {MAX_TOPIC_LEN} characters"),
+        ));
+    }
+    if let Some(c) = topic
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '@' | '/' | '-')))
+    {
+        return Err(CoreError::invalid(
+            field,
+            format!("contains {c:?}; allowed are A-Z a-z 0-9 . _ : @ / -"),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `pattern` matches `topic`. Segments are separated by `:`; a `*` segment matches
+/// exactly one segment; a trailing `**` segment matches one or more remaining segments; any
+/// other segment matches itself only.
+pub fn matches(pattern: &str, topic: &str) -> bool {
+    let mut p = pattern.split(':').peekable();
+    let mut t = topic.split(':');
+    while let Some(seg) = p.next() {
+        if seg == "**" && p.peek().is_none() {
+            return t.next().is_some();
+        }
+        match t.next() {
+            Some(ts) if seg == "*" || seg == ts => continue,
+            _ => return false,
+        }
+    }
+    t.next().is_none()
+}
+
+/// Whether any of `patterns` matches `topic`.
+pub fn allowed<'a>(patterns: impl IntoIterator<Item = &'a String>, topic: &str) -> bool {
+    patterns.into_iter().any(|p| matches(p, topic))
+}
+
+/// One kept publication. `F` is the encoded frame, shared with every (re)delivery.
+#[derive(Debug, Clone)]
+pub struct Publication<F> {
+    pub offset: u64,
+    pub message_id: String,
+    pub kind: String,
+    pub payload_json: String,
+    pub published_at_ms: i64,
+    pub frame: F,
+}
+
+/// A topic's history: the last `size` publications, none older than `ttl_ms`.
+#[derive(Debug)]
+pub struct History<F> {
+    pub epoch: String,
+    latest: u64,
+    entries: VecDeque<Publication<F>>,
+    ids: HashMap<String, u64>,
+    size: usize,
+    ttl_ms: i64,
+}
+
+/// What recovering from a position gives.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// Every publication after offset `after` (up to `latest`) is still kept: replay them.
+    Replay { after: u64, latest: u64 },
+    /// The epoch differs, or the history no longer reaches back that far.
+    Lost,
+}
+
+impl<F: Clone> History<F> {
+    pub fn new(epoch: String, size: usize, ttl_ms: u64) -> Self {
+        History {
+            epoch,
+            latest: 0,
+            entries: VecDeque::new(),
+            ids: HashMap::new(),
+            size,
+            ttl_ms: i64::try_from(ttl_ms).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The offset of the newest publication (0 before the first).
+    pub fn latest(&self) -> u64 {
+        self.latest
+    }
+
+    /// The offset a new publication will get.
+    pub fn next_offset(&self) -> u64 {
+        self.latest + 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The offset of a kept publication with this message id (an idempotent retry).
+    pub fn find_id(&self, id: &str) -> Option<u64> {
+        self.ids.get(id).copied()
+    }
+
+    /// Appends the next publication (its `offset` must be [`History::next_offset`]).
+    pub fn push(&mut self, p: Publication<F>, now_ms: i64) {
+        debug_assert_eq!(p.offset, self.latest + 1);
+        self.latest = p.offset;
+        if self.size == 0 {
+            return;
+        }
+        if !p.message_id.is_empty() {
+            self.ids.insert(p.message_id.clone(), p.offset);
+        }
+        self.entries.push_back(p);
+        while self.entries.len() > self.size {
+            self.pop_front();
+        }
+        self.evict(now_ms);
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(old) = self.entries.pop_front() {
+            if self.ids.get(&old.message_id) == Some(&old.offset) {
+                self.ids.remove(&old.message_id);
+            }
+        }
+    }
+
+    /// Drops publications older than the ttl.
+    pub fn evict(&mut self, now_ms: i64) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|p| now_ms - p.published_at_ms >= self.ttl_ms)
+        {
+            self.pop_front();
+        }
+    }
+
+    /// What a client that last saw `offset` in `epoch` can recover.
+    pub fn recover(&self, offset: u64, epoch: &str) -> Recovery {
+        if epoch != self.epoch || offset > self.latest {
+            return Recovery::Lost;
+        }
+        let replay = Recovery::Replay {
+            after: offset,
+            latest: self.latest,
+        };
+        if offset == self.latest {
+            return replay;
+        }
+        match self.entries.front() {
+            Some(first) if first.offset <= offset + 1 => replay,
+            _ => Recovery::Lost,
+        }
+    }
+
+    /// Kept publications with an offset after `since`, oldest first, at most `limit`.
+    pub fn after(&self, since: u64, limit: usize) -> impl Iterator<Item = &Publication<F>> {
+        let start = match self.entries.front() {
+            Some(first) if since >= first.offset => (since - first.offset + 1) as usize,
+            _ => 0,
+        };
+        self.entries.iter().skip(start).take(limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        for ok in [
+            "orders:42",
+            "a",
+            "user@example.com/x-y_z.1",
+            &"x".repeat(255),
+        ] {
+            assert!(validate_name("topic", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a b", "a*", "é", &"x".repeat(256)] {
+            assert!(validate_name("topic", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn patterns() {
+        assert!(matches("orders:42", "orders:42"));
+        assert!(!matches("orders:42", "orders:43"));
+        assert!(matches("orders:*", "orders:42"));
+        assert!(!matches("orders:*", "orders:42:items"));
+        assert!(!matches("orders:*", "orders"));
+        assert!(matches("orders:**", "orders:42"));
+        assert!(matches("orders:**", "orders:42:items"));
+        assert!(!matches("orders:**", "orders"));
+        assert!(matches("*:public", "news:public"));
+        assert!(matches("**", "anything:at:all"));
+        assert!(
+            !matches("orders:**:x", "orders:a:x"),
+            "** only counts at the end"
+        );
+        assert!(
+            matches("orders:**:x", "orders:**:x"),
+            "elsewhere it is a literal"
+        );
+        assert!(!matches("", "a"));
+    }
+
+    fn publ(offset: u64, id: &str, at: i64) -> Publication<u64> {
+        Publication {
+            offset,
+            message_id: id.into(),
+            kind: "t".into(),
+            payload_json: "1".into(),
+            published_at_ms: at,
+            frame: offset,
+        }
+    }
+
+    #[test]
+    fn offsets_size_ttl_and_ids() {
+        let mut h = History::new("e".into(), 3, 1000);
+        assert_eq!((h.latest(), h.next_offset()), (0, 1));
+        for o in 1..=5 {
+            h.push(publ(o, &format!("m{o}"), o as i64 * 100), o as i64 * 100);
+        }
+        assert_eq!(h.latest(), 5);
+        assert_eq!(
+            h.after(0, 10).map(|p| p.offset).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
+        assert_eq!(
+            h.after(3, 10).map(|p| p.offset).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+        assert_eq!(h.after(3, 1).map(|p| p.offset).collect::<Vec<_>>(), vec![4]);
+        assert_eq!(h.find_id("m5"), Some(5));
+        assert_eq!(h.find_id("m1"), None, "evicted by size");
+        h.evict(1400);
+        assert_eq!(
+            h.after(0, 10).map(|p| p.offset).collect::<Vec<_>>(),
+            vec![5],
+            "3 and 4 aged out"
+        );
+        assert_eq!(h.find_id("m3"), None);
+        h.evict(1500);
+        assert!(h.is_empty());
+        assert_eq!(h.latest(), 5, "offsets never go back");
+    }
+
+    #[test]
+    fn recovery() {
+        let mut h = History::new("e".into(), 3, 1_000_000);
+        for o in 1..=5 {
+            h.push(publ(o, "", 0), 0);
+        }
+        assert_eq!(
+            h.recover(5, "e"),
+            Recovery::Replay {
+                after: 5,
+                latest: 5
+            },
+            "nothing missed"
+        );
+        assert_eq!(
+            h.recover(4, "e"),
+            Recovery::Replay {
+                after: 4,
+                latest: 5
+            }
+        );
+        assert_eq!(
+            h.recover(2, "e"),
+            Recovery::Replay {
+                after: 2,
+                latest: 5
+            },
+            "oldest kept is 3"
+        );
+        assert_eq!(h.recover(1, "e"), Recovery::Lost, "2 is gone");
+        assert_eq!(h.recover(4, "other"), Recovery::Lost, "epoch changed");
+        assert_eq!(h.recover(9, "e"), Recovery::Lost, "from the future");
+        let empty: History<u64> = History::new("e".into(), 3, 1000);
+        assert_eq!(
+            empty.recover(0, "e"),
+            Recovery::Replay {
+                after: 0,
+                latest: 0
+            }
+        );
+    }
+}
