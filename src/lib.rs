@@ -15,6 +15,7 @@ pub mod core;
 pub mod grpc;
 pub mod http;
 pub mod hub;
+pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod random;

@@ -10,6 +10,7 @@ use crate::clock::now_ms;
 use crate::core::heartbeat::{self, Action, Rules};
 use crate::core::registry::Outbox;
 use crate::hub::Hub;
+use crate::memory;
 use crate::node::WsConn;
 
 pub const CLOSE_HEARTBEAT_LOST: u16 = 4408;
@@ -30,9 +31,19 @@ pub async fn run(hub: Arc<Hub>) {
     let mut tick = tokio::time::interval(Duration::from_millis(heartbeat::tick_ms(rules)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown = hub.shutdown_signal();
+    let (mut peak, mut last_trim) = (0usize, now_ms());
     loop {
         tokio::select! {
-            _ = tick.tick() => { sweep(&hub, rules, now_ms()); }
+            _ = tick.tick() => {
+                let now = now_ms();
+                sweep(&hub, rules, now);
+                let len = hub.local.registry.len();
+                peak = peak.max(len);
+                if memory::worth_trimming(peak, len, now - last_trim) {
+                    memory::trim();
+                    (peak, last_trim) = (len, now);
+                }
+            }
             _ = async { let _ = shutdown.wait_for(|down| *down).await; } => return,
         }
     }

@@ -81,8 +81,15 @@ pub fn validate<'a>(
     let payload: &RawValue = if input.payload_json.trim().is_empty() {
         null_payload()
     } else {
-        serde_json::from_str(input.payload_json)
-            .map_err(|e| CoreError::invalid(payload_field(), format!("is not valid JSON: {e}")))?
+        let raw: &RawValue = serde_json::from_str(input.payload_json)
+            .map_err(|e| CoreError::invalid(payload_field(), format!("is not valid JSON: {e}")))?;
+        if let Some(at) = lone_surrogate(raw.get()) {
+            return Err(CoreError::invalid(
+                payload_field(),
+                format!("has a \\u escape of a lone UTF-16 surrogate at byte {at} (not Unicode text; strict JSON parsers refuse it)"),
+            ));
+        }
+        raw
     };
     let id = if input.id.is_empty() {
         None
@@ -101,6 +108,40 @@ pub fn validate<'a>(
         payload,
         id,
     })
+}
+
+/// The byte position of a `\uD800`..`\uDFFF` escape that is not part of a high-low pair, if
+/// any. `text` is already known to be valid JSON, so every `\` is inside a string and starts an
+/// escape.
+fn lone_surrogate(text: &str) -> Option<usize> {
+    let b = text.as_bytes();
+    let hex = |at: usize| -> Option<u16> { u16::from_str_radix(text.get(at..at + 4)?, 16).ok() };
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        if b.get(i + 1) != Some(&b'u') {
+            i += 2; // a two-character escape such as \n or \\
+            continue;
+        }
+        let unit = hex(i + 2)?;
+        match unit {
+            0xD800..=0xDBFF => {
+                let low = (b.get(i + 6) == Some(&b'\\') && b.get(i + 7) == Some(&b'u'))
+                    .then(|| hex(i + 8))
+                    .flatten();
+                match low {
+                    Some(0xDC00..=0xDFFF) => i += 12,
+                    _ => return Some(i),
+                }
+            }
+            0xDC00..=0xDFFF => return Some(i),
+            _ => i += 6,
+        }
+    }
+    None
 }
 
 fn null_payload() -> &'static RawValue {
@@ -186,6 +227,29 @@ mod tests {
         for ok in ["1", "\"s\"", "true", "null", "[1,2]", " {} "] {
             validate("message", input("t", ok, ""), 100).unwrap();
         }
+    }
+
+    #[test]
+    fn lone_surrogate_escapes_are_refused_and_pairs_pass() {
+        let check = |payload: &str| validate("message", input("t", payload, ""), 1000).is_ok();
+        assert!(!check(r#""\ud800""#), "a lone high surrogate");
+        assert!(!check(r#""\udc00""#), "a lone low surrogate");
+        assert!(
+            !check(r#"["\ud83d x"]"#),
+            "a high surrogate not followed by a low one"
+        );
+        assert!(
+            !check(r#""\ud83d\u0041""#),
+            "a high surrogate followed by a non-surrogate"
+        );
+        assert!(check(r#""\ud83d\ude00""#), "a pair (an emoji)");
+        assert!(
+            check(r#""\\ud800""#),
+            "an escaped backslash, then the letters ud800"
+        );
+        assert!(check(r#"{"a":"\n\u0041\"\\"}"#));
+        assert_eq!(lone_surrogate(r#""\ud800""#), Some(1));
+        assert_eq!(lone_surrogate(r#"["ok","\ud800\ud800"]"#), Some(7));
     }
 
     #[test]
