@@ -10,9 +10,6 @@ pub enum CoreError {
     /// The thing named does not exist (a connection that is not live).
     #[error("{what} not found")]
     NotFound { what: String },
-    /// The request is valid but this server does not do it (yet).
-    #[error("{0}")]
-    Unimplemented(String),
     /// The service is going away and takes no new work.
     #[error("the service is shutting down")]
     ShuttingDown,

@@ -193,8 +193,6 @@ pub enum ErrorCode {
     BadRequest,
     Unauthorized,
     Forbidden,
-    /// The op is known but this server does not offer it yet.
-    Unavailable,
     /// The user already has `max_connections_per_user` connections.
     TooManyConnections,
     /// The connection already has `topics.max_subscriptions` subscriptions.
@@ -207,7 +205,6 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
-            ErrorCode::Unavailable => "unavailable",
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
         }
