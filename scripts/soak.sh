@@ -9,18 +9,8 @@ MINUTES=${1:-10}
 STABLE=${2:-2000}
 CHURN=${3:-1000}
 cargo build --release --quiet --bin boundary-realtime --example soak
-SECRET=soak-secret-$RANDOM$RANDOM$RANDOM
-KEY=soak-api-key-$RANDOM$RANDOM$RANDOM
-ulimit -n 20000 2>/dev/null || true
-REALTIME_JWT__SECRET=$SECRET REALTIME_GRPC__API_KEYS=$KEY REALTIME_NODE__ID=soak \
-  ./target/release/boundary-realtime serve --http-listen 127.0.0.1:18080 --grpc-listen 127.0.0.1:15051 \
-  > target/soak-server.log 2>&1 &
-PID=$!
-trap 'kill $PID 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  grep -q '"\?listening' target/soak-server.log 2>/dev/null && break
-  sleep 0.1
-done
+. scripts/lib.sh
+start_server soak
 ./target/release/examples/soak --ws-url ws://127.0.0.1:18080/ws --grpc-url http://127.0.0.1:15051 \
   --api-key "$KEY" --secret "$SECRET" --server-pid "$PID" \
   --stable "$STABLE" --churn "$CHURN" --minutes "$MINUTES"

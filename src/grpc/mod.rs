@@ -120,6 +120,21 @@ impl GrpcDoor {
     }
 }
 
+/// Maps a request's `target` oneof (`connection_id` or `user_id`; each RPC has its own
+/// generated type) to the hub's selector; unset is INVALID_ARGUMENT naming `target`.
+macro_rules! selector {
+    ($target:expr, $ty:path) => {{
+        use $ty as Target;
+        match $target {
+            Some(Target::ConnectionId(id)) => Ok(ConnSelector::Connection(id)),
+            Some(Target::UserId(user)) => Ok(ConnSelector::User(user)),
+            None => Err(Status::invalid_argument(
+                "target: set connection_id or user_id",
+            )),
+        }
+    }};
+}
+
 fn non_empty(field: &str, value: String) -> Result<String, Status> {
     if value.is_empty() {
         Err(required(field))
@@ -309,16 +324,7 @@ impl RealtimeService for GrpcDoor {
         req: Request<proto::DisconnectRequest>,
     ) -> Result<Response<proto::DisconnectResponse>, Status> {
         self.handle("Disconnect", req, |r| async move {
-            use proto::disconnect_request::Target;
-            let target = match r.target {
-                Some(Target::ConnectionId(id)) => ConnSelector::Connection(id),
-                Some(Target::UserId(user)) => ConnSelector::User(user),
-                None => {
-                    return Err(Status::invalid_argument(
-                        "target: set connection_id or user_id",
-                    ))
-                }
-            };
+            let target = selector!(r.target, proto::disconnect_request::Target)?;
             let n = self
                 .hub
                 .disconnect(target, r.code, &r.reason)
@@ -333,16 +339,7 @@ impl RealtimeService for GrpcDoor {
         req: Request<proto::SubscribeRequest>,
     ) -> Result<Response<proto::SubscribeResponse>, Status> {
         self.handle("Subscribe", req, |r| async move {
-            use proto::subscribe_request::Target;
-            let target = match r.target {
-                Some(Target::ConnectionId(id)) => ConnSelector::Connection(id),
-                Some(Target::UserId(user)) => ConnSelector::User(user),
-                None => {
-                    return Err(Status::invalid_argument(
-                        "target: set connection_id or user_id",
-                    ))
-                }
-            };
+            let target = selector!(r.target, proto::subscribe_request::Target)?;
             let n = self
                 .hub
                 .subscribe_selected(&r.topic, target)
@@ -357,16 +354,7 @@ impl RealtimeService for GrpcDoor {
         req: Request<proto::UnsubscribeRequest>,
     ) -> Result<Response<proto::UnsubscribeResponse>, Status> {
         self.handle("Unsubscribe", req, |r| async move {
-            use proto::unsubscribe_request::Target;
-            let target = match r.target {
-                Some(Target::ConnectionId(id)) => ConnSelector::Connection(id),
-                Some(Target::UserId(user)) => ConnSelector::User(user),
-                None => {
-                    return Err(Status::invalid_argument(
-                        "target: set connection_id or user_id",
-                    ))
-                }
-            };
+            let target = selector!(r.target, proto::unsubscribe_request::Target)?;
             let n = self
                 .hub
                 .unsubscribe_selected(&r.topic, target)
