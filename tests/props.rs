@@ -74,8 +74,11 @@ proptest! {
         let input = MessageInput { kind: &kind, payload_json: &payload, id: &id };
         let valid_kind = !kind.is_empty() && kind.len() <= 128
             && kind.chars().all(|c| c.is_ascii_alphanumeric() || ".:_-".contains(c));
-        let valid_payload = payload.len() <= limit
-            && (payload.trim().is_empty() || serde_json::from_str::<Value>(&payload).is_ok());
+        let parsed = serde_json::from_str::<Value>(&payload);
+        // serde_json's Value refuses numbers beyond f64, which JSON itself allows.
+        let huge_number = matches!(&parsed, Err(e) if e.to_string().contains("number out of range"));
+        prop_assume!(!huge_number);
+        let valid_payload = payload.len() <= limit && (payload.trim().is_empty() || parsed.is_ok());
         let valid_id = id.chars().count() <= 64;
         match message::validate("message", input, limit) {
             Ok(m) => {

@@ -14,7 +14,11 @@ fuzz_target!(|data: &[u8]| {
         }
         Ok(_) => {}
         Err(bad) => {
-            let reply = frames::error(frames::ErrorCode::BadRequest, &bad.message, bad.reference.as_ref());
+            let reply = frames::error(
+                frames::ErrorCode::BadRequest,
+                &bad.message,
+                bad.reference.as_ref(),
+            );
             assert!(serde_json::from_str::<serde_json::Value>(&reply).is_ok());
         }
     }
