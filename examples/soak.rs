@@ -352,8 +352,13 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_end = rss_kib(args.server_pid);
+    // The server gives memory back at most every 10 s: sample for 15 s and keep the last.
+    let mut rss_end = rss_kib(args.server_pid);
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        rss_end = rss_kib(args.server_pid);
+    }
+    println!("server RSS 15 s after the last connection closed: {rss_end} KiB");
     let summary = json!({
         "minutes": args.minutes,
         "stable_connections": args.stable,
