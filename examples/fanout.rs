@@ -140,9 +140,16 @@ async fn main() {
     for _ in 0..args.publishes {
         let mut req = tonic::Request::new(PublishRequest {
             topic: "fan".into(),
-            message: Some(Message { r#type: "fan".into(), payload_json: payload.clone(), id: String::new() }),
+            message: Some(Message {
+                r#type: "fan".into(),
+                payload_json: payload.clone(),
+                id: String::new(),
+            }),
         });
-        req.metadata_mut().insert("authorization", format!("Bearer {}", args.api_key).parse().unwrap());
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", args.api_key).parse().unwrap(),
+        );
         client.publish(req).await.unwrap();
     }
     let want = base + deliveries;

@@ -1,7 +1,8 @@
 //! Soak test client (not part of CI; run by `scripts/soak.sh`). Holds `--stable` connections
-//! for the whole run and churns `--churn` more (connect, hold 0.5..3 s, close, again), while
-//! broadcasts and per-user messages flow at steady rates. Every stable connection checks that
-//! it gets every message, in order. Reports the server's RSS (from /proc) at the start, under
+//! for the whole run, each subscribed to the topic `soak:all`, and churns `--churn` more
+//! (connect, subscribe to a topic, hold 0.5..3 s, close, again), while broadcasts, per-user
+//! messages and publications to `soak:all` flow at steady rates. Every stable connection checks
+//! that it gets every message, in order, and every publication with gapless offsets. Reports the server's RSS (from /proc) at the start, under
 //! load, and after every connection has closed, plus deliveries, losses and errors.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use boundary_realtime::proto::realtime_service_client::RealtimeServiceClient;
-use boundary_realtime::proto::{BroadcastRequest, GetStatsRequest, Message, SendToUserRequest};
+use boundary_realtime::proto::{
+    BroadcastRequest, GetStatsRequest, Message, PublishRequest, SendToUserRequest,
+};
 use clap::Parser;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -39,6 +42,9 @@ struct Args {
     /// SendToUser calls per second, spread over the stable users.
     #[arg(long, default_value_t = 200)]
     unicast_rate: u64,
+    /// Publishes per second to `soak:all`.
+    #[arg(long, default_value_t = 5)]
+    publish_rate: u64,
 }
 
 #[derive(Default)]
@@ -70,7 +76,7 @@ fn token(secret: &str, user: &str) -> String {
         + 24 * 3600;
     jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
-        &json!({"sub": user, "exp": exp}),
+        &json!({"sub": user, "exp": exp, "topics": ["soak:**"]}),
         &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
     .unwrap()
@@ -79,14 +85,24 @@ fn token(secret: &str, user: &str) -> String {
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(args: &Args, user: &str) -> Result<Ws, String> {
+/// Connects and subscribes to `topic`.
+async fn connect(args: &Args, user: &str, topic: &str) -> Result<Ws, String> {
+    use futures_util::SinkExt;
     let url = format!("{}?token={}", args.ws_url, token(&args.secret, user));
     let (mut ws, _) = tokio_tungstenite::connect_async(url)
         .await
         .map_err(|e| e.to_string())?;
     match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-        Ok(Some(Ok(WsMessage::Text(t)))) if t.as_str().contains("\"connected\"") => Ok(ws),
-        other => Err(format!("no connected frame: {other:?}")),
+        Ok(Some(Ok(WsMessage::Text(t)))) if t.as_str().contains("\"connected\"") => {}
+        other => return Err(format!("no connected frame: {other:?}")),
+    }
+    let sub = json!({"op": "subscribe", "topic": topic, "ref": "s"}).to_string();
+    ws.send(WsMessage::Text(sub.into()))
+        .await
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+        Ok(Some(Ok(WsMessage::Text(t)))) if t.as_str().contains("\"subscribed\"") => Ok(ws),
+        other => Err(format!("no subscribed frame: {other:?}")),
     }
 }
 
@@ -95,6 +111,7 @@ async fn connect(args: &Args, user: &str) -> Result<Ws, String> {
 struct Seen {
     broadcasts: u64,
     unicasts: u64,
+    publications: u64,
 }
 
 async fn stable_conn(
@@ -103,7 +120,7 @@ async fn stable_conn(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Seen {
     let mut seen = Seen::default();
-    let (mut next_b, mut next_u) = (None::<u64>, 0u64);
+    let (mut next_b, mut next_u, mut next_offset) = (None::<u64>, 0u64, None::<u64>);
     loop {
         let msg = tokio::select! {
             m = ws.next() => m,
@@ -122,6 +139,14 @@ async fn stable_conn(
                         }
                         next_b = Some(seq + 1);
                         seen.broadcasts += 1;
+                    }
+                    Some("soak.p") => {
+                        let offset = v["offset"].as_u64().unwrap_or(0);
+                        if next_offset.is_some_and(|n| n != offset) {
+                            c.out_of_order.fetch_add(1, Ordering::Relaxed);
+                        }
+                        next_offset = Some(offset + 1);
+                        seen.publications += 1;
                     }
                     Some("soak.u") => {
                         if seq != next_u {
@@ -164,7 +189,7 @@ async fn churner(args: Args, i: usize, c: Arc<Counters>, deadline: Instant) {
     let user = format!("churn-{i}");
     let mut n = i as u64;
     while Instant::now() < deadline {
-        match connect(&args, &user).await {
+        match connect(&args, &user, &format!("soak:churn:{}", i % 16)).await {
             Ok(mut ws) => {
                 c.churn_connects.fetch_add(1, Ordering::Relaxed);
                 n = n
@@ -207,7 +232,7 @@ async fn main() {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut stable = Vec::with_capacity(args.stable);
     for i in 0..args.stable {
-        let ws = connect(&args, &format!("stable-{i}"))
+        let ws = connect(&args, &format!("stable-{i}"), "soak:all")
             .await
             .expect("stable connection");
         stable.push(tokio::spawn(stable_conn(ws, c.clone(), stop_rx.clone())));
@@ -227,24 +252,50 @@ async fn main() {
         .await
         .expect("gRPC");
     let sent_b = Arc::new(AtomicU64::new(0));
+    let sent_p = Arc::new(AtomicU64::new(0));
     let sent_u: Arc<Vec<AtomicU64>> =
         Arc::new((0..args.stable).map(|_| AtomicU64::new(0)).collect());
     let publisher = {
-        let (mut client, args, sent_b, sent_u, c) = (
+        let (mut client, args, sent_b, sent_p, sent_u, c) = (
             client.clone(),
             args.clone(),
             sent_b.clone(),
+            sent_p.clone(),
             sent_u.clone(),
             c.clone(),
         );
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(10));
             let mut b_due = 0.0f64;
+            let mut p_due = 0.0f64;
             let mut u_due = 0.0f64;
             let mut rr = 0usize;
             while Instant::now() < deadline {
                 tick.tick().await;
                 b_due += args.broadcast_rate as f64 / 100.0;
+                p_due += args.publish_rate as f64 / 100.0;
+                while p_due >= 1.0 {
+                    p_due -= 1.0;
+                    let seq = sent_p.load(Ordering::Relaxed);
+                    let m = Message {
+                        r#type: "soak.p".into(),
+                        payload_json: json!({"seq": seq}).to_string(),
+                        id: String::new(),
+                    };
+                    let req = PublishRequest {
+                        topic: "soak:all".into(),
+                        message: Some(m),
+                    };
+                    match client.publish(authed(req, &args.api_key)).await {
+                        Ok(_) => {
+                            sent_p.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            eprintln!("publish failed: {e}");
+                            c.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
                 u_due += args.unicast_rate as f64 / 100.0;
                 while b_due >= 1.0 {
                     b_due -= 1.0;
@@ -339,7 +390,10 @@ async fn main() {
         let seen = h.await.unwrap();
         let want_b = sent_b.load(Ordering::Relaxed);
         let want_u = sent_u[i].load(Ordering::Relaxed);
-        lost += want_b.saturating_sub(seen.broadcasts) + want_u.saturating_sub(seen.unicasts);
+        let want_p = sent_p.load(Ordering::Relaxed);
+        lost += want_b.saturating_sub(seen.broadcasts)
+            + want_u.saturating_sub(seen.unicasts)
+            + want_p.saturating_sub(seen.publications);
     }
     // Wait (bounded) for the server to have no connection left, then read its RSS.
     for _ in 0..100 {
@@ -366,6 +420,7 @@ async fn main() {
         "churn_connects": c.churn_connects.load(Ordering::Relaxed),
         "broadcasts_sent": sent_b.load(Ordering::Relaxed),
         "unicasts_sent": sent_u.iter().map(|s| s.load(Ordering::Relaxed)).sum::<u64>(),
+        "publications_sent": sent_p.load(Ordering::Relaxed),
         "delivered": c.delivered.load(Ordering::Relaxed),
         "lost": lost,
         "out_of_order": c.out_of_order.load(Ordering::Relaxed),

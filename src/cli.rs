@@ -117,6 +117,9 @@ fn run(cli: Cli) -> Result<(), String> {
             config.jwt.secret = crate::random::hex(32);
             config.grpc.api_keys = vec![crate::random::hex(16)];
             config.node.id = "dev".into();
+            // Loopback only, and every socket still needs a token: let a browser console on any
+            // page connect (the quick start pastes the snippet into one).
+            config.http.allowed_origins = vec!["*".into()];
             if let Some(v) = cli.log_format {
                 config.log.format = v;
             }
@@ -237,7 +240,8 @@ fn print_dev_banner(server: &Server, config: &Config) {
     let grpc = server.grpc_addr;
     println!(
         r#"
-boundary-realtime dev mode: loopback only, a random secret and API key for this run.
+boundary-realtime dev mode: loopback only, a random secret and API key for this run,
+WebSocket upgrades accepted from any Origin (`serve` allows only the same host by default).
 
   WebSocket  {ws}
   gRPC       {grpc}   (plaintext, reflection on)

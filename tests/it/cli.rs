@@ -224,3 +224,95 @@ async fn serve_stops_on_sigterm_with_1001_and_exit_0_and_logs_no_secret() {
         "a secret reached the logs:\n{text}"
     );
 }
+
+/// `dev` prints everything the README's quick start uses, and it works as printed: a browser
+/// on another origin connects with the printed token (first frame), and the printed API key
+/// sends it a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_prints_a_working_quick_start() {
+    let mut child = Reaped(
+        Command::new(BIN)
+            .args([
+                "dev",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--grpc-listen",
+                "127.0.0.1:0",
+            ])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut ws_url, mut grpc, mut key, mut token) = (None, None, None, None);
+    let deadline = std::time::Instant::now() + WAIT;
+    while token.is_none() || key.is_none() || ws_url.is_none() || grpc.is_none() {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .expect("banner");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["WebSocket", url, ..] => ws_url = Some(url.to_string()),
+            ["gRPC", addr, ..] => grpc = Some(addr.to_string()),
+            ["API", "key", k] => key = Some(k.to_string()),
+            ["Token", t] => token = Some(t.to_string()),
+            _ => {}
+        }
+    }
+    let (ws_url, grpc, key, token) = (ws_url.unwrap(), grpc.unwrap(), key.unwrap(), token.unwrap());
+    // a browser console on some other page: a foreign Origin, token in the first frame
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        ws_url.as_str(),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("origin", "https://example.com".parse().unwrap());
+    let (stream, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("dev accepts any origin");
+    let mut ws = Ws {
+        stream,
+        id: String::new(),
+    };
+    ws.send_text(&serde_json::json!({"op":"auth","token":token}).to_string())
+        .await;
+    let connected = ws.next_json().await;
+    assert_eq!(
+        (connected["op"].as_str(), connected["user_id"].as_str()),
+        (Some("connected"), Some("dev-user"))
+    );
+    let mut client =
+        boundary_realtime::proto::realtime_service_client::RealtimeServiceClient::connect(format!(
+            "http://{grpc}"
+        ))
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(boundary_realtime::proto::SendToUserRequest {
+        user_id: "dev-user".into(),
+        message: msg("hello", r#"{"text":"hi"}"#),
+    });
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    assert_eq!(
+        client
+            .send_to_user(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .connections,
+        1
+    );
+    let m = ws.next_json().await;
+    assert_eq!(
+        (m["type"].as_str(), m["payload"]["text"].as_str()),
+        (Some("hello"), Some("hi"))
+    );
+}
