@@ -100,9 +100,16 @@ async fn connect(args: &Args, user: &str, topic: &str) -> Result<Ws, String> {
     ws.send(WsMessage::Text(sub.into()))
         .await
         .map_err(|e| e.to_string())?;
-    match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-        Ok(Some(Ok(WsMessage::Text(t)))) if t.as_str().contains("\"subscribed\"") => Ok(ws),
-        other => Err(format!("no subscribed frame: {other:?}")),
+    // Messages may arrive before the reply (a broadcast to everyone): skip them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(WsMessage::Text(t)))) if t.as_str().contains("\"op\":\"subscribed\"") => {
+                return Ok(ws)
+            }
+            Ok(Some(Ok(WsMessage::Text(t)))) if t.as_str().contains("\"type\"") => continue,
+            other => return Err(format!("no subscribed frame: {other:?}")),
+        }
     }
 }
 
