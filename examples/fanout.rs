@@ -89,11 +89,7 @@ async fn main() {
         .await
         .unwrap();
     let payload = json!({"pad": "x".repeat(80)}).to_string();
-    let cpu0 = cpu_secs(args.server_pid);
-    let started = Instant::now();
-    let mut per_publish = Vec::with_capacity(args.publishes as usize);
-    for n in 1..=args.publishes {
-        let t0 = Instant::now();
+    let publish_req = || {
         let mut req = tonic::Request::new(PublishRequest {
             topic: "fan".into(),
             message: Some(Message {
@@ -106,6 +102,14 @@ async fn main() {
             "authorization",
             format!("Bearer {}", args.api_key).parse().unwrap(),
         );
+        req
+    };
+    let cpu0 = cpu_secs(args.server_pid);
+    let started = Instant::now();
+    let mut per_publish = Vec::with_capacity(args.publishes as usize);
+    for n in 1..=args.publishes {
+        let t0 = Instant::now();
+        let req = publish_req();
         let r = client.publish(req).await.unwrap().into_inner();
         assert_eq!(r.connections as usize, args.subscribers);
         let want = n * args.subscribers as u64;
@@ -138,18 +142,7 @@ async fn main() {
     let cpu0 = cpu_secs(args.server_pid);
     let started = Instant::now();
     for _ in 0..args.publishes {
-        let mut req = tonic::Request::new(PublishRequest {
-            topic: "fan".into(),
-            message: Some(Message {
-                r#type: "fan".into(),
-                payload_json: payload.clone(),
-                id: String::new(),
-            }),
-        });
-        req.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {}", args.api_key).parse().unwrap(),
-        );
+        let req = publish_req();
         client.publish(req).await.unwrap();
     }
     let want = base + deliveries;
