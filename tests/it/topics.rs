@@ -538,3 +538,58 @@ async fn the_subscription_cap_answers_an_error_and_keeps_the_connection() {
     assert_eq!(ws.next_json().await["op"], "unsubscribed");
     assert_eq!(sub(&mut ws, "c", None, "6").await["op"], "subscribed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_with_no_subscriber_and_expired_history_is_forgotten() {
+    let mut c = config();
+    c.topics.history_ttl_ms = 300;
+    c.limits.ping_interval_ms = 100; // the sweeper ticks every 25 ms
+    c.limits.pong_timeout_ms = 100;
+    let s = start_with(c).await;
+    let mut client = s.client().await;
+    let first = client
+        .publish(publish("brief", "m", "1", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.offset, 1);
+    let topics = |mut client: Client| async move {
+        client
+            .get_stats(authed(GetStatsRequest {}))
+            .await
+            .unwrap()
+            .into_inner()
+            .topics
+    };
+    assert_eq!(
+        topics(client.clone()).await,
+        1,
+        "kept while its history lives"
+    );
+    eventually("the topic to be forgotten", || {
+        let client = client.clone();
+        async move { topics(client).await == 0 }
+    })
+    .await;
+    let h = client
+        .history(authed(HistoryRequest {
+            topic: "brief".into(),
+            since_offset: 0,
+            limit: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (h.publications.len(), h.latest_offset, h.epoch.as_str()),
+        (0, 0, "")
+    );
+    // it starts again with a new epoch and offsets from 1
+    let again = client
+        .publish(publish("brief", "m", "2", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.offset, 1);
+    assert_ne!(again.epoch, first.epoch);
+}
