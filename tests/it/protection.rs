@@ -16,7 +16,7 @@ use crate::common::*;
 fn fast_heartbeat() -> boundary_realtime::config::Config {
     let mut c = config();
     c.limits.ping_interval_ms = 100;
-    c.limits.pong_timeout_ms = 150;
+    c.limits.pong_timeout_ms = 400;
     c
 }
 
