@@ -89,13 +89,12 @@ impl Server {
         let node_id = resolve_node_id(&config.node.id);
         let http_listener = bind("http.listen", config.http_addr()).await?;
         let grpc_listener = bind("grpc.listen", config.grpc_addr()).await?;
-        // Both listeners were just bound, so they have local addresses.
-        let http_addr = http_listener
-            .local_addr()
-            .expect("bound listener has an address");
-        let grpc_addr = grpc_listener
-            .local_addr()
-            .expect("bound listener has an address");
+        let local = |key: &'static str, l: &TcpListener, addr: SocketAddr| {
+            l.local_addr()
+                .map_err(|source| StartError::Bind { key, addr, source })
+        };
+        let http_addr = local("http.listen", &http_listener, config.http_addr())?;
+        let grpc_addr = local("grpc.listen", &grpc_listener, config.grpc_addr())?;
         let auth = Arc::new(Authenticator::new(&config).await?);
         let http_tls = config.http_tls()?;
         let grpc_tls = config.grpc_tls()?;
