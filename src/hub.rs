@@ -366,7 +366,15 @@ impl Hub {
                 )
             })?)
         };
-        let p = self.local.registry.list(filter, after, size);
+        let p = match (filter.topic, filter.user) {
+            // A topic alone (or with a role): page over its subscribers, already in order,
+            // rather than over every connection.
+            (Some(topic), None) => {
+                let members = self.local.topics.subscribers(topic);
+                crate::core::registry::page_of(&members, filter.role, after, size)
+            }
+            _ => self.local.registry.list(filter, after, size),
+        };
         Ok(Listing {
             connections: p.items,
             next_page_token: p.next_after.map(page::encode).unwrap_or_default(),

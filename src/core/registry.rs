@@ -505,6 +505,27 @@ fn offer_to<O: Outbox>(conn: &Arc<Conn<O>>, frame: &O::Frame, d: &mut Delivery<O
     }
 }
 
+/// One page of `members` (already in sequence order, such as a topic's subscribers) that carry
+/// `role` when given, after sequence `after`.
+pub fn page_of<O>(
+    members: &[Arc<Conn<O>>],
+    role: Option<&str>,
+    after: Option<u64>,
+    limit: usize,
+) -> Page<O> {
+    if after == Some(u64::MAX) {
+        return Page {
+            items: Vec::new(),
+            total: 0,
+            next_after: None,
+        };
+    }
+    let start = after.map_or(0, |a| a + 1);
+    scan_page(members.iter(), start, limit.max(1), |c| {
+        role.is_none_or(|r| c.info.roles.iter().any(|x| x == r))
+    })
+}
+
 /// Pages through `members` (in sequence order), counting every match for `total`.
 fn scan_page<'a, O: 'a>(
     members: impl Iterator<Item = &'a Arc<Conn<O>>>,
@@ -750,6 +771,18 @@ mod tests {
                 assert!(seen.contains(&seq), "{seq} stayed and must be listed");
             }
         }
+    }
+
+    #[test]
+    fn a_sorted_member_list_pages_like_the_registry() {
+        let r = setup();
+        let members: Vec<_> = [1, 2, 3].iter().map(|s| r.get(*s).unwrap()).collect();
+        let p = page_of(&members, None, None, 2);
+        assert_eq!((p.items.len(), p.total, p.next_after), (2, 3, Some(2)));
+        let p = page_of(&members, None, Some(2), 2);
+        assert_eq!((p.items[0].info.seq, p.next_after), (3, None));
+        let p = page_of(&members, Some("admin"), None, 10);
+        assert_eq!((p.items.len(), p.total), (1, 1));
     }
 
     #[test]

@@ -415,6 +415,35 @@ async fn presence_history_server_side_subscribe_and_events() {
         .unwrap()
         .into_inner();
     assert_eq!(list.total, 2);
+    let all = client
+        .list_connections(authed(ListConnectionsRequest {
+            topic: "team".into(),
+            page_size: 2,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (all.connections.len(), all.total),
+        (2, 3),
+        "a topic alone pages over its subscribers"
+    );
+    let rest = client
+        .list_connections(authed(ListConnectionsRequest {
+            topic: "team".into(),
+            page_size: 2,
+            page_token: all.next_page_token.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (rest.connections.len(), rest.next_page_token.as_str()),
+        (1, "")
+    );
+    assert_eq!(rest.connections[0].connection_id, b.id);
     // history
     for i in 1..=5 {
         client
