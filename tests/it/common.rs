@@ -253,3 +253,31 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// SendToUser of a small message; the number of connections it was queued to.
+pub async fn send_user(client: &mut Client, user: &str, kind: &str, payload: &str) -> u32 {
+    let req = proto::SendToUserRequest {
+        user_id: user.into(),
+        message: msg(kind, payload),
+    };
+    client
+        .send_to_user(authed(req))
+        .await
+        .expect("SendToUser")
+        .into_inner()
+        .connections
+}
+
+/// SendToRole of a small message; the number of connections it was queued to.
+pub async fn send_role(client: &mut Client, role: &str, kind: &str, payload: &str) -> u32 {
+    let req = proto::SendToRoleRequest {
+        role: role.into(),
+        message: msg(kind, payload),
+    };
+    client
+        .send_to_role(authed(req))
+        .await
+        .expect("SendToRole")
+        .into_inner()
+        .connections
+}

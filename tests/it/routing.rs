@@ -111,24 +111,8 @@ async fn each_routing_mode_reaches_exactly_its_connections() {
 async fn nobody_matching_is_ok_with_zero_and_a_dead_connection_is_not_found() {
     let s = start().await;
     let mut client = s.client().await;
-    let r = client
-        .send_to_user(authed(SendToUserRequest {
-            user_id: "offline".into(),
-            message: msg("t", "1"),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(r.connections, 0);
-    let r = client
-        .send_to_role(authed(SendToRoleRequest {
-            role: "nobody".into(),
-            message: msg("t", "1"),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(r.connections, 0);
+    assert_eq!(send_user(&mut client, "offline", "t", "1").await, 0);
+    assert_eq!(send_role(&mut client, "nobody", "t", "1").await, 0);
     let r = client
         .broadcast(authed(BroadcastRequest {
             message: msg("t", "1"),
@@ -166,22 +150,6 @@ async fn nobody_matching_is_ok_with_zero_and_a_dead_connection_is_not_found() {
         }
     })
     .await;
-    let r = client
-        .send_to_user(authed(SendToUserRequest {
-            user_id: "gone".into(),
-            message: msg("t", "1"),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(r.connections, 0);
-    let r = client
-        .send_to_role(authed(SendToRoleRequest {
-            role: "r".into(),
-            message: msg("t", "1"),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(r.connections, 0);
+    assert_eq!(send_user(&mut client, "gone", "t", "1").await, 0);
+    assert_eq!(send_role(&mut client, "r", "t", "1").await, 0);
 }

@@ -50,6 +50,33 @@ fn client_config(cert_pem: &str) -> Arc<rustls::ClientConfig> {
     )
 }
 
+type Wss =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// A wss:// connection for `user`, trusting what `connector` trusts.
+async fn wss(
+    s: &TestServer,
+    connector: &tokio_rustls::TlsConnector,
+    user: &str,
+) -> Result<Wss, String> {
+    let tcp = tokio::net::TcpStream::connect(s.http)
+        .await
+        .map_err(|e| e.to_string())?;
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let url = format!(
+        "wss://localhost:{}/ws?token={}",
+        s.http.port(),
+        token(user, &[])
+    );
+    let (ws, _) = tokio_tungstenite::client_async(url.into_client_request().unwrap(), tls)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(ws)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_and_grpc_over_tls_work_end_to_end() {
     let certs = make_certs("e2e");
@@ -59,20 +86,7 @@ async fn wss_and_grpc_over_tls_work_end_to_end() {
     let connector = tokio_rustls::TlsConnector::from(client_config(&certs.cert_pem));
     let mut clients = Vec::new();
     for _ in 0..2 {
-        let tcp = tokio::net::TcpStream::connect(s.http).await.unwrap();
-        let tls = connector
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .unwrap();
-        let url = format!(
-            "wss://localhost:{}/ws?token={}",
-            s.http.port(),
-            token("secure", &[])
-        );
-        let (ws, _) = tokio_tungstenite::client_async(url.into_client_request().unwrap(), tls)
-            .await
-            .expect("wss upgrade");
-        clients.push(ws);
+        clients.push(wss(&s, &connector, "secure").await.expect("wss upgrade"));
     }
     use futures_util::StreamExt;
     for ws in clients.iter_mut() {
@@ -143,22 +157,8 @@ async fn plaintext_and_untrusted_clients_are_refused_on_tls_ports() {
         .is_err());
     // a client that connects and never says hello does not block others
     let _silent = tokio::net::TcpStream::connect(s.http).await.unwrap();
-    let tcp = tokio::net::TcpStream::connect(s.http).await.unwrap();
     let connector = tokio_rustls::TlsConnector::from(client_config(&certs.cert_pem));
-    let tls = connector
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
-    let url = format!(
-        "wss://localhost:{}/ws?token={}",
-        s.http.port(),
-        token("u", &[])
-    );
-    assert!(
-        tokio_tungstenite::client_async(url.into_client_request().unwrap(), tls)
-            .await
-            .is_ok()
-    );
+    assert!(wss(&s, &connector, "u").await.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
