@@ -1,4 +1,4 @@
-//! The command line: `serve`, `dev`, `token`, `--version`. Parses flags with clap, loads the
+//! The command line: `serve`, `dev`, `token`, `bench`, `--version`. Parses flags with clap, loads the
 //! configuration, sets up logging, and runs the server until SIGTERM or SIGINT.
 
 use std::net::SocketAddr;
@@ -67,6 +67,8 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
     },
+    /// Measure a running node: connections, deliveries/s, latency, server memory and CPU.
+    Bench(crate::bench::Options),
 }
 
 pub fn main() -> ExitCode {
@@ -140,6 +142,18 @@ fn run(cli: Cli) -> Result<(), String> {
             let config = config::load_unchecked(config.as_deref()).map_err(|e| e.to_string())?;
             let token = mint(&config, &sub, &roles, &topics, ttl)?;
             println!("{token}");
+            Ok(())
+        }
+        Command::Bench(opts) => {
+            let report = runtime()?
+                .block_on(crate::bench::run(&opts))
+                .map_err(|e| e.to_string())?;
+            if opts.json {
+                eprint!("{}", report.human());
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.human());
+            }
             Ok(())
         }
     }

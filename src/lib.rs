@@ -7,6 +7,7 @@
 //! everything else is the shell.
 
 pub mod auth;
+pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod clock;

@@ -3,6 +3,7 @@
 mod common;
 
 mod auth;
+mod bench;
 mod cli;
 mod delivery;
 mod grpc_api;

@@ -1,0 +1,324 @@
+//! The load tool's WebSocket side: opens authenticated connections (the token in the
+//! `Authorization` header, never the URL; spread over 127.0.0.x source addresses when one
+//! address would run out of ports), subscribes each to its group's topic in topic mode, and
+//! runs one reader task per connection that counts what arrives into sharded statistics.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use super::tally::{self, Counts, Order};
+use super::{unix_ns, BenchError};
+
+/// Connections opened from one source address at most (Linux's default ephemeral range holds
+/// about 28,000 ports per source/destination pair).
+const PER_SOURCE: usize = 20_000;
+/// How long one connection may take to connect, upgrade and be welcomed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Latencies are recorded in microseconds up to a minute (longer ones count as a minute).
+const MAX_LATENCY_US: u64 = 60_000_000;
+const SHARDS: usize = 16;
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// Where the connections go.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub url: String,
+    pub addr: SocketAddr,
+}
+
+impl Target {
+    pub async fn resolve(url: &str) -> Result<Target, BenchError> {
+        let bad = |why: &str| BenchError::Usage(format!("--ws-url {url:?}: {why}"));
+        let rest = match url.split_once("://") {
+            Some(("ws", rest)) => rest,
+            Some(("wss", _)) => {
+                return Err(bad(
+                    "wss:// is not supported by bench; point it at a plaintext listener",
+                ))
+            }
+            _ => return Err(bad("must start with ws://")),
+        };
+        let authority = rest.split('/').next().unwrap_or_default();
+        let host_port = if authority.contains(':') {
+            authority.to_owned()
+        } else {
+            format!("{authority}:80")
+        };
+        let addr = tokio::net::lookup_host(&host_port)
+            .await
+            .map_err(|e| bad(&format!("cannot resolve {host_port}: {e}")))?
+            .next()
+            .ok_or_else(|| bad(&format!("{host_port} resolves to no address")))?;
+        Ok(Target {
+            url: url.to_owned(),
+            addr,
+        })
+    }
+
+    /// The source address for connection `i`: 127.0.0.(1 + i / 20000) toward a loopback
+    /// destination, the system's choice otherwise.
+    pub fn source(&self, i: usize) -> Option<IpAddr> {
+        match self.addr.ip() {
+            IpAddr::V4(ip) if ip.is_loopback() => {
+                let n = 1 + (i / PER_SOURCE).min(253) as u8;
+                Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, n)))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Counts shared by every reader; each connection records into one of a few shards, so
+/// readers on different threads rarely meet on a lock.
+pub struct Stats {
+    shards: Vec<Mutex<Shard>>,
+    pub opened: AtomicU64,
+    closes: Mutex<BTreeMap<u16, u64>>,
+}
+
+struct Shard {
+    counts: Counts,
+    hist: Histogram<u64>,
+}
+
+impl Stats {
+    pub fn new() -> Arc<Stats> {
+        let shards = (0..SHARDS)
+            .map(|_| {
+                Mutex::new(Shard {
+                    counts: Counts::default(),
+                    // Bounds and precision are constants that hdrhistogram accepts.
+                    hist: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+                        .expect("valid histogram bounds"),
+                })
+            })
+            .collect();
+        Arc::new(Stats {
+            shards,
+            opened: AtomicU64::new(0),
+            closes: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    pub fn counts(&self) -> Counts {
+        let mut total = Counts::default();
+        for s in &self.shards {
+            total.add(&s.lock().counts);
+        }
+        total
+    }
+
+    pub fn histogram(&self) -> Histogram<u64> {
+        let mut total = Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid bounds");
+        for s in &self.shards {
+            // Same bounds on both sides: adding cannot fail.
+            let _ = total.add(&s.lock().hist);
+        }
+        total
+    }
+
+    /// Connections the server closed during the run, by close code (1006: without a close).
+    pub fn closes(&self) -> BTreeMap<u16, u64> {
+        self.closes.lock().clone()
+    }
+
+    /// Forgets everything received so far (the connect phase's frames are not the load's).
+    pub fn reset(&self) {
+        for s in &self.shards {
+            let mut s = s.lock();
+            s.counts = Counts::default();
+            s.hist.reset();
+        }
+    }
+}
+
+/// Opens connection `i`: TCP (from `source`), the upgrade with the token in the header, the
+/// `connected` frame, and in topic mode a subscription answered by `subscribed`.
+pub async fn open(
+    target: &Target,
+    source: Option<IpAddr>,
+    token: &str,
+    topic: Option<&str>,
+) -> Result<Ws, BenchError> {
+    tokio::time::timeout(CONNECT_TIMEOUT, open_inner(target, source, token, topic))
+        .await
+        .map_err(|_| BenchError::Failed(format!("connecting to {} timed out", target.url)))?
+}
+
+async fn open_inner(
+    target: &Target,
+    source: Option<IpAddr>,
+    token: &str,
+    topic: Option<&str>,
+) -> Result<Ws, BenchError> {
+    let unreachable = |e: String| BenchError::Unreachable {
+        what: "WebSocket endpoint",
+        url: target.url.clone(),
+        reason: e,
+    };
+    let socket = TcpSocket::new_v4().map_err(|e| unreachable(e.to_string()))?;
+    if let Some(ip) = source {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .map_err(|e| unreachable(format!("cannot bind {ip}: {e}")))?;
+    }
+    let stream = socket
+        .connect(target.addr)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    let mut request = target
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| BenchError::Usage(format!("--ws-url {:?}: {e}", target.url)))?;
+    let bearer = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| BenchError::Usage("the token is not a valid header value".into()))?;
+    request.headers_mut().insert("authorization", bearer);
+    let config = WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(0);
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+        .await
+        .map_err(|e| match e {
+            tungstenite::Error::Http(resp) => {
+                let body = resp
+                    .body()
+                    .as_deref()
+                    .map(|b| String::from_utf8_lossy(b).trim().to_owned())
+                    .unwrap_or_default();
+                BenchError::Rejected(format!("the upgrade got HTTP {}: {body}", resp.status()))
+            }
+            other => unreachable(other.to_string()),
+        })?;
+    expect_op(&mut ws, "connected").await?;
+    if let Some(topic) = topic {
+        let op = serde_json::json!({"op": "subscribe", "topic": topic, "ref": 1}).to_string();
+        ws.send(Message::text(op))
+            .await
+            .map_err(|e| BenchError::Failed(format!("subscribing to {topic}: {e}")))?;
+        expect_op(&mut ws, "subscribed").await?;
+    }
+    Ok(ws)
+}
+
+/// Waits for a frame `{"op":<op>,...}`; an error frame or a close is a refusal.
+async fn expect_op(ws: &mut Ws, op: &str) -> Result<(), BenchError> {
+    let want = format!("\"op\":\"{op}\"");
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) if t.contains(&want) => return Ok(()),
+            Some(Ok(Message::Text(t))) if t.contains("\"op\":\"error\"") => {
+                return Err(BenchError::Rejected(format!("the server answered {t}")))
+            }
+            Some(Ok(Message::Close(frame))) => {
+                let (code, reason) = frame
+                    .map(|f| (u16::from(f.code), f.reason.to_string()))
+                    .unwrap_or((1005, String::new()));
+                return Err(BenchError::Rejected(format!(
+                    "the server closed the connection with {code} {reason:?} before {op}"
+                )));
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => {
+                return Err(BenchError::Failed(format!("waiting for {op}: {e}")));
+            }
+            None => {
+                return Err(BenchError::Failed(format!(
+                    "the connection ended before {op}"
+                )))
+            }
+        }
+    }
+}
+
+/// Reads connection `i` until `stop`, counting our frames. On stop it sends a close frame and
+/// waits briefly for the server's.
+pub async fn read(mut ws: Ws, i: usize, stats: Arc<Stats>, mut stop: watch::Receiver<bool>) {
+    let shard = &stats.shards[i % SHARDS];
+    let mut order = Order::default();
+    loop {
+        tokio::select! {
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    if let Some((seq, sent_ns)) = tally::parse(t.as_str()) {
+                        let now = unix_ns();
+                        let seen = order.see(seq);
+                        let latency_us = (now.saturating_sub(sent_ns) / 1000).max(1);
+                        let mut s = shard.lock();
+                        s.counts.record(seen, now);
+                        s.hist.saturating_record(latency_us);
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let code = frame.map(|f| u16::from(f.code)).unwrap_or(1005);
+                    *stats.closes.lock().entry(code).or_default() += 1;
+                    return;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => {
+                    *stats.closes.lock().entry(1006).or_default() += 1;
+                    return;
+                }
+            },
+            _ = stop.changed() => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    ws.close(None).await?;
+                    while let Some(m) = ws.next().await {
+                        if matches!(m?, Message::Close(_)) {
+                            break;
+                        }
+                    }
+                    Ok::<(), tungstenite::Error>(())
+                })
+                .await;
+                return;
+            }
+        }
+    }
+}
+
+/// Connection `i`'s place in the groups that role and topic calls address.
+pub fn group(i: usize, groups: usize) -> usize {
+    i % groups.max(1)
+}
+
+/// How many of `conns` connections belong to group `g`.
+pub fn group_size(g: usize, conns: usize, groups: usize) -> u64 {
+    let groups = groups.max(1);
+    (conns / groups + usize::from(g < conns % groups)) as u64
+}
+
+pub fn opened(stats: &Stats) -> u64 {
+    stats.opened.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_sizes_add_up_to_the_connections() {
+        for (conns, groups) in [(10, 3), (9, 3), (2, 5), (15_000, 10)] {
+            let total: u64 = (0..groups).map(|g| group_size(g, conns, groups)).sum();
+            assert_eq!(total, conns as u64);
+            let counted = (0..conns).filter(|i| group(*i, groups) == 1).count() as u64;
+            assert_eq!(counted, group_size(1, conns, groups));
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! The load tool's smoke run: `bench` against an in-process server with a few connections,
+//! checking the tool's own counting against what the calls must deliver and what the server
+//! says it sent. No performance figure is asserted here.
+
+use boundary_realtime::bench::{self, BenchError, Options};
+use boundary_realtime::proto::GetStatsRequest;
+use clap::Parser;
+
+use crate::common::*;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    opts: Options,
+}
+
+fn options(server: &TestServer, args: &[&str]) -> Options {
+    let ws = server.ws_url();
+    let grpc = format!("http://{}", server.grpc);
+    let mut argv = vec![
+        "bench",
+        "--ws-url",
+        &ws,
+        "--grpc-url",
+        &grpc,
+        "--api-key",
+        API_KEY,
+        "--secret",
+        SECRET,
+        "--quiet",
+        "--timeout",
+        "60",
+    ];
+    argv.extend_from_slice(args);
+    Cli::try_parse_from(argv)
+        .expect("valid bench arguments")
+        .opts
+}
+
+async fn messages_sent(server: &TestServer) -> u64 {
+    let mut client = server.client().await;
+    client
+        .get_stats(authed(GetStatsRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .messages_sent
+}
+
+/// A loopback port nothing listens on (bound, then released).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn every_mode_counts_exactly_what_its_calls_deliver() {
+    let server = start().await;
+    // 12 connections in 3 groups of 4; 9 calls each.
+    let cases = [
+        ("broadcast", 9 * 12),
+        ("user", 9),
+        ("role", 9 * 4),
+        ("topic", 9 * 4),
+    ];
+    for (mode, expected) in cases {
+        let before = messages_sent(&server).await;
+        let opts = options(
+            &server,
+            &[mode, "--conns", "12", "--groups", "3", "--messages", "9"],
+        );
+        let r = bench::run(&opts)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: {e}"));
+        let after = messages_sent(&server).await;
+        assert_eq!(r.connect.opened, 12, "{mode}");
+        assert_eq!(r.calls.made, 9, "{mode}");
+        assert_eq!(r.calls.errors, 0, "{mode}: {:?}", r.calls.first_error);
+        assert_eq!(r.deliveries.expected, expected, "{mode}");
+        assert_eq!(r.deliveries.received, expected, "{mode}");
+        assert_eq!(r.deliveries.lost, 0, "{mode}");
+        assert_eq!(r.deliveries.out_of_order, 0, "{mode}");
+        assert_eq!(r.deliveries.duplicates, 0, "{mode}");
+        // The server queued exactly what the tool counted.
+        assert_eq!(after - before, expected, "{mode}: server count");
+        assert!(
+            r.latency_ms.p50 > 0.0 && r.latency_ms.p50 <= r.latency_ms.max,
+            "{mode}"
+        );
+        assert!(
+            r.closed_by_server.is_empty(),
+            "{mode}: {:?}",
+            r.closed_by_server
+        );
+        // Every connection was closed by the tool at the end.
+        eventually("the tool's connections to close", || async {
+            server.hub().stats().connections == 0
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_paced_run_reports_its_schedule_and_json() {
+    let server = start().await;
+    let pid = std::process::id().to_string();
+    let opts = options(
+        &server,
+        &[
+            "user",
+            "--conns",
+            "5",
+            "--messages",
+            "20",
+            "--rate",
+            "200",
+            "--server-pid",
+            &pid,
+        ],
+    );
+    let r = bench::run(&opts).await.unwrap();
+    assert_eq!(r.deliveries.received, 20);
+    // 20 calls at 200/s take about 95 ms.
+    assert!(r.calls.seconds >= 0.09, "{}", r.calls.seconds);
+    assert!(r.server.rss_kib_before.is_some() && r.server.cpu_us_per_delivery.is_some());
+    let json: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+    assert_eq!(json["mode"], "user");
+    assert_eq!(json["deliveries"]["received"], 20);
+    assert_eq!(json["deliveries"]["lost"], 0);
+    assert!(r.human().contains("deliveries  20 of 20"), "{}", r.human());
+}
+
+#[tokio::test]
+async fn idle_holds_the_connections() {
+    let server = start().await;
+    let opts = options(&server, &["idle", "--conns", "8", "--hold", "0.2"]);
+    let r = bench::run(&opts).await.unwrap();
+    assert_eq!(r.connect.opened, 8);
+    assert!(r.connect.per_second > 0.0);
+    assert_eq!(r.deliveries.expected, 0);
+}
+
+#[tokio::test]
+async fn a_refused_token_or_key_and_an_absent_server_are_clear_errors() {
+    let server = start().await;
+    let mut opts = options(&server, &["idle", "--conns", "2"]);
+    opts.secret = Some("not-the-server-secret-at-all".into());
+    match bench::run(&opts).await {
+        Err(BenchError::Rejected(m)) => assert!(m.contains("HTTP 401"), "{m}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    let mut opts = options(&server, &["broadcast", "--conns", "2"]);
+    opts.api_key = Some("not-the-api-key-0000".into());
+    match bench::run(&opts).await {
+        Err(BenchError::Rejected(m)) => assert!(m.contains("API key"), "{m}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    let port = free_port();
+    let mut opts = options(&server, &["idle", "--conns", "2"]);
+    opts.ws_url = format!("ws://127.0.0.1:{port}/ws");
+    match bench::run(&opts).await {
+        Err(e @ BenchError::Unreachable { .. }) => {
+            assert!(e.to_string().contains("Connection refused"), "{e}")
+        }
+        other => panic!("expected unreachable, got {other:?}"),
+    }
+}
