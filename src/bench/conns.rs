@@ -30,6 +30,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Latencies are recorded in microseconds up to a minute (longer ones count as a minute).
 const MAX_LATENCY_US: u64 = 60_000_000;
 const SHARDS: usize = 16;
+/// Loopback source addresses used at least.
+const SOURCES: u8 = 8;
 
 pub type Ws = WebSocketStream<TcpStream>;
 
@@ -69,12 +71,15 @@ impl Target {
         })
     }
 
-    /// The source address for connection `i`: 127.0.0.(1 + i / 20000) toward a loopback
-    /// destination, the system's choice otherwise.
+    /// The source address for connection `i` toward a loopback destination: 127.0.0.1 to
+    /// 127.0.0.8 in turn (more above 8 × 20,000 connections), the system's choice otherwise.
+    /// Spreading also keeps connect() fast: the kernel's search for a free source port
+    /// slows down as one source/destination pair fills up.
     pub fn source(&self, i: usize) -> Option<IpAddr> {
         match self.addr.ip() {
             IpAddr::V4(ip) if ip.is_loopback() => {
-                let n = 1 + (i / PER_SOURCE).min(253) as u8;
+                let sources = (SOURCES as usize).max(i / PER_SOURCE + 1).min(254);
+                let n = 1 + (i % sources) as u8;
                 Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, n)))
             }
             _ => None,
@@ -172,6 +177,7 @@ async fn open_inner(
     };
     let socket = TcpSocket::new_v4().map_err(|e| unreachable(e.to_string()))?;
     if let Some(ip) = source {
+        defer_port_choice(&socket);
         socket
             .bind(SocketAddr::new(ip, 0))
             .map_err(|e| unreachable(format!("cannot bind {ip}: {e}")))?;
@@ -191,7 +197,7 @@ async fn open_inner(
         .map_err(|_| BenchError::Usage("the token is not a valid header value".into()))?;
     request.headers_mut().insert("authorization", bearer);
     let config = WebSocketConfig::default()
-        .read_buffer_size(16 * 1024)
+        .read_buffer_size(8 * 1024)
         .write_buffer_size(0);
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
         .await
@@ -215,6 +221,24 @@ async fn open_inner(
         expect_op(&mut ws, "subscribed").await?;
     }
     Ok(ws)
+}
+
+/// Lets connect() choose the source port: bind() with port 0 would search the ephemeral range
+/// for a port free of every bind, which slows to a crawl with thousands in use.
+fn defer_port_choice(socket: &TcpSocket) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads `on` (a c_int we own) on a socket fd that `socket` keeps open.
+    // Failing (an old kernel) only loses the optimisation.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            &on as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
 }
 
 /// Waits for a frame `{"op":<op>,...}`; an error frame or a close is a refusal.

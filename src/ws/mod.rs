@@ -19,7 +19,7 @@ use crate::tls::PeerAddr;
 
 /// Bytes tungstenite reads per socket read. A push server reads little (pongs, small ops), and
 /// every byte here is paid per connection (see docs/architecture.md).
-pub const READ_BUFFER: usize = 1024;
+pub const READ_BUFFER: usize = 512;
 /// Frames are coalesced into this many bytes before a write to the socket.
 pub const WRITE_BUFFER: usize = 4096;
 /// The most a connection's write buffer may hold while its socket does not drain.

@@ -57,7 +57,7 @@ pub async fn run(
 ) {
     let identity = match identity {
         Some(identity) => identity,
-        None => match first_frame_auth(&mut socket, &hub).await {
+        None => match Box::pin(first_frame_auth(&mut socket, &hub)).await {
             Some(identity) => identity,
             None => return,
         },
@@ -231,7 +231,7 @@ async fn serve(
                     return close_now(hub, socket, conn, CLOSE_RATE_LIMITED, "rate limited").await;
                 }
                 let reply = match msg {
-                    Some(Ok(Message::Text(text))) => on_text(hub, conn, text.as_str()).await,
+                    Some(Ok(Message::Text(text))) => Box::pin(on_text(hub, conn, text.as_str())).await,
                     Some(Ok(Message::Binary(_))) => Reply::Bad(frames::error(
                         ErrorCode::BadRequest,
                         "binary frames are not supported; send JSON text frames",
@@ -294,7 +294,21 @@ async fn close_now(
 
 /// Writes `messages` (fed, then one flush), giving up as soon as a close is requested: a
 /// socket that does not drain never holds up a close.
-async fn write(
+///
+/// Boxed: inline, its state would be paid by every idle connection's future.
+fn write<'a, I>(
+    socket: &'a mut WebSocket,
+    conn: &'a WsConn,
+    messages: I,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Ended>> + Send + 'a>>
+where
+    I: IntoIterator<Item = Message> + Send + 'a,
+    I::IntoIter: Send,
+{
+    Box::pin(write_inner(socket, conn, messages))
+}
+
+async fn write_inner(
     socket: &mut WebSocket,
     conn: &WsConn,
     messages: impl IntoIterator<Item = Message>,
@@ -394,7 +408,17 @@ async fn on_text(hub: &Hub, conn: &Arc<WsConn>, text: &str) -> Reply {
 
 /// Sends a close frame and waits (at most [`CLOSE_TIMEOUT`]) for the peer's; then the TCP
 /// connection is dropped with the socket.
-async fn close(socket: &mut WebSocket, code: u16, reason: &str) -> Ended {
+///
+/// Boxed: it is rare, and inline it would grow every connection's idle future.
+fn close<'a>(
+    socket: &'a mut WebSocket,
+    code: u16,
+    reason: &'a str,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Ended> + Send + 'a>> {
+    Box::pin(close_inner(socket, code, reason))
+}
+
+async fn close_inner(socket: &mut WebSocket, code: u16, reason: &str) -> Ended {
     let frame = CloseFrame {
         code,
         reason: reason.into(),
