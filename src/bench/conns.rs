@@ -197,7 +197,7 @@ async fn open_inner(
         .map_err(|_| BenchError::Usage("the token is not a valid header value".into()))?;
     request.headers_mut().insert("authorization", bearer);
     let config = WebSocketConfig::default()
-        .read_buffer_size(8 * 1024)
+        .read_buffer_size(4096)
         .write_buffer_size(0);
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
         .await
@@ -276,8 +276,11 @@ async fn expect_op(ws: &mut Ws, op: &str) -> Result<(), BenchError> {
 pub async fn read(mut ws: Ws, i: usize, stats: Arc<Stats>, mut stop: watch::Receiver<bool>) {
     let shard = &stats.shards[i % SHARDS];
     let mut order = Order::default();
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
+            biased;
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
                     if let Some((seq, sent_ns)) = tally::parse(t.as_str()) {
@@ -300,7 +303,7 @@ pub async fn read(mut ws: Ws, i: usize, stats: Arc<Stats>, mut stop: watch::Rece
                     return;
                 }
             },
-            _ = stop.changed() => {
+            _ = &mut stopped => {
                 let _ = tokio::time::timeout(Duration::from_secs(2), async {
                     ws.close(None).await?;
                     while let Some(m) = ws.next().await {

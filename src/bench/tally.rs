@@ -15,19 +15,30 @@ pub fn payload(seq: u64, sent_ns: u64, bytes: usize) -> String {
 /// The `(seq, sent_ns)` a delivered frame carries, if it is one of ours. The server forwards
 /// the payload as written, so the keys appear exactly as [`payload`] wrote them.
 pub fn parse(frame: &str) -> Option<(u64, u64)> {
-    let seq = number_after(frame, "{\"seq\":")?;
-    let sent = number_after(frame, ",\"sent_ns\":")?;
+    // Fast path: our server writes `type` then `payload` first.
+    if let Some(rest) = frame.strip_prefix(FRAME_PREFIX) {
+        let (seq, rest) = leading_number(rest)?;
+        let (sent, _) = leading_number(rest.strip_prefix(SENT_KEY)?)?;
+        return Some((seq, sent));
+    }
+    let (seq, _) = leading_number(after(frame, SEQ_KEY)?)?;
+    let (sent, _) = leading_number(after(frame, SENT_KEY)?)?;
     Some((seq, sent))
 }
 
-fn number_after(s: &str, key: &str) -> Option<u64> {
-    let start = s.find(key)? + key.len();
-    let digits = s[start..]
-        .bytes()
-        .take_while(u8::is_ascii_digit)
-        .take(20)
-        .count();
-    s[start..start + digits].parse().ok()
+const FRAME_PREFIX: &str = "{\"type\":\"bench\",\"payload\":{\"seq\":";
+const SEQ_KEY: &str = "{\"seq\":";
+const SENT_KEY: &str = ",\"sent_ns\":";
+
+fn after<'a>(s: &'a str, key: &str) -> Option<&'a str> {
+    s.find(key).map(|at| &s[at + key.len()..])
+}
+
+/// The decimal number `s` starts with, and what follows it.
+fn leading_number(s: &str) -> Option<(u64, &str)> {
+    let digits = s.bytes().take_while(u8::is_ascii_digit).take(20).count();
+    let n = s[..digits].parse().ok()?;
+    Some((n, &s[digits..]))
 }
 
 /// How one delivery relates to the ones before it on the same connection.
@@ -111,6 +122,9 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&p).unwrap();
         assert_eq!(v["seq"], 42);
         let frame = format!(r#"{{"type":"bench","payload":{p},"id":"m1","ts":1}}"#);
+        assert_eq!(parse(&frame), Some((42, 1_732_000_000_123_456_789)));
+        // Another field order still parses (the slow path).
+        let frame = format!(r#"{{"id":"m1","payload":{p},"type":"bench"}}"#);
         assert_eq!(parse(&frame), Some((42, 1_732_000_000_123_456_789)));
     }
 

@@ -1,13 +1,22 @@
 //! The outbox of one WebSocket connection: a bounded queue of shared, already-encoded frames,
-//! and the control requests (close, ping) the connection's task waits on. Offering never waits: a full queue is
-//! reported to the caller, which closes the connection as a slow consumer.
+//! and the control requests (close, ping) the connection's task waits on. Offering never
+//! waits: a full queue is reported to the caller, which closes the connection as a slow
+//! consumer.
+//!
+//! The queue is a `VecDeque` under a mutex plus one waker, not a tokio channel: an idle queue
+//! allocates nothing, an offer is a push and at most one wake (a burst wakes the task once),
+//! and the task takes everything queued in one lock. Measured in docs/benchmarks.md.
 
+use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 
 use axum::extract::ws::Utf8Bytes;
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::core::registry::{Offer, Outbox};
 
@@ -21,8 +30,12 @@ impl From<String> for Frame {
     }
 }
 
-/// The queue item: one pointer, so an idle queue's first block costs 32 × 8 bytes.
+/// The queue item: one pointer.
 pub type SharedFrame = Arc<Frame>;
+
+/// A drained queue whose buffer grew past this many frames gives the buffer back, so a burst
+/// does not leave its peak allocated on every connection.
+const KEEP_CAPACITY: usize = 64;
 
 /// A request to close, with the code and reason to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,25 +52,60 @@ pub enum Control {
 }
 
 pub struct WsOutbox {
-    tx: mpsc::Sender<SharedFrame>,
+    queue: Mutex<Queue>,
+    capacity: usize,
+    /// The connection task, when it waits for frames.
+    ready: AtomicWaker,
     close: Mutex<Option<CloseRequest>>,
     ping: AtomicBool,
     notify: Notify,
 }
 
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<SharedFrame>,
+    /// The task has ended: offers are refused as [`Offer::Closed`].
+    finished: bool,
+}
+
 impl WsOutbox {
-    /// An outbox holding at most `capacity` frames, and the receiving end for the task.
-    pub fn new(capacity: usize) -> (Self, mpsc::Receiver<SharedFrame>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        (
-            WsOutbox {
-                tx,
-                close: Mutex::new(None),
-                ping: AtomicBool::new(false),
-                notify: Notify::new(),
-            },
-            rx,
-        )
+    /// An outbox holding at most `capacity` frames.
+    pub fn new(capacity: usize) -> Self {
+        WsOutbox {
+            queue: Mutex::new(Queue::default()),
+            capacity,
+            ready: AtomicWaker::new(),
+            close: Mutex::new(None),
+            ping: AtomicBool::new(false),
+            notify: Notify::new(),
+        }
+    }
+
+    /// Waits until frames are queued, then moves up to `max` of them, oldest first, into
+    /// `batch`; returns how many. Only the connection's own task calls this.
+    pub async fn recv_many(&self, batch: &mut Vec<SharedFrame>, max: usize) -> usize {
+        poll_fn(|cx| {
+            // Register before looking, so an offer between the look and the return wakes us.
+            self.ready.register(cx.waker());
+            let mut q = self.queue.lock();
+            if q.frames.is_empty() {
+                return Poll::Pending;
+            }
+            let n = q.frames.len().min(max);
+            batch.extend(q.frames.drain(..n));
+            if q.frames.is_empty() && q.frames.capacity() > KEEP_CAPACITY {
+                q.frames = VecDeque::new();
+            }
+            Poll::Ready(n)
+        })
+        .await
+    }
+
+    /// The task has ended: drop what is queued and refuse further offers.
+    pub fn finish(&self) {
+        let mut q = self.queue.lock();
+        q.finished = true;
+        q.frames = VecDeque::new();
     }
 
     /// Waits for the next control request; a close takes precedence over a ping.
@@ -93,11 +141,22 @@ impl Outbox for WsOutbox {
     type Frame = SharedFrame;
 
     fn offer(&self, frame: &SharedFrame) -> Offer {
-        match self.tx.try_send(Arc::clone(frame)) {
-            Ok(()) => Offer::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => Offer::Full,
-            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed,
+        let mut q = self.queue.lock();
+        if q.finished {
+            return Offer::Closed;
         }
+        if q.frames.len() >= self.capacity {
+            return Offer::Full;
+        }
+        let was_empty = q.frames.is_empty();
+        q.frames.push_back(Arc::clone(frame));
+        drop(q);
+        // The task parks only after finding the queue empty under the lock, so a push onto a
+        // non-empty queue will be seen without a wake: a burst wakes the task once.
+        if was_empty {
+            self.ready.wake();
+        }
+        Offer::Queued
     }
 
     fn close(&self, code: u16, reason: &str) {
@@ -115,5 +174,57 @@ impl Outbox for WsOutbox {
     fn ping(&self) {
         self.ping.store(true, Ordering::Release);
         self.notify.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(s: &str) -> SharedFrame {
+        Arc::new(Frame::from(s.to_owned()))
+    }
+
+    #[tokio::test]
+    async fn queues_in_order_up_to_capacity_then_refuses() {
+        let outbox = WsOutbox::new(3);
+        for s in ["a", "b", "c"] {
+            assert_eq!(outbox.offer(&frame(s)), Offer::Queued);
+        }
+        assert_eq!(outbox.offer(&frame("d")), Offer::Full);
+        let mut batch = Vec::new();
+        assert_eq!(outbox.recv_many(&mut batch, 2).await, 2);
+        assert_eq!(outbox.recv_many(&mut batch, 2).await, 1);
+        let got: Vec<&str> = batch.iter().map(|f| f.0.as_str()).collect();
+        assert_eq!(got, ["a", "b", "c"]);
+        outbox.finish();
+        assert_eq!(outbox.offer(&frame("e")), Offer::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_task_is_woken_by_an_offer_from_another_task() {
+        let outbox = Arc::new(WsOutbox::new(1024));
+        let waiting = tokio::spawn({
+            let outbox = Arc::clone(&outbox);
+            async move {
+                let mut batch = Vec::new();
+                let mut total = 0;
+                while total < 500 {
+                    total += outbox.recv_many(&mut batch, 128).await;
+                }
+                batch.len()
+            }
+        });
+        for i in 0..500 {
+            assert_eq!(outbox.offer(&frame(&i.to_string())), Offer::Queued);
+            if i % 50 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .expect("the task was woken")
+            .expect("the task did not panic");
+        assert_eq!(got, 500);
     }
 }

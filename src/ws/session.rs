@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::SinkExt;
-use tokio::sync::mpsc;
 
 use crate::clock::{mono_ms, now_ms};
 use crate::core::claims::Identity;
@@ -63,7 +62,7 @@ pub async fn run(
         },
     };
     let (id, seq) = hub.local.next_conn_id();
-    let (outbox, rx) = WsOutbox::new(hub.config.limits.send_queue);
+    let outbox = WsOutbox::new(hub.config.limits.send_queue);
     let conn: Arc<WsConn> = Arc::new(Conn::new(
         ConnInfo {
             id,
@@ -108,7 +107,8 @@ pub async fn run(
         conn.expires_at_ms(),
         hub.config.limits.ping_interval_ms,
     );
-    let ended = serve(&mut socket, &hub, &conn, rx, connected).await;
+    let ended = serve(&mut socket, &hub, &conn, connected).await;
+    conn.outbox.finish();
     hub.local.unregister(seq, ended.code, &ended.reason);
 }
 
@@ -186,13 +186,7 @@ fn error_code(e: axum::Error) -> u16 {
 }
 
 /// The connection loop.
-async fn serve(
-    socket: &mut WebSocket,
-    hub: &Hub,
-    conn: &Arc<WsConn>,
-    mut rx: mpsc::Receiver<SharedFrame>,
-    connected: String,
-) -> Ended {
+async fn serve(socket: &mut WebSocket, hub: &Hub, conn: &Arc<WsConn>, connected: String) -> Ended {
     if let Err(ended) = write(socket, conn, [Message::Text(connected.into())]).await {
         return ended;
     }
@@ -216,10 +210,7 @@ async fn serve(
                     }
                 }
             },
-            n = rx.recv_many(&mut batch, WRITE_BATCH) => {
-                if n == 0 {
-                    return lost("queue closed");
-                }
+            _ = conn.outbox.recv_many(&mut batch, WRITE_BATCH) => {
                 let frames = batch.drain(..).map(|f| Message::Text(f.0.clone()));
                 if let Err(ended) = write(socket, conn, frames).await {
                     return ended;

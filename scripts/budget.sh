@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The performance budget of docs/benchmarks.md: every figure from a fresh release server on
+# loopback, measured by `boundary-realtime bench`, RUNS times (default 3). Writes one JSON per
+# run into target/budget/, then prints the medians and redraws docs/bench-chart.svg.
+# Usage: scripts/budget.sh [RUNS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-3}
+cargo build --release --quiet
+. scripts/lib.sh
+OUT=target/budget
+mkdir -p "$OUT"
+B=./target/release/boundary-realtime
+
+# One measurement on a fresh server: measure NAME MODE ARGS...
+measure() {
+  local name=$1; shift
+  start_server budget
+  "$B" bench "$@" --ws-url ws://127.0.0.1:18080/ws --grpc-url http://127.0.0.1:15051 \
+    --api-key "$KEY" --secret "$SECRET" --server-pid "$PID" --quiet --json \
+    > "$OUT/$name.json"
+  kill "$PID"; wait "$PID" 2>/dev/null || true
+  trap - EXIT
+}
+
+for r in $(seq "$RUNS"); do
+  echo "run $r of $RUNS" >&2
+  measure "idle-15000-$r" idle --conns 15000 --hold 3
+  for n in 1000 5000 10000 15000; do
+    measure "broadcast-$n-$r" broadcast --conns "$n" --messages 200 --payload-bytes 100
+    measure "user-$n-$r" user --conns "$n" --messages 5000 --rate 1000 --payload-bytes 100
+  done
+done
+python3 scripts/budget_report.py "$OUT" docs/bench-chart.svg
