@@ -201,7 +201,7 @@ mod tests {
         assert_eq!(outbox.offer(&frame("e")), Offer::Closed);
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_waiting_task_is_woken_by_an_offer_from_another_task() {
         let outbox = Arc::new(WsOutbox::new(1024));
         let waiting = tokio::spawn({
