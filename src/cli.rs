@@ -122,6 +122,7 @@ fn run(cli: Cli) -> Result<(), String> {
             // Loopback only, and every socket still needs a token: let a browser console on any
             // page connect (the quick start pastes the snippet into one).
             config.http.allowed_origins = vec!["*".into()];
+            config.http.demo = true;
             if let Some(v) = cli.log_format {
                 config.log.format = v;
             }
@@ -247,8 +248,14 @@ async fn wait_for_signal() {
 }
 
 fn print_dev_banner(server: &Server, config: &Config) {
-    let token = mint(config, "dev-user", &["dev".to_owned()], &[], 24 * 3600)
-        .unwrap_or_else(|e| format!("<cannot mint: {e}>"));
+    let token = mint(
+        config,
+        "dev-user",
+        &["dev".to_owned()],
+        &["**".to_owned()],
+        24 * 3600,
+    )
+    .unwrap_or_else(|e| format!("<cannot mint: {e}>"));
     let key = config.grpc.api_keys.first().cloned().unwrap_or_default();
     let ws = format!("ws://{}/ws", server.http_addr);
     let grpc = server.grpc_addr;
@@ -261,19 +268,28 @@ WebSocket upgrades accepted from any Origin (`serve` allows only the same host b
   gRPC       {grpc}   (plaintext, reflection on)
   API key    {key}
   Token      {token}
-             (user "dev-user", role "dev", valid 24 h)
+             (user "dev-user", role "dev", any topic, valid 24 h)
+  Demo page  http://{http}/demo#token={token}
 
-Connect from a browser console (the token goes in the first frame, not the URL):
+Connect from a browser console with the client library (the token goes in the first
+frame, never the URL):
 
-  const ws = new WebSocket("{ws}");
-  ws.onopen = () => ws.send(JSON.stringify({{op: "auth", token: "{token}"}}));
-  ws.onmessage = (e) => console.log(e.data);
+  const {{ RealtimeClient }} = await import("http://{http}/demo/realtime.js");
+  const rt = new RealtimeClient("{ws}", {{ token: "{token}" }});
+  rt.on("message", (m) => console.log(m.type, m.payload));
+  rt.connect();
 
-Send that connection a message:
+Send that connection (or the demo page) a message:
 
   grpcurl -plaintext -H 'authorization: Bearer {key}' \
     -d '{{"user_id":"dev-user","message":{{"type":"hello","payload_json":"{{\"text\":\"hi\"}}"}}}}' \
     {grpc} boundary.realtime.v1.RealtimeService/SendToUser
+
+Publish to a topic the demo page subscribed to (here "news"):
+
+  grpcurl -plaintext -H 'authorization: Bearer {key}' \
+    -d '{{"topic":"news","message":{{"type":"headline","payload_json":"{{\"title\":\"hello\"}}"}}}}' \
+    {grpc} boundary.realtime.v1.RealtimeService/Publish
 
 Mint more tokens for this run:
 
@@ -282,5 +298,6 @@ Mint more tokens for this run:
 Ctrl-C stops the server.
 "#,
         secret = config.jwt.secret,
+        http = server.http_addr,
     );
 }

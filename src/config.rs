@@ -69,6 +69,8 @@ pub struct HttpConfig {
     /// Addition: PEM certificate chain and key; both set turns TLS on for this listener.
     pub tls_cert_file: String,
     pub tls_key_file: String,
+    /// Addition: serve the demo page at `/demo` (on in `dev`).
+    pub demo: bool,
 }
 
 impl Default for HttpConfig {
@@ -78,6 +80,7 @@ impl Default for HttpConfig {
             allowed_origins: Vec::new(),
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
+            demo: false,
         }
     }
 }

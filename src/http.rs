@@ -1,5 +1,7 @@
-//! The HTTP listener's routes: `/ws` (the WebSocket door), `/healthz`, `/readyz`, `/metrics`.
-//! No request logging layer here: a logged URL could carry a `?token=`.
+//! The HTTP listener's routes: `/ws` (the WebSocket door), `/healthz`, `/readyz`, `/metrics`,
+//! and with `http.demo` the demo page (`/demo`) and the client library it uses. The page and
+//! library are embedded from `clients/js/` at build time. No request logging layer here: a
+//! logged URL could carry a `?token=`.
 
 use std::sync::Arc;
 
@@ -11,13 +13,55 @@ use axum::Router;
 
 use crate::hub::Hub;
 
+const DEMO_HTML: &str = include_str!("../clients/js/demo/index.html");
+const DEMO_JS: &str = include_str!("../clients/js/demo/demo.js");
+const CLIENT_JS: &str = include_str!("../clients/js/realtime.js");
+/// The page loads only its own scripts and talks only to this host.
+const DEMO_CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+
 pub fn router(hub: Arc<Hub>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/ws", get(crate::ws::upgrade))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(hub)
+        .route("/metrics", get(metrics));
+    if hub.config.http.demo {
+        router = router
+            .route(
+                "/demo",
+                get(|| async { asset("text/html; charset=utf-8", DEMO_HTML) }),
+            )
+            .route(
+                "/demo/demo.js",
+                get(|| async { asset("text/javascript; charset=utf-8", DEMO_JS) }),
+            )
+            .route("/demo/realtime.js", get(client_library));
+    }
+    router.with_state(hub)
+}
+
+/// The client library, importable from any page's console or module (`import()` fetches
+/// modules with CORS).
+async fn client_library() -> Response {
+    let mut r = asset("text/javascript; charset=utf-8", CLIENT_JS);
+    r.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        header::HeaderValue::from_static("*"),
+    );
+    r
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_SECURITY_POLICY, DEMO_CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 async fn readyz(State(hub): State<Arc<Hub>>) -> Response {

@@ -356,6 +356,17 @@ pub async fn http_get(s: &TestServer, path: &str) -> String {
 }
 
 pub async fn http_get_status(s: &TestServer, path: &str) -> (u16, String) {
+    let text = http_get_raw(s, path).await;
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The whole response: status line, headers and body.
+pub async fn http_get_raw(s: &TestServer, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(s.http).await.unwrap();
     stream
@@ -373,11 +384,5 @@ pub async fn http_get_status(s: &TestServer, path: &str) -> (u16, String) {
         .await
         .unwrap()
         .unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    String::from_utf8_lossy(&buf).to_string()
 }

@@ -5,7 +5,7 @@ use boundary_realtime::proto::*;
 use futures_util::StreamExt;
 
 use crate::common::*;
-use crate::delivery::http_get;
+use crate::delivery::{http_get, http_get_raw, http_get_status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics() {
@@ -80,4 +80,28 @@ async fn graceful_shutdown_closes_sockets_with_1001_and_ends_watchers() {
     assert_eq!(status.expect("a status").code(), tonic::Code::Unavailable);
     // Nothing listens any more.
     assert!(tokio::net::TcpStream::connect(http).await.is_err());
+}
+
+#[tokio::test]
+async fn the_demo_page_is_served_only_when_enabled() {
+    let s = start().await;
+    assert_eq!(http_get_status(&s, "/demo").await.0, 404);
+    assert_eq!(http_get_status(&s, "/demo/realtime.js").await.0, 404);
+
+    let mut c = config();
+    c.http.demo = true;
+    let s = start_with(c).await;
+    let page = http_get_raw(&s, "/demo").await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("content-type: text/html"), "{page}");
+    assert!(
+        page.contains("content-security-policy: default-src 'self'"),
+        "{page}"
+    );
+    assert!(page.contains(r#"<script type="module" src="/demo/demo.js">"#));
+    let script = http_get(&s, "/demo/demo.js").await;
+    assert!(script.contains(r#"import { RealtimeClient } from "/demo/realtime.js""#));
+    let lib = http_get_raw(&s, "/demo/realtime.js").await;
+    assert!(lib.contains("access-control-allow-origin: *"), "{lib}");
+    assert!(lib.contains("export class RealtimeClient"));
 }

@@ -29,6 +29,8 @@ export async function startServer() {
   const grpcAddr = out.match(/gRPC\s+(\S+)/)[1];
   const apiKey = out.match(/^\s+API key\s+(\S+)$/m)[1];
   const secret = out.match(/REALTIME_JWT__SECRET=(\S+)/)[1];
+  const devToken = out.match(/^\s+Token\s+(\S+)$/m)[1];
+  const demoUrl = out.match(/^\s+Demo page\s+(\S+)$/m)[1];
   const def = protoLoader.loadSync(path.join(root, "proto/boundary/realtime/v1/realtime.proto"), {
     keepCase: true,
     defaults: true,
@@ -49,6 +51,8 @@ export async function startServer() {
       .trim();
   return {
     ws,
+    devToken,
+    demoUrl,
     call,
     token,
     stop() {
