@@ -51,6 +51,8 @@ export async function startServer() {
       .trim();
   return {
     ws,
+    grpcAddr,
+    apiKey,
     devToken,
     demoUrl,
     call,

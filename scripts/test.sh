@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Every test of the project, on a fresh machine: the Rust suites (unit, property, end to end
+# over loopback), the JavaScript client against the real binary (node --test), the demo page in
+# headless Chromium, and the Python and Node backend examples against a live server.
+# Needs: the Rust toolchain, Node.js with npm, Python 3, and Debian's chromium (or CHROMIUM=path).
+# JS packages come from the lockfiles (npm ci); Python packages go to target/py-venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s (%ss)\n' "$1" "$SECONDS"; }
+
+step "cargo test"
+cargo test --locked
+
+step "build the binary the JS tests start"
+cargo build --locked --bin boundary-realtime
+export BOUNDARY_BIN="$PWD/target/debug/boundary-realtime"
+
+step "JS client tests (node --test, against the real server)"
+(cd clients/js && npm ci --no-audit --no-fund --loglevel=error && npm test)
+
+step "demo page in headless Chromium"
+CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+if [ ! -x "$CHROMIUM" ]; then
+  echo "no Chromium at $CHROMIUM: install Debian's (apt-get install chromium) or set CHROMIUM" >&2
+  exit 1
+fi
+(cd clients/js && CHROMIUM="$CHROMIUM" npm run test:e2e)
+
+step "backend examples (Python and Node) against a live server"
+if [ ! -x target/py-venv/bin/python ]; then
+  python3 -m venv target/py-venv
+fi
+target/py-venv/bin/pip install --quiet --disable-pip-version-check -r examples/python/requirements.txt
+(cd examples/node && npm ci --no-audit --no-fund --loglevel=error)
+(cd clients/js && PYTHON="$PWD/../../target/py-venv/bin/python" npm run test:examples)
+
+step "all tests passed"
