@@ -173,3 +173,26 @@ test("close 4001: asks for a fresh token, and stops when it gets none", async ()
   await until("closed", () => c.state === "closed");
   assert.equal(calls, 2);
 });
+
+test("close 1001 (server shutting down) and 1006 (connection lost): keeps reconnecting", async () => {
+  const other = await startServer();
+  const c = new RealtimeClient(other.ws, {
+    WebSocket,
+    getToken: async () => other.token("fay"),
+    initialBackoffMs: 20,
+    maxBackoffMs: 50,
+  });
+  const states = [];
+  c.on("state", (s) => states.push(s));
+  c.connect();
+  await until("connected", () => c.state === "connected");
+  other.stop(); // SIGTERM: the server closes every socket with 1001
+  await until("a reconnect attempt that fails", () =>
+    states.some((s) => s.state === "disconnected" && s.code === 1006),
+  );
+  const codes = states.filter((s) => s.state === "disconnected").map((s) => s.code);
+  assert.equal(codes[0], 1001);
+  assert.ok(states.filter((s) => s.state === "connecting").length >= 2);
+  assert.notEqual(c.state, "closed");
+  c.close();
+});
