@@ -141,6 +141,31 @@ async fn idle_holds_the_connections() {
 }
 
 #[tokio::test]
+async fn tokens_can_come_from_a_command() {
+    let server = start().await;
+    let mut opts = options(
+        &server,
+        &["role", "--conns", "4", "--groups", "2", "--messages", "4"],
+    );
+    opts.secret = None;
+    // The binary's own `token` command, given the bench identity of each connection.
+    opts.token_cmd = Some(format!(
+        r#"REALTIME_JWT__SECRET={SECRET} '{}' token --sub "$BENCH_USER" --role "$BENCH_ROLE" --topic "$BENCH_TOPIC""#,
+        env!("CARGO_BIN_EXE_boundary-realtime")
+    ));
+    let r = bench::run(&opts).await.unwrap();
+    assert_eq!(r.connect.opened, 4);
+    assert_eq!(r.deliveries.received, 8);
+    assert_eq!(r.deliveries.lost, 0);
+
+    opts.token_cmd = Some("exit 3".into());
+    match bench::run(&opts).await {
+        Err(BenchError::Usage(m)) => assert!(m.contains("--token-cmd printed no token"), "{m}"),
+        other => panic!("expected a token-cmd error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn a_refused_token_or_key_and_an_absent_server_are_clear_errors() {
     let server = start().await;
     let mut opts = options(&server, &["idle", "--conns", "2"]);
