@@ -132,7 +132,7 @@ export class RealtimeClient {
     this._emit("state", { state, ...detail });
   }
 
-  async _token_() {
+  async _currentToken() {
     if (this.options.getToken) {
       const t = await this.options.getToken();
       this._token = t || null;
@@ -144,7 +144,7 @@ export class RealtimeClient {
     this._setState("connecting", { attempt: this._attempt });
     let token;
     try {
-      token = await this._token_();
+      token = await this._currentToken();
     } catch (e) {
       this._emit("error", e);
       token = null;

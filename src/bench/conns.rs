@@ -106,9 +106,7 @@ impl Stats {
             .map(|_| {
                 Mutex::new(Shard {
                     counts: Counts::default(),
-                    // Bounds and precision are constants that hdrhistogram accepts.
-                    hist: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
-                        .expect("valid histogram bounds"),
+                    hist: latency_histogram(),
                 })
             })
             .collect();
@@ -128,7 +126,7 @@ impl Stats {
     }
 
     pub fn histogram(&self) -> Histogram<u64> {
-        let mut total = Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid bounds");
+        let mut total = latency_histogram();
         for s in &self.shards {
             // Same bounds on both sides: adding cannot fail.
             let _ = total.add(&s.lock().hist);
@@ -149,6 +147,11 @@ impl Stats {
             s.hist.reset();
         }
     }
+}
+
+fn latency_histogram() -> Histogram<u64> {
+    // Bounds and precision are constants that hdrhistogram accepts.
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
 }
 
 /// Opens connection `i`: TCP (from `source`), the upgrade with the token in the header, the

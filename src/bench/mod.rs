@@ -364,25 +364,30 @@ async fn open_all(
             Ok::<_, BenchError>((i, ws))
         });
         while let Some(done) = opening.try_join_next() {
-            match done {
-                Ok(Ok((i, ws))) => {
-                    readers.spawn(conns::read(ws, i, Arc::clone(stats), stop.clone()));
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(e) => return Err(BenchError::Failed(format!("a connect task failed: {e}"))),
-            }
+            start_reader(done, stats, stop, readers)?;
         }
     }
     while let Some(done) = opening.join_next().await {
-        match done {
-            Ok(Ok((i, ws))) => {
-                readers.spawn(conns::read(ws, i, Arc::clone(stats), stop.clone()));
-            }
-            Ok(Err(e)) => return Err(e),
-            Err(e) => return Err(BenchError::Failed(format!("a connect task failed: {e}"))),
-        }
+        start_reader(done, stats, stop, readers)?;
     }
     Ok(())
+}
+
+/// Hands an opened connection to its reader task, or passes on why it could not open.
+fn start_reader(
+    opened: Result<Result<(usize, conns::Ws), BenchError>, tokio::task::JoinError>,
+    stats: &Arc<Stats>,
+    stop: &watch::Receiver<bool>,
+    readers: &mut JoinSet<()>,
+) -> Result<(), BenchError> {
+    match opened {
+        Ok(Ok((i, ws))) => {
+            readers.spawn(conns::read(ws, i, Arc::clone(stats), stop.clone()));
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(BenchError::Failed(format!("a connect task failed: {e}"))),
+    }
 }
 
 /// What the sender did.
