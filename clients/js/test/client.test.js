@@ -112,7 +112,8 @@ test("the token is refreshed before it expires and the connection outlives the f
   await connected(c);
   const id = c.connectionId;
   await until("a refresh", () => calls >= 2, 5000);
-  await new Promise((r) => setTimeout(r, 2500)); // past the first token's exp
+  // Time itself is the condition here: outlive the first token's exp (3 s after minting).
+  await new Promise((r) => setTimeout(r, 2500));
   assert.equal(c.state, "connected");
   assert.equal(c.connectionId, id);
   c.close();
@@ -149,6 +150,7 @@ for (const code of [4000, 4400]) {
   test(`close ${code}: stops`, async () => {
     const { c } = await closedWith(code);
     await until("closed", () => c.state === "closed");
+    // A wrong reconnect would come within the 20..40 ms backoff; 300 ms shows none did.
     await new Promise((r) => setTimeout(r, 300));
     assert.equal(c.state, "closed");
     const list = await server.call("ListConnections", { user_id: `close-${code}` });
