@@ -67,14 +67,20 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
     if hub.is_shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else if !hub.ready() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cluster broker unreachable\n",
+        )
+            .into_response()
     } else {
         (StatusCode::OK, "ready\n").into_response()
     }
 }
 
 async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
-    let reg = &hub.local.registry;
-    let body = hub.local.metrics.encode(reg.len(), reg.users());
+    let reg = &hub.local().registry;
+    let body = hub.local().metrics.encode(reg.len(), reg.users());
     (
         [(
             header::CONTENT_TYPE,

@@ -1,29 +1,31 @@
-//! The hub: the one routing core both doors call. It validates what a backend asks, encodes a
-//! message once, hands it to the broker, and answers questions about connections. The gRPC
-//! door translates protobuf to these calls; the WebSocket door registers connections through
-//! [`LocalNode`]. Errors are [`CoreError`]s, mapped once at each door.
+//! The hub: the one routing core both doors call. It validates what a backend or client asks,
+//! encodes a message once, and hands the work to its collaborators: the [`Broker`] for
+//! deliveries, the [`HistoryStore`] for topics, the [`Control`] for commands and cluster-wide
+//! questions, and this node's [`LocalNode`] for the connections it holds. The collaborators
+//! are built outside (in `Server::start`) and injected; the doors never know whether one node
+//! or a cluster answers. Errors are [`CoreError`]s, mapped once at each door.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::auth::Authenticator;
-use crate::broker::{Broker, MemoryBroker, Route};
 use crate::clock::now_ms;
+use crate::cluster::{
+    Broker, Command, ConnSnapshot, Control, Event, EventKind, Family, HistoryPage, HistoryStore,
+    Interest, ListFilter, NewPublication, Present, Route, Selector, StatsSnapshot,
+};
 use crate::config::Config;
+use crate::core::frame::{shared, SharedFrame};
 use crate::core::frames::{self, Since};
-use crate::core::ids::parse_conn_id;
-use crate::core::message::TopicPosition;
-use crate::core::message::{self, MessageInput};
-use crate::core::registry::{Filter, Offer, Outbox};
+use crate::core::message::{self, MessageInput, TopicPosition};
+use crate::core::registry::{Offer, Outbox, TooMany};
 use crate::core::topic;
-use crate::core::topics::TopicLimits;
-use crate::core::topics::{Kept, NewPublication, SubscribeRefused};
+use crate::core::topics::{JoinStart, SubscribeRefused};
 use crate::core::{page, CoreError};
-use crate::node::EventKind;
-use crate::node::{LocalNode, WsConn};
-use crate::ws::outbox::{Frame, SharedFrame};
+use crate::node::{reset_frame, LocalNode, WsConn};
 
 /// The answer to a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,34 +45,27 @@ pub struct PublishOutcome {
 
 /// One page of ListConnections.
 pub struct Listing {
-    pub connections: Vec<Arc<WsConn>>,
+    pub connections: Vec<ConnSnapshot>,
     pub next_page_token: String,
-    pub total: usize,
+    pub total: u64,
 }
 
-/// GetStats, node-local on a single node.
-#[derive(Debug, Clone)]
-pub struct StatsSnapshot {
-    pub connections: u64,
-    pub users: u64,
-    pub topics: u64,
-    pub messages_sent: u64,
-    pub messages_dropped: u64,
-    pub nodes: u32,
-    pub node_id: String,
-    pub started_at_ms: i64,
-}
+/// Which connections a Disconnect/Subscribe/Unsubscribe acts on (the door's name for it).
+pub type ConnSelector = Selector;
 
-/// Which connections a Disconnect (and later Subscribe/Unsubscribe) acts on.
+/// Why a client's subscribe did not happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConnSelector {
-    Connection(String),
-    User(String),
+pub enum SubscribeError {
+    Refused(SubscribeRefused),
+    /// The cluster broker could not be reached.
+    Unavailable(String),
 }
 
-/// A fresh epoch for a topic whose history starts (again).
-fn new_epoch() -> String {
-    crate::random::hex(4)
+/// Why a connection could not be admitted after authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectError {
+    TooMany(TooMany),
+    Unavailable(String),
 }
 
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -91,10 +86,12 @@ impl Drop for Admission {
 }
 
 pub struct Hub {
-    pub local: Arc<LocalNode>,
+    local: Arc<LocalNode>,
     pub config: Config,
     pub auth: Arc<Authenticator>,
     broker: Arc<dyn Broker>,
+    store: Arc<dyn HistoryStore>,
+    control: Arc<dyn Control>,
     shutting_down: AtomicBool,
     shutdown: watch::Sender<bool>,
     /// Sockets between upgrade and end, authenticated or not.
@@ -104,39 +101,44 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub for `config` (already validated) on a node called `node_id`.
+    /// A hub for `config` (already validated) over this node's state and its collaborators.
     pub fn new(
         config: Config,
-        node_id: String,
         auth: Arc<Authenticator>,
-    ) -> Result<Arc<Self>, crate::config::ConfigError> {
-        let started = now_ms();
-        // Sequences start from the start time so a restarted node with a fixed id does not
-        // hand out the ids of its previous life.
-        let seq_start = (started.max(0) as u64) << 16;
-        let local = Arc::new(LocalNode::new(
-            node_id,
-            started,
-            seq_start,
-            format!("{}-{:x}", crate::random::hex(4), started),
-            config.grpc.watch_buffer,
-            TopicLimits {
-                history_size: config.topics.history_size,
-                history_ttl_ms: config.topics.history_ttl_ms,
-            },
-        ));
-        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(Arc::clone(&local)));
-        let config_limits = config.limits.clone();
-        Ok(Arc::new(Hub {
+        local: Arc<LocalNode>,
+        family: Family,
+    ) -> Arc<Self> {
+        let broker = Arc::clone(&family.broker);
+        local.set_on_leave(Box::new(move |keys| broker.release(keys)));
+        let max_connections = crate::config::effective_max_connections(&config.limits);
+        Arc::new(Hub {
             local,
             config,
             auth,
-            broker,
+            broker: family.broker,
+            store: family.store,
+            control: family.control,
             shutting_down: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
             admitted: AtomicUsize::new(0),
-            max_connections: crate::config::effective_max_connections(&config_limits),
-        }))
+            max_connections,
+        })
+    }
+
+    /// This node only: its registry, metrics and topic table (registration, heartbeats,
+    /// metrics). Cluster-wide questions go through the hub's own methods.
+    pub fn local(&self) -> &Arc<LocalNode> {
+        &self.local
+    }
+
+    /// The history store (for the sweeper).
+    pub fn store(&self) -> &Arc<dyn HistoryStore> {
+        &self.store
+    }
+
+    /// Whether this node can serve cluster-wide work now (`/readyz`).
+    pub fn ready(&self) -> bool {
+        !self.is_shutting_down() && self.broker.ready()
     }
 
     /// Validates and encodes `msg` once, then delivers it to `route`.
@@ -149,12 +151,7 @@ impl Hub {
             Some(id) => id.to_owned(),
             None => self.local.next_message_id(),
         };
-        let frame: SharedFrame = Arc::new(Frame::from(message::encode(
-            &valid,
-            &message_id,
-            now_ms(),
-            None,
-        )));
+        let frame: SharedFrame = shared(message::encode(&valid, &message_id, now_ms(), None));
         let connections = self.broker.deliver(route, frame).await?;
         Ok(Sent {
             message_id,
@@ -164,7 +161,11 @@ impl Hub {
 
     /// Publishes to a topic's subscribers and keeps the publication in its history. A
     /// caller-chosen message id already in the history is not delivered again.
-    pub fn publish(&self, topic: &str, msg: MessageInput<'_>) -> Result<PublishOutcome, CoreError> {
+    pub async fn publish(
+        &self,
+        topic: &str,
+        msg: MessageInput<'_>,
+    ) -> Result<PublishOutcome, CoreError> {
         if self.is_shutting_down() {
             return Err(CoreError::ShuttingDown);
         }
@@ -175,70 +176,141 @@ impl Hub {
             None => (self.local.next_message_id(), false),
         };
         let now = now_ms();
-        let p = self.local.topics.publish(
-            topic,
-            NewPublication {
-                message_id: &message_id,
-                caller_id,
-                kind: valid.kind,
-                payload_json: valid.payload.get(),
-                now_ms: now,
-            },
-            new_epoch,
-            |offset, epoch| {
+        let frame = {
+            let message_id = message_id.clone();
+            let valid = &valid;
+            move |offset: u64, epoch: &str| {
                 let pos = TopicPosition {
                     topic,
                     offset,
                     epoch,
                 };
-                Arc::new(Frame::from(message::encode(
-                    &valid,
-                    &message_id,
-                    now,
-                    Some(pos),
-                )))
-            },
-        );
-        self.local.metrics.messages_sent.inc_by(u64::from(p.queued));
-        self.local.close_slow(&p.overflowed);
+                message::encode(valid, &message_id, now, Some(pos))
+            }
+        };
+        let p = self
+            .store
+            .publish(
+                NewPublication {
+                    topic: topic.to_owned(),
+                    message_id: message_id.clone(),
+                    caller_id,
+                    kind: valid.kind.to_owned(),
+                    payload_json: valid.payload.get().to_owned(),
+                    now_ms: now,
+                },
+                Box::new(frame),
+            )
+            .await?;
         Ok(PublishOutcome {
             message_id,
             offset: p.offset,
             epoch: p.epoch,
-            connections: p.queued,
+            connections: p.connections,
         })
+    }
+
+    /// Registers an authenticated connection and makes sure deliveries for its user and roles
+    /// reach this node before the client hears it is connected.
+    pub async fn connect(
+        &self,
+        conn: &Arc<WsConn>,
+        max_per_user: usize,
+    ) -> Result<(), ConnectError> {
+        self.local
+            .register(Arc::clone(conn), max_per_user)
+            .map_err(ConnectError::TooMany)?;
+        let keys = crate::node::interests(conn, &[]);
+        if let Err(e) = self.broker.hold(keys).await {
+            // Its interests are released by unregister.
+            self.local
+                .unregister(conn.info.seq, 1013, "cluster unavailable");
+            return Err(ConnectError::Unavailable(e.to_string()));
+        }
+        Ok(())
     }
 
     /// Subscribes a connection to `topic`. With `since`, missed publications are queued
     /// first; the `subscribed` reply (carrying `reference`) follows them in the same queue.
     /// `max` caps the connection's subscriptions (0: no cap).
-    pub fn subscribe(
+    pub async fn subscribe(
         &self,
         conn: &Arc<WsConn>,
         topic: &str,
         since: Option<&Since>,
         reference: Option<&serde_json::Value>,
         max: usize,
-    ) -> Result<(), SubscribeRefused> {
-        let r = self.local.topics.subscribe(
-            topic,
-            conn,
+    ) -> Result<(), SubscribeError> {
+        if conn.has_topic(topic) {
+            // Already subscribed: answer with the current position, nothing replayed.
+            let read = self
+                .store
+                .read(topic, since.map(|s| s.offset))
+                .await
+                .map_err(|e| SubscribeError::Unavailable(e.to_string()))?;
+            let recovered =
+                since.map(|s| s.epoch == read.epoch && s.offset <= read.latest && read.complete);
+            let f = shared(frames::subscribed(
+                topic,
+                read.latest,
+                &read.epoch,
+                recovered,
+                reference,
+            ));
+            self.offer_or_close(conn, &f);
+            return Ok(());
+        }
+        let key = vec![Interest::Topic(topic.to_owned())];
+        self.broker
+            .hold(key.clone())
+            .await
+            .map_err(|e| SubscribeError::Unavailable(e.to_string()))?;
+        let ticket = match self.local.topics.begin_join(topic, conn, max) {
+            Ok(JoinStart::Joining(t)) => t,
+            Ok(JoinStart::Already) => {
+                self.broker.release(key);
+                return Ok(());
+            }
+            Err(e) => {
+                self.broker.release(key);
+                return Err(SubscribeError::Refused(e));
+            }
+        };
+        let read = match self.store.read(topic, since.map(|s| s.offset)).await {
+            Ok(r) => r,
+            Err(e) => {
+                if self.local.topics.cancel_join(ticket, conn) {
+                    self.broker.release(key);
+                }
+                return Err(SubscribeError::Unavailable(e.to_string()));
+            }
+        };
+        let joined = self.local.topics.finish_join(
+            ticket,
+            read,
             since.map(|s| (s.offset, s.epoch.as_str())),
-            max,
-            new_epoch,
             |offset, epoch, recovered| {
-                Arc::new(Frame::from(frames::subscribed(
+                shared(frames::subscribed(
                     topic, offset, epoch, recovered, reference,
-                )))
+                ))
             },
-        )?;
-        if let Some(c) = &r.overflowed {
-            self.local.close_slow(std::slice::from_ref(c));
-        } else if r.added {
-            self.local
-                .emit_topic_event(EventKind::Subscribed, conn, topic);
+            reset_frame(topic),
+        );
+        // None: the connection left while joining (its leave released the interest).
+        if let Some(j) = joined {
+            self.local.close_slow(&j.overflowed);
+            if !conn.is_closing() {
+                self.local
+                    .emit_topic_event(EventKind::Subscribed, conn, topic);
+            }
         }
         Ok(())
+    }
+
+    fn offer_or_close(&self, conn: &Arc<WsConn>, f: &SharedFrame) {
+        if conn.outbox.offer(f) == Offer::Full && conn.mark_closing() {
+            self.local.close_slow(std::slice::from_ref(conn));
+        }
     }
 
     /// Unsubscribes a connection from `topic` and queues the `unsubscribed` reply after
@@ -251,155 +323,91 @@ impl Hub {
     ) -> bool {
         let was = self.local.topics.unsubscribe(topic, conn);
         if was {
+            self.broker.release(vec![Interest::Topic(topic.to_owned())]);
             self.local
                 .emit_topic_event(EventKind::Unsubscribed, conn, topic);
         }
-        let reply: SharedFrame = Arc::new(Frame::from(frames::unsubscribed(topic, reference)));
-        if conn.outbox.offer(&reply) == Offer::Full && conn.mark_closing() {
-            self.local.close_slow(std::slice::from_ref(conn));
-        }
+        let reply = shared(frames::unsubscribed(topic, reference));
+        self.offer_or_close(conn, &reply);
         was
     }
 
-    /// The connections a Disconnect/Subscribe/Unsubscribe RPC names.
-    pub fn select(&self, target: ConnSelector) -> Result<Vec<Arc<WsConn>>, CoreError> {
+    /// Runs a command on the connections of this node the selector names: NOT_FOUND for a
+    /// connection id that is not live here. Called by the control seam, on the owning node.
+    pub async fn run_local(&self, target: Selector, command: Command) -> Result<u32, CoreError> {
+        let conns = match &target {
+            Selector::Connection(id) => {
+                vec![self.local.get(id).ok_or_else(|| CoreError::NotFound {
+                    what: format!("connection {id:?}"),
+                })?]
+            }
+            Selector::User(user) => self.local.registry.of_user(user),
+        };
+        let mut n = 0;
+        for c in &conns {
+            let done = match &command {
+                Command::Disconnect { code, reason } => self.local.close(c, *code, reason),
+                Command::Subscribe { topic } => {
+                    self.subscribe(c, topic, None, None, 0).await.is_ok() && c.has_topic(topic)
+                }
+                Command::Unsubscribe { topic } => self.unsubscribe(c, topic, None),
+            };
+            n += u32::from(done);
+        }
+        Ok(n)
+    }
+
+    fn check_selector(target: &Selector) -> Result<(), CoreError> {
         match target {
-            ConnSelector::Connection(id) => {
-                if id.is_empty() {
-                    return Err(CoreError::invalid("connection_id", "is required"));
-                }
-                Ok(vec![self.get(&id)?])
+            Selector::Connection(id) if id.is_empty() => {
+                Err(CoreError::invalid("connection_id", "is required"))
             }
-            ConnSelector::User(user) => {
-                if user.is_empty() {
-                    return Err(CoreError::invalid("user_id", "is required"));
-                }
-                Ok(self.local.registry.of_user(&user))
-            }
+            Selector::User(u) if u.is_empty() => Err(CoreError::invalid("user_id", "is required")),
+            _ => Ok(()),
         }
     }
 
     /// Subscribes the selected connections (no authorization, no cap: the backend decides);
     /// returns how many are subscribed now.
-    pub fn subscribe_selected(&self, topic: &str, target: ConnSelector) -> Result<u32, CoreError> {
+    pub async fn subscribe_selected(
+        &self,
+        topic: &str,
+        target: Selector,
+    ) -> Result<u32, CoreError> {
         topic::validate_name("topic", topic)?;
-        let conns = self.select(target)?;
-        Ok(conns
-            .iter()
-            .filter(|c| self.subscribe(c, topic, None, None, 0).is_ok())
-            .count() as u32)
+        Self::check_selector(&target)?;
+        self.control
+            .command(
+                target,
+                Command::Subscribe {
+                    topic: topic.to_owned(),
+                },
+            )
+            .await
     }
 
     /// Unsubscribes the selected connections; returns how many were subscribed.
-    pub fn unsubscribe_selected(
+    pub async fn unsubscribe_selected(
         &self,
         topic: &str,
-        target: ConnSelector,
+        target: Selector,
     ) -> Result<u32, CoreError> {
         topic::validate_name("topic", topic)?;
-        let conns = self.select(target)?;
-        Ok(conns
-            .iter()
-            .filter(|c| self.unsubscribe(c, topic, None))
-            .count() as u32)
-    }
-
-    /// The subscribers of a topic and the number of distinct users among them.
-    pub fn presence(&self, topic: &str) -> Result<(Vec<Arc<WsConn>>, usize), CoreError> {
-        topic::validate_name("topic", topic)?;
-        let subs = self.local.topics.subscribers(topic);
-        let users: std::collections::HashSet<&str> =
-            subs.iter().map(|c| c.info.user_id.as_str()).collect();
-        let n = users.len();
-        Ok((subs, n))
-    }
-
-    /// Kept publications of a topic after `since` (at most `limit`, default 100, capped at
-    /// 1000), with the epoch and the latest offset. A topic with no state answers nothing,
-    /// an empty epoch and offset 0.
-    pub fn history(
-        &self,
-        topic: &str,
-        since: u64,
-        limit: u32,
-    ) -> Result<(Vec<Kept>, String, u64), CoreError> {
-        topic::validate_name("topic", topic)?;
-        let limit = match limit {
-            0 => 100,
-            n => n.min(1000),
-        } as usize;
-        Ok(self
-            .local
-            .topics
-            .history(topic, since, limit, now_ms())
-            .unwrap_or_else(|| (Vec::new(), String::new(), 0)))
-    }
-
-    /// A live connection of this node by id.
-    pub fn get(&self, connection_id: &str) -> Result<Arc<WsConn>, CoreError> {
-        parse_conn_id(connection_id)
-            .filter(|(node, _)| *node == self.local.id)
-            .and_then(|(_, seq)| self.local.registry.get(seq))
-            .ok_or_else(|| CoreError::NotFound {
-                what: format!("connection {connection_id:?}"),
-            })
-    }
-
-    /// One page of connections matching `filter`.
-    pub fn list(
-        &self,
-        filter: Filter<'_>,
-        page_size: u32,
-        page_token: &str,
-    ) -> Result<Listing, CoreError> {
-        let size = match page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n => n.min(MAX_PAGE_SIZE),
-        } as usize;
-        let after = if page_token.is_empty() {
-            None
-        } else {
-            Some(page::decode(page_token).ok_or_else(|| {
-                CoreError::invalid(
-                    "page_token",
-                    "is not a token from a previous ListConnections page",
-                )
-            })?)
-        };
-        let p = match (filter.topic, filter.user) {
-            // A topic alone (or with a role): page over its subscribers, already in order,
-            // rather than over every connection.
-            (Some(topic), None) => {
-                let members = self.local.topics.subscribers(topic);
-                crate::core::registry::page_of(&members, filter.role, after, size)
-            }
-            _ => self.local.registry.list(filter, after, size),
-        };
-        Ok(Listing {
-            connections: p.items,
-            next_page_token: p.next_after.map(page::encode).unwrap_or_default(),
-            total: p.total,
-        })
-    }
-
-    pub fn stats(&self) -> StatsSnapshot {
-        let m = &self.local.metrics;
-        StatsSnapshot {
-            connections: self.local.registry.len() as u64,
-            users: self.local.registry.users() as u64,
-            topics: self.local.topics.len() as u64,
-            messages_sent: m.messages_sent.get(),
-            messages_dropped: m.messages_dropped.get(),
-            nodes: 1,
-            node_id: self.local.id.clone(),
-            started_at_ms: self.local.started_at_ms,
-        }
+        Self::check_selector(&target)?;
+        self.control
+            .command(
+                target,
+                Command::Unsubscribe {
+                    topic: topic.to_owned(),
+                },
+            )
+            .await
     }
 
     /// Closes the selected connections with `code` (0 means 4000) and `reason`.
-    pub fn disconnect(
+    pub async fn disconnect(
         &self,
-        target: ConnSelector,
+        target: Selector,
         code: u32,
         reason: &str,
     ) -> Result<u32, CoreError> {
@@ -422,11 +430,119 @@ impl Hub {
                 ),
             ));
         }
-        let conns = self.select(target)?;
-        Ok(conns
-            .iter()
-            .filter(|c| self.local.close(c, code, reason))
-            .count() as u32)
+        Self::check_selector(&target)?;
+        self.control
+            .command(
+                target,
+                Command::Disconnect {
+                    code,
+                    reason: reason.to_owned(),
+                },
+            )
+            .await
+    }
+
+    /// The subscribers of a topic, cluster-wide, and the number of distinct users among them.
+    pub async fn presence(&self, topic: &str) -> Result<(Vec<Present>, usize), CoreError> {
+        topic::validate_name("topic", topic)?;
+        let subs = self.control.presence(topic).await?;
+        let users: HashSet<&str> = subs.iter().map(|c| c.user_id.as_str()).collect();
+        let n = users.len();
+        Ok((subs, n))
+    }
+
+    /// Kept publications of a topic after `since` (at most `limit`, default 100, capped at
+    /// 1000), with the epoch and the latest offset. A topic with no state answers nothing,
+    /// an empty epoch and offset 0.
+    pub async fn history(
+        &self,
+        topic: &str,
+        since: u64,
+        limit: u32,
+    ) -> Result<HistoryPage, CoreError> {
+        topic::validate_name("topic", topic)?;
+        let limit = match limit {
+            0 => 100,
+            n => n.min(1000),
+        } as usize;
+        self.store.history(topic, since, limit).await
+    }
+
+    /// A live connection by id, on whichever node holds it.
+    pub async fn get(&self, connection_id: &str) -> Result<ConnSnapshot, CoreError> {
+        self.control.get(connection_id).await
+    }
+
+    /// One page of connections matching `filter`, cluster-wide.
+    pub async fn list(
+        &self,
+        filter: ListFilter,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<Listing, CoreError> {
+        let size = match page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        } as usize;
+        let after = if page_token.is_empty() {
+            None
+        } else {
+            Some(page::decode(page_token).ok_or_else(|| {
+                CoreError::invalid(
+                    "page_token",
+                    "is not a token from a previous ListConnections page",
+                )
+            })?)
+        };
+        let p = self.control.list(filter, after, size).await?;
+        Ok(Listing {
+            connections: p.items,
+            next_page_token: p
+                .next
+                .map(|(node, seq)| page::encode(&node, seq))
+                .unwrap_or_default(),
+            total: p.total,
+        })
+    }
+
+    /// GetStats, cluster-wide.
+    pub async fn stats(&self) -> Result<StatsSnapshot, CoreError> {
+        let (parts, nodes) = self.control.stats().await?;
+        let kept = self.store.kept_topics().await?;
+        let mut users = HashSet::new();
+        let mut topics: HashSet<u64> = kept.into_iter().collect();
+        let mut s = StatsSnapshot {
+            connections: 0,
+            users: 0,
+            topics: 0,
+            messages_sent: 0,
+            messages_dropped: 0,
+            nodes,
+            node_id: self.local.id.clone(),
+            started_at_ms: self.local.started_at_ms,
+        };
+        for p in parts {
+            s.connections += p.connections;
+            s.messages_sent += p.messages_sent;
+            s.messages_dropped += p.messages_dropped;
+            users.extend(p.users);
+            topics.extend(p.topics);
+        }
+        s.users = users.len() as u64;
+        s.topics = topics.len() as u64;
+        Ok(s)
+    }
+
+    /// Starts watching lifecycle events of every node.
+    pub async fn watch(&self) -> Result<broadcast::Receiver<Arc<Event>>, CoreError> {
+        let rx = self.local.subscribe_events();
+        self.control.watch().await?;
+        Ok(rx)
+    }
+
+    /// A watcher of this node went away.
+    pub fn unwatch(&self) {
+        self.control.unwatch();
     }
 
     /// Takes a place under the node's connection cap; `None` when the node is full.
@@ -455,9 +571,7 @@ impl Hub {
             return;
         }
         self.shutdown.send_replace(true);
-        for conn in self.local.registry.all() {
-            self.local
-                .close(&conn, CLOSE_GOING_AWAY, "server shutting down");
-        }
+        self.local
+            .close_all(CLOSE_GOING_AWAY, "server shutting down");
     }
 }

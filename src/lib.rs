@@ -8,9 +8,9 @@
 
 pub mod auth;
 pub mod bench;
-pub mod broker;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod grpc;

@@ -1,18 +1,26 @@
-//! This node's live state: its connection registry, metrics and lifecycle events, and the
-//! three things that change a connection's membership: register, close and unregister. Every
-//! delivery that reaches this node ends in [`LocalNode::deliver`], whichever broker carried it.
+//! This node's live state: its connection registry, its local topic table, metrics and
+//! lifecycle events, and the things that change a connection's membership: register, close
+//! and unregister. Every delivery that reaches this node ends in [`LocalNode::deliver`] or
+//! [`LocalNode::on_publication`], whichever broker carried it; every cluster-wide question is
+//! answered here for this node's share ([`LocalNode::list`], [`LocalNode::stats_part`], ...).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::broadcast;
 
 use crate::clock::now_ms;
-use crate::core::ids::format_conn_id;
-use crate::core::registry::{Conn, Outbox, Registry, Target, TooMany};
-use crate::core::topics::{TopicLimits, Topics};
+use crate::cluster::{
+    name_hash, ConnSnapshot, Cursor, Event, EventKind, Interest, ListFilter, ListPage, Present,
+    StatsPart,
+};
+use crate::core::frame::{shared, SharedFrame};
+use crate::core::frames;
+use crate::core::ids::{format_conn_id, parse_conn_id};
+use crate::core::registry::{Conn, Filter, Outbox, Registry, Target, TooMany};
+use crate::core::topics::{Arrival, Live, Topics};
 use crate::metrics::Metrics;
-use crate::ws::outbox::{SharedFrame, WsOutbox};
+use crate::ws::outbox::WsOutbox;
 
 /// A connection as this node holds it.
 pub type WsConn = Conn<WsOutbox>;
@@ -20,23 +28,8 @@ pub type WsConn = Conn<WsOutbox>;
 /// Close code for a slow consumer (its send queue overflowed).
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    Connected,
-    Disconnected,
-    Subscribed,
-    Unsubscribed,
-}
-
-/// A lifecycle event, as WatchEvents streams it.
-pub struct Event {
-    pub kind: EventKind,
-    pub conn: Arc<WsConn>,
-    pub topic: Option<String>,
-    pub close_code: u16,
-    pub close_reason: String,
-    pub at_ms: i64,
-}
+/// Where this node's events go besides its own watchers (other nodes' watchers).
+pub type EventSink = Box<dyn Fn(&Event) + Send + Sync>;
 
 pub struct LocalNode {
     pub id: String,
@@ -45,9 +38,18 @@ pub struct LocalNode {
     pub metrics: Metrics,
     pub started_at_ms: i64,
     events: broadcast::Sender<Arc<Event>>,
+    /// Set while a watcher on another node wants this node's events.
+    export_events: AtomicBool,
+    event_sink: OnceLock<EventSink>,
+    on_leave: OnceLock<LeaveHook>,
     next_seq: AtomicU64,
     msg_prefix: String,
     next_msg: AtomicU64,
+}
+
+/// The frame that tells a subscriber its position in a topic was lost.
+pub fn reset_frame(topic: &str) -> impl Fn(u64, &str) -> SharedFrame + '_ {
+    move |offset, epoch| shared(frames::subscribed(topic, offset, epoch, Some(false), None))
 }
 
 impl LocalNode {
@@ -59,15 +61,17 @@ impl LocalNode {
         seq_start: u64,
         msg_prefix: String,
         event_buffer: usize,
-        topic_limits: TopicLimits,
     ) -> Self {
         LocalNode {
             id,
             registry: Registry::new(),
-            topics: Topics::new(topic_limits),
+            topics: Topics::new(),
             metrics: Metrics::new(),
             started_at_ms,
             events: broadcast::channel(event_buffer.max(1)).0,
+            export_events: AtomicBool::new(false),
+            event_sink: OnceLock::new(),
+            on_leave: OnceLock::new(),
             next_seq: AtomicU64::new(seq_start),
             msg_prefix,
             next_msg: AtomicU64::new(1),
@@ -90,35 +94,86 @@ impl LocalNode {
         self.events.subscribe()
     }
 
-    fn emit(&self, kind: EventKind, conn: &Arc<WsConn>, close_code: u16, close_reason: &str) {
+    /// Watchers on this node right now.
+    pub fn watchers(&self) -> usize {
+        self.events.receiver_count()
+    }
+
+    /// Where events go when another node watches (set once by a cluster broker).
+    pub fn set_event_sink(&self, sink: EventSink) {
+        let _ = self.event_sink.set(sink);
+    }
+
+    /// Whether this node's events are sent to the other nodes' watchers.
+    pub fn set_export_events(&self, on: bool) {
+        self.export_events.store(on, Ordering::Release);
+    }
+
+    /// An event from another node, for this node's watchers.
+    pub fn inject_event(&self, ev: Event) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(Arc::new(ev));
+        }
+    }
+
+    fn emit(&self, kind: EventKind, conn: &WsConn, close_code: u16, close_reason: &str) {
         self.emit_topic(kind, conn, None, close_code, close_reason);
     }
 
     /// Tells watchers a connection subscribed to or left `topic`.
-    pub fn emit_topic_event(&self, kind: EventKind, conn: &Arc<WsConn>, topic: &str) {
+    pub fn emit_topic_event(&self, kind: EventKind, conn: &WsConn, topic: &str) {
         self.emit_topic(kind, conn, Some(topic), 0, "");
     }
 
     fn emit_topic(
         &self,
         kind: EventKind,
-        conn: &Arc<WsConn>,
+        conn: &WsConn,
         topic: Option<&str>,
         close_code: u16,
         close_reason: &str,
     ) {
-        // Building an event costs an allocation: only when someone watches.
-        if self.events.receiver_count() == 0 {
+        let export = self.export_events.load(Ordering::Acquire);
+        // Building an event costs allocations: only when someone watches.
+        if self.events.receiver_count() == 0 && !export {
             return;
         }
-        let _ = self.events.send(Arc::new(Event {
+        let ev = Event {
             kind,
-            conn: Arc::clone(conn),
+            conn: self.snapshot(conn),
             topic: topic.map(str::to_owned),
             close_code,
             close_reason: close_reason.to_owned(),
             at_ms: now_ms(),
-        }));
+        };
+        if export {
+            if let Some(sink) = self.event_sink.get() {
+                sink(&ev);
+            }
+        }
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(Arc::new(ev));
+        }
+    }
+
+    /// A connection as the API shows it.
+    pub fn snapshot(&self, c: &WsConn) -> ConnSnapshot {
+        ConnSnapshot {
+            id: c.info.id.clone(),
+            node_id: self.id.clone(),
+            seq: c.info.seq,
+            user_id: c.info.user_id.clone(),
+            roles: c.info.roles.clone(),
+            topics: c.topics(),
+            metadata: c.info.metadata.clone(),
+            connected_at_ms: c.info.connected_at_ms,
+            expires_at_ms: c.expires_at_ms(),
+            remote_addr: c.info.remote_addr.clone(),
+            user_agent: c.info.user_agent.clone(),
+            messages_sent: c.messages_sent(),
+            messages_dropped: c.messages_dropped(),
+            protocol: "native".into(),
+        }
     }
 
     /// Makes a connection reachable by every index, and tells watchers; refused when its
@@ -131,29 +186,34 @@ impl LocalNode {
     }
 
     /// Takes a connection out of the registry (if still there) and tells watchers. Returns
-    /// false when it was already gone.
-    pub fn unregister(&self, seq: u64, code: u16, reason: &str) -> bool {
-        match self.registry.remove(seq) {
-            Some(conn) => {
-                for topic in self.topics.leave_all(&conn) {
-                    self.emit_topic_event(EventKind::Unsubscribed, &conn, &topic);
-                }
-                self.metrics
-                    .disconnects
-                    .get_or_create(&crate::metrics::CloseLabels { code })
-                    .inc();
-                self.emit(EventKind::Disconnected, &conn, code, reason);
-                true
-            }
-            None => false,
+    /// it to the one caller that removed it, with the topics it left.
+    pub fn unregister(
+        &self,
+        seq: u64,
+        code: u16,
+        reason: &str,
+    ) -> Option<(Arc<WsConn>, Vec<String>)> {
+        let conn = self.registry.remove(seq)?;
+        let topics = self.topics.leave_all(&conn);
+        if let Some(release) = self.on_leave.get() {
+            release(interests(&conn, &topics));
         }
+        for topic in &topics {
+            self.emit_topic_event(EventKind::Unsubscribed, &conn, topic);
+        }
+        self.metrics
+            .disconnects
+            .get_or_create(&crate::metrics::CloseLabels { code })
+            .inc();
+        self.emit(EventKind::Disconnected, &conn, code, reason);
+        Some((conn, topics))
     }
 
     /// Closes a connection on the server's initiative: it leaves every index at once and its
     /// task sends the close frame.
-    pub fn close(&self, conn: &Arc<WsConn>, code: u16, reason: &str) -> bool {
+    pub fn close(&self, conn: &WsConn, code: u16, reason: &str) -> bool {
         conn.outbox.close(code, reason);
-        self.unregister(conn.info.seq, code, reason)
+        self.unregister(conn.info.seq, code, reason).is_some()
     }
 
     /// Closes slow consumers found by a delivery (their queue was full).
@@ -175,4 +235,133 @@ impl LocalNode {
         self.close_slow(&d.overflowed);
         d.queued
     }
+
+    /// A live publication reaching this node: queued to the topic's subscribers here.
+    pub fn on_publication(
+        &self,
+        topic: &str,
+        live: Live<'_>,
+        frame: &SharedFrame,
+    ) -> Arrival<WsOutbox> {
+        let a = self
+            .topics
+            .on_publication(topic, live, frame, reset_frame(topic));
+        self.metrics.messages_sent.inc_by(u64::from(a.queued));
+        self.close_slow(&a.overflowed);
+        a
+    }
+
+    /// A live connection of this node by id.
+    pub fn get(&self, connection_id: &str) -> Option<Arc<WsConn>> {
+        parse_conn_id(connection_id)
+            .filter(|(node, _)| *node == self.id)
+            .and_then(|(_, seq)| self.registry.get(seq))
+    }
+
+    /// This node's page of a listing: its connections after `after` in (node id, sequence)
+    /// order, at most `size`, and how many match in all.
+    pub fn list(&self, filter: &ListFilter, after: Option<&Cursor>, size: usize) -> ListPage {
+        let f = Filter {
+            user: filter.user.as_deref(),
+            role: filter.role.as_deref(),
+            topic: filter.topic.as_deref(),
+        };
+        let (start, none): (Option<u64>, bool) = match after {
+            None => (None, false),
+            Some((node, seq)) => match self.id.as_str().cmp(node.as_str()) {
+                std::cmp::Ordering::Greater => (None, false),
+                std::cmp::Ordering::Equal => (Some(*seq), *seq == u64::MAX),
+                std::cmp::Ordering::Less => (None, true),
+            },
+        };
+        let page = match (f.topic, f.user) {
+            // A topic alone (or with a role): page over its subscribers, already in order,
+            // rather than over every connection.
+            (Some(topic), None) => {
+                let members = self.topics.subscribers(topic);
+                if none {
+                    let all = crate::core::registry::page_of(&members, f.role, None, 1);
+                    return ListPage {
+                        items: Vec::new(),
+                        total: all.total as u64,
+                        next: None,
+                    };
+                }
+                crate::core::registry::page_of(&members, f.role, start, size)
+            }
+            _ => {
+                if none {
+                    let all = self.registry.list(f, None, 1);
+                    return ListPage {
+                        items: Vec::new(),
+                        total: all.total as u64,
+                        next: None,
+                    };
+                }
+                self.registry.list(f, start, size)
+            }
+        };
+        ListPage {
+            items: page.items.iter().map(|c| self.snapshot(c)).collect(),
+            total: page.total as u64,
+            next: page.next_after.map(|s| (self.id.clone(), s)),
+        }
+    }
+
+    /// The subscribers of `topic` on this node.
+    pub fn presence(&self, topic: &str) -> Vec<Present> {
+        self.topics
+            .subscribers(topic)
+            .iter()
+            .map(|c| Present {
+                connection_id: c.info.id.clone(),
+                user_id: c.info.user_id.clone(),
+            })
+            .collect()
+    }
+
+    /// This node's share of GetStats.
+    pub fn stats_part(&self) -> StatsPart {
+        let mut users = Vec::new();
+        self.registry
+            .for_each(|c| users.push(name_hash(&c.info.user_id)));
+        users.sort_unstable();
+        users.dedup();
+        StatsPart {
+            node_id: self.id.clone(),
+            connections: self.registry.len() as u64,
+            users,
+            topics: self.topics.names().iter().map(|t| name_hash(t)).collect(),
+            messages_sent: self.metrics.messages_sent.get(),
+            messages_dropped: self.metrics.messages_dropped.get(),
+            started_at_ms: self.started_at_ms,
+        }
+    }
+
+    /// Closes every connection (shutdown).
+    pub fn close_all(&self, code: u16, reason: &str) {
+        for conn in self.registry.all() {
+            self.close(&conn, code, reason);
+        }
+    }
+
+    /// What to do with the interests of a connection that left (set once by the hub).
+    pub fn set_on_leave(&self, f: LeaveHook) {
+        let _ = self.on_leave.set(f);
+    }
+}
+
+/// Called with the interests a leaving connection no longer needs.
+pub type LeaveHook = Box<dyn Fn(Vec<Interest>) + Send + Sync>;
+
+/// The interests a connection holds: its user, its roles and the given topics.
+pub fn interests(conn: &WsConn, topics: &[String]) -> Vec<Interest> {
+    let mut v = Vec::with_capacity(1 + conn.info.roles.len() + topics.len());
+    v.push(Interest::User(conn.info.user_id.clone()));
+    let mut roles: Vec<&String> = conn.info.roles.iter().collect();
+    roles.sort();
+    roles.dedup();
+    v.extend(roles.into_iter().map(|r| Interest::Role(r.clone())));
+    v.extend(topics.iter().map(|t| Interest::Topic(t.clone())));
+    v
 }

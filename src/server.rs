@@ -16,6 +16,7 @@ use crate::config::{Config, ConfigError};
 use crate::core::ids::sanitize_node_id;
 use crate::grpc::{GrpcDoor, FILE_DESCRIPTOR_SET, SERVICE_NAME};
 use crate::hub::Hub;
+use crate::node::LocalNode;
 use crate::tls::{PeerAddr, TlsListener};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,8 @@ pub enum StartError {
     },
     #[error("gRPC reflection: {0}")]
     Reflection(String),
+    #[error("broker.redis_url: {0}")]
+    Broker(String),
 }
 
 /// A running node.
@@ -37,6 +40,7 @@ pub struct Server {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     pub hub: Arc<Hub>,
+    cluster: crate::cluster::Built,
     health: tonic_health::server::HealthReporter,
     http_task: JoinHandle<()>,
     grpc_task: JoinHandle<()>,
@@ -76,6 +80,20 @@ pub fn resolve_node_id(configured: &str) -> String {
     )
 }
 
+/// This node's state, with connection sequences starting from the start time so that a
+/// restarted node with a fixed id does not hand out the ids of its previous life.
+fn new_local_node(node_id: String, event_buffer: usize) -> LocalNode {
+    let started = crate::clock::now_ms();
+    let seq_start = (started.max(0) as u64) << 16;
+    LocalNode::new(
+        node_id,
+        started,
+        seq_start,
+        format!("{}-{:x}", crate::random::hex(4), started),
+        event_buffer,
+    )
+}
+
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
@@ -98,7 +116,10 @@ impl Server {
         let auth = Arc::new(Authenticator::new(&config).await?);
         let http_tls = config.http_tls()?;
         let grpc_tls = config.grpc_tls()?;
-        let hub = Hub::new(config, node_id, Arc::clone(&auth))?;
+        let local = Arc::new(new_local_node(node_id, config.grpc.watch_buffer));
+        let cluster = crate::cluster::build(&config, Arc::clone(&local)).await?;
+        let hub = Hub::new(config, Arc::clone(&auth), local, cluster.family.clone());
+        cluster.attach(&hub);
         tokio::spawn(auth.refresh_loop(hub.shutdown_signal()));
 
         let app = crate::http::router(Arc::clone(&hub));
@@ -163,7 +184,7 @@ impl Server {
         });
         tokio::spawn(crate::sweeper::run(Arc::clone(&hub)));
         tracing::info!(
-            node_id = %hub.local.id,
+            node_id = %hub.local().id,
             max_connections = hub.max_connections,
             http_addr = %http_addr,
             grpc_addr = %grpc_addr,
@@ -173,6 +194,7 @@ impl Server {
             http_addr,
             grpc_addr,
             hub,
+            cluster,
             health,
             http_task,
             grpc_task,
@@ -193,7 +215,7 @@ impl Server {
         let drained = tokio::time::timeout(timeout, async move {
             let _ = self.http_task.await;
             let _ = self.grpc_task.await;
-            while !hub.local.registry.is_empty() {
+            while !hub.local().registry.is_empty() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
@@ -201,10 +223,11 @@ impl Server {
         .is_ok();
         if !drained {
             tracing::warn!(
-                remaining = self.hub.local.registry.len(),
+                remaining = self.hub.local().registry.len(),
                 "shutdown timeout reached; dropping what is left"
             );
         }
+        self.cluster.leave().await;
         drained
     }
 }

@@ -37,7 +37,7 @@ pub async fn run(hub: Arc<Hub>) {
             _ = tick.tick() => {
                 let now = now_ms();
                 sweep(&hub, rules, now);
-                let len = hub.local.registry.len();
+                let len = hub.local().registry.len();
                 peak = peak.max(len);
                 if memory::worth_trimming(peak, len, now - last_trim) {
                     memory::trim();
@@ -53,7 +53,7 @@ pub async fn run(hub: Arc<Hub>) {
 pub fn sweep(hub: &Hub, rules: Rules, now: i64) -> (usize, usize) {
     let mut pinged = 0;
     let mut doomed: Vec<(Arc<WsConn>, u16, &str)> = Vec::new();
-    hub.local.registry.for_each(
+    hub.local().registry.for_each(
         |c| match heartbeat::check(now, c.heartbeat_state(), rules) {
             Action::Nothing => {}
             Action::SendPing => {
@@ -69,10 +69,10 @@ pub fn sweep(hub: &Hub, rules: Rules, now: i64) -> (usize, usize) {
             }
         },
     );
-    hub.local.topics.sweep(now);
+    hub.store().sweep(now);
     let closed = doomed.len();
     for (conn, code, reason) in doomed {
-        hub.local.close(&conn, code, reason);
+        hub.local().close(&conn, code, reason);
     }
     (pinged, closed)
 }

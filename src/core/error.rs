@@ -13,6 +13,9 @@ pub enum CoreError {
     /// The service is going away and takes no new work.
     #[error("the service is shutting down")]
     ShuttingDown,
+    /// The cluster broker cannot be reached: nothing was done (never a false success).
+    #[error("the cluster broker is unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl CoreError {

@@ -197,6 +197,8 @@ pub enum ErrorCode {
     TooManyConnections,
     /// The connection already has `topics.max_subscriptions` subscriptions.
     TooManySubscriptions,
+    /// The cluster broker cannot be reached right now; try again.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -207,6 +209,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod claims;
 pub mod error;
+pub mod frame;
 pub mod frames;
 pub mod heartbeat;
 pub mod ids;

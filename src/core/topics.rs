@@ -1,34 +1,66 @@
-//! The topic table: for every live topic, its subscribers and its history, behind one lock per
-//! topic (inside a sharded map). Publishing assigns the next offset, keeps the publication and
-//! queues its one encoded frame to every subscriber under that lock; subscribing with a
-//! position queues the missed publications and then the `subscribed` reply under the same
-//! lock. So a recovering subscriber's replay and the live stream join with no gap and no
-//! duplicate.
+//! The local topic table: for every topic this node holds (a connection subscribed or joining
+//! on this node), its subscribers and where the topic's live stream stands here. It keeps no
+//! history: offsets, epochs and history live in the history store (memory or the cluster's),
+//! and publications reach this table as they arrive, in whatever order the transport gives.
 //!
-//! Lock order: a connection's topic set, then a topic. Publishing never takes the former.
+//! The stream position makes delivery exactly-once and in order per subscriber: the next
+//! offset is delivered, an older one is a duplicate and dropped, a later one waits in
+//! `pending` and reports a gap that the shell fills from history ([`Topics::on_publication`]
+//! then [`Topics::skip_gap`] if history cannot fill it). A new epoch tells every subscriber
+//! with a `subscribed` frame carrying `recovered: false`: never a silent gap.
+//!
+//! Joining (subscribe, with or without recovery) holds no lock across the history read:
+//! [`Topics::begin_join`] starts buffering live publications for the connection, the shell
+//! makes sure the node receives the topic's live stream and reads the history, and
+//! [`Topics::finish_join`] merges the two by offset (deduplicated, contiguous), queues the
+//! replay and the reply, and makes the connection a live subscriber.
+//!
+//! Pure: no I/O, no clock. Lock order: a connection's topic set, then a topic.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
 use super::registry::{Conn, Offer, Outbox};
-use super::topic::{History, Publication, Recovery};
 
 const SHARDS: usize = 32;
+/// Publications held while waiting for a missing one; past this the gap is skipped.
+pub const MAX_PENDING: usize = 1024;
 
-/// Limits of the topic table.
-#[derive(Debug, Clone, Copy)]
-pub struct TopicLimits {
-    pub history_size: usize,
-    pub history_ttl_ms: u64,
+/// A subscriber and the offset after which it takes publications (what it already has).
+struct Sub<O> {
+    conn: Arc<Conn<O>>,
+    after: u64,
+}
+
+struct Joiner<O: Outbox> {
+    ticket: u64,
+    conn: Arc<Conn<O>>,
+    /// Publications that arrived while joining: (epoch, offset, frame).
+    seen: Vec<(Arc<str>, u64, O::Frame)>,
+}
+
+/// Where the topic's live stream stands on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stream {
+    epoch: Arc<str>,
+    last: u64,
 }
 
 struct TopicState<O: Outbox> {
-    subscribers: BTreeMap<u64, Arc<Conn<O>>>,
-    history: History<O::Frame>,
+    subscribers: BTreeMap<u64, Sub<O>>,
+    joining: Vec<Joiner<O>>,
+    stream: Option<Stream>,
+    pending: BTreeMap<u64, O::Frame>,
+}
+
+impl<O: Outbox> TopicState<O> {
+    fn is_empty(&self) -> bool {
+        self.subscribers.is_empty() && self.joining.is_empty()
+    }
 }
 
 type Shard<O> = RwLock<HashMap<String, Arc<Mutex<TopicState<O>>>>>;
@@ -37,33 +69,7 @@ pub struct Topics<O: Outbox> {
     shards: Box<[Shard<O>]>,
     hasher: RandomState,
     count: AtomicUsize,
-    limits: TopicLimits,
-}
-
-/// What a publish did.
-pub struct Published<O> {
-    pub offset: u64,
-    pub epoch: String,
-    /// Connections the publication was queued to (0 for an idempotent retry).
-    pub queued: u32,
-    /// True when the message id was already in the history: nothing was sent again.
-    pub duplicate: bool,
-    /// Subscribers whose queue was full: the caller closes them.
-    pub overflowed: Vec<Arc<Conn<O>>>,
-}
-
-/// What a subscribe did.
-pub struct Subscribed<O> {
-    pub offset: u64,
-    pub epoch: String,
-    /// With a position: whether everything missed was replayed.
-    pub recovered: Option<bool>,
-    /// Publications replayed before the reply.
-    pub replayed: usize,
-    /// False when the connection was already subscribed.
-    pub added: bool,
-    /// The connection's queue overflowed during the replay: the caller closes it.
-    pub overflowed: Option<Arc<Conn<O>>>,
+    tickets: AtomicU64,
 }
 
 /// Why a subscribe did not happen.
@@ -75,36 +81,97 @@ pub enum SubscribeRefused {
     TooMany,
 }
 
-/// A publication as the History RPC returns it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Kept {
-    pub offset: u64,
-    pub message_id: String,
-    pub kind: String,
-    pub payload_json: String,
-    pub published_at_ms: i64,
+/// A join in progress: hand it back to [`Topics::finish_join`] or [`Topics::cancel_join`].
+#[derive(Debug)]
+pub struct Ticket {
+    topic: String,
+    id: u64,
+    seq: u64,
 }
 
-/// Everything needed to make a publication, besides its offset and epoch.
-pub struct NewPublication<'a> {
-    pub message_id: &'a str,
-    /// Whether `message_id` was chosen by the caller (only those make retries idempotent).
-    pub caller_id: bool,
-    pub kind: &'a str,
-    pub payload_json: &'a str,
-    pub now_ms: i64,
+impl Ticket {
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+}
+
+/// What [`Topics::begin_join`] did.
+#[derive(Debug)]
+pub enum JoinStart {
+    Joining(Ticket),
+    /// The connection is already subscribed.
+    Already,
+}
+
+/// The history store's answer for a join: the topic's epoch and latest offset, and (when the
+/// join asked to recover) the publications after the client's offset, oldest first.
+#[derive(Debug, Clone)]
+pub struct HistoryRead<F> {
+    pub epoch: String,
+    pub latest: u64,
+    /// Publications after the requested offset, contiguous, oldest first.
+    pub pubs: Vec<(u64, F)>,
+    /// Whether `pubs` reaches back to the requested offset (everything missed is there).
+    pub complete: bool,
+}
+
+/// What a finished join did.
+pub struct Joined<O> {
+    pub offset: u64,
+    pub epoch: String,
+    /// With a position: whether everything missed was replayed.
+    pub recovered: Option<bool>,
+    pub replayed: usize,
+    /// Connections whose queue overflowed: the caller closes them.
+    pub overflowed: Vec<Arc<Conn<O>>>,
+}
+
+/// What a live publication did on this node.
+pub struct Arrival<O> {
+    /// Subscribers it (and any pending publications it released) was queued to.
+    pub queued: u32,
+    pub overflowed: Vec<Arc<Conn<O>>>,
+    /// Offsets missing before it: `(after, before)`, both exclusive. The shell reads them from
+    /// history and feeds them here, or calls [`Topics::skip_gap`].
+    pub gap: Option<(u64, u64)>,
+}
+
+impl<O> Default for Arrival<O> {
+    fn default() -> Self {
+        Arrival {
+            queued: 0,
+            overflowed: Vec::new(),
+            gap: None,
+        }
+    }
+}
+
+/// A live publication as it reaches this node.
+#[derive(Debug, Clone, Copy)]
+pub struct Live<'a> {
+    pub epoch: &'a str,
+    pub offset: u64,
+}
+
+impl<O: Outbox> Default for Topics<O>
+where
+    O::Frame: Clone,
+{
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl<O: Outbox> Topics<O>
 where
     O::Frame: Clone,
 {
-    pub fn new(limits: TopicLimits) -> Self {
+    pub fn new() -> Self {
         Topics {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             count: AtomicUsize::new(0),
-            limits,
+            tickets: AtomicU64::new(1),
         }
     }
 
@@ -112,7 +179,7 @@ where
         &self.shards[(self.hasher.hash_one(topic) as usize) % SHARDS]
     }
 
-    /// Topics with a subscriber or a kept publication.
+    /// Topics held on this node (a subscriber or a joiner).
     pub fn len(&self) -> usize {
         self.count.load(Ordering::Relaxed)
     }
@@ -121,168 +188,326 @@ where
         self.len() == 0
     }
 
-    /// Runs `f` on the topic's state, creating it (with `new_epoch()`) when absent. A shard
-    /// lock is held throughout, so the sweeper cannot drop the state under `f`.
-    fn with_topic<R>(
-        &self,
-        topic: &str,
-        new_epoch: impl FnOnce() -> String,
-        f: impl FnOnce(&mut TopicState<O>) -> R,
-    ) -> R {
-        let shard = self.shard(topic);
-        {
-            let map = shard.read();
-            if let Some(state) = map.get(topic) {
-                return f(&mut state.lock());
+    pub fn is_held(&self, topic: &str) -> bool {
+        self.shard(topic).read().contains_key(topic)
+    }
+
+    /// Every topic held here.
+    pub fn names(&self) -> Vec<String> {
+        let mut out = Vec::with_capacity(self.len());
+        for shard in self.shards.iter() {
+            out.extend(shard.read().keys().cloned());
+        }
+        out
+    }
+
+    /// Where each held topic's stream stands here: (topic, epoch, last offset).
+    pub fn positions(&self) -> Vec<(String, String, u64)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            for (name, state) in shard.read().iter() {
+                if let Some(s) = &state.lock().stream {
+                    out.push((name.clone(), s.epoch.to_string(), s.last));
+                }
             }
         }
-        let mut map = shard.write();
-        let state = map.entry(topic.to_owned()).or_insert_with(|| {
-            self.count.fetch_add(1, Ordering::Relaxed);
-            Arc::new(Mutex::new(TopicState {
-                subscribers: BTreeMap::new(),
-                history: History::new(
-                    new_epoch(),
-                    self.limits.history_size,
-                    self.limits.history_ttl_ms,
-                ),
-            }))
-        });
-        let mut t = state.lock();
-        f(&mut t)
+        out
     }
 
-    /// Publishes to `topic`: the next offset, kept in the history, its frame (made once by
-    /// `frame(offset, epoch)`) queued to every subscriber. A caller-chosen id already in the
-    /// history is not sent again and answers the original offset.
-    pub fn publish(
-        &self,
-        topic: &str,
-        p: NewPublication<'_>,
-        new_epoch: impl FnOnce() -> String,
-        frame: impl FnOnce(u64, &str) -> O::Frame,
-    ) -> Published<O> {
-        self.with_topic(topic, new_epoch, |t| {
-            let epoch = t.history.epoch.clone();
-            if p.caller_id {
-                if let Some(offset) = t.history.find_id(p.message_id) {
-                    return Published {
-                        offset,
-                        epoch,
-                        queued: 0,
-                        duplicate: true,
-                        overflowed: Vec::new(),
-                    };
-                }
-            }
-            let offset = t.history.next_offset();
-            let f = frame(offset, &epoch);
-            let mut queued = 0;
-            let mut overflowed = Vec::new();
-            for conn in t.subscribers.values() {
-                match offer(conn, &f) {
-                    Offer::Queued => queued += 1,
-                    Offer::Full => {
-                        if conn.mark_closing() {
-                            overflowed.push(Arc::clone(conn));
-                        }
-                    }
-                    Offer::Closed => {}
-                }
-            }
-            t.history.push(
-                Publication {
-                    offset,
-                    message_id: if p.caller_id {
-                        p.message_id.to_owned()
-                    } else {
-                        String::new()
-                    },
-                    kind: p.kind.to_owned(),
-                    payload_json: p.payload_json.to_owned(),
-                    published_at_ms: p.now_ms,
-                    frame: f,
-                },
-                p.now_ms,
-            );
-            Published {
-                offset,
-                epoch,
-                queued,
-                duplicate: false,
-                overflowed,
-            }
-        })
+    fn get(&self, topic: &str) -> Option<Arc<Mutex<TopicState<O>>>> {
+        self.shard(topic).read().get(topic).cloned()
     }
 
-    /// Subscribes `conn` to `topic` (at most `max` subscriptions per connection, 0: no limit).
-    /// With `since`, the missed publications are queued first; then the frame `reply(offset,
-    /// epoch, recovered)` is queued, all under the topic's lock.
-    pub fn subscribe(
+    /// Starts subscribing `conn` to `topic` (at most `max` subscriptions per connection, 0: no
+    /// limit): from now on, publications arriving here are kept for it.
+    pub fn begin_join(
         &self,
         topic: &str,
         conn: &Arc<Conn<O>>,
-        since: Option<(u64, &str)>,
         max: usize,
-        new_epoch: impl FnOnce() -> String,
-        reply: impl FnOnce(u64, &str, Option<bool>) -> O::Frame,
-    ) -> Result<Subscribed<O>, SubscribeRefused> {
+    ) -> Result<JoinStart, SubscribeRefused> {
         let mut mine = conn.topic_set();
         if conn.is_closing() {
             return Err(SubscribeRefused::Closing);
         }
-        let already = mine.contains(topic);
-        if !already && max > 0 && mine.len() >= max {
+        if mine.contains(topic) {
+            return Ok(JoinStart::Already);
+        }
+        if max > 0 && mine.len() >= max {
             return Err(SubscribeRefused::TooMany);
         }
-        let out = self.with_topic(topic, new_epoch, |t| {
-            let epoch = t.history.epoch.clone();
-            let latest = t.history.latest();
-            let mut replayed = 0;
-            let mut full = false;
-            let recovered = since.map(|(offset, ep)| match t.history.recover(offset, ep) {
-                Recovery::Replay { after, .. } if !already => {
-                    for p in t.history.after(after, usize::MAX) {
-                        if offer(conn, &p.frame) != Offer::Queued {
-                            full = true;
-                            break;
-                        }
-                        replayed += 1;
-                    }
-                    true
-                }
-                Recovery::Replay { .. } => true,
-                Recovery::Lost => false,
-            });
-            let reply = reply(latest, &epoch, recovered);
-            if full || offer(conn, &reply) != Offer::Queued {
-                full = true;
-            }
-            t.subscribers.insert(conn.info.seq, Arc::clone(conn));
-            (latest, epoch, recovered, replayed, full)
+        let id = self.tickets.fetch_add(1, Ordering::Relaxed);
+        let mut map = self.shard(topic).write();
+        let state = map.entry(topic.to_owned()).or_insert_with(|| {
+            self.count.fetch_add(1, Ordering::Relaxed);
+            Arc::new(Mutex::new(TopicState {
+                subscribers: BTreeMap::new(),
+                joining: Vec::new(),
+                stream: None,
+                pending: BTreeMap::new(),
+            }))
         });
-        if !already {
-            mine.insert(topic.to_owned());
+        state.lock().joining.push(Joiner {
+            ticket: id,
+            conn: Arc::clone(conn),
+            seen: Vec::new(),
+        });
+        drop(map);
+        mine.insert(topic.to_owned());
+        Ok(JoinStart::Joining(Ticket {
+            topic: topic.to_owned(),
+            id,
+            seq: conn.info.seq,
+        }))
+    }
+
+    /// Abandons a join (its history read failed): the connection is not subscribed. False
+    /// when the join had already ended (the connection left).
+    pub fn cancel_join(&self, ticket: Ticket, conn: &Conn<O>) -> bool {
+        let mut mine = conn.topic_set();
+        let Some(state) = self.get(&ticket.topic) else {
+            return false;
+        };
+        let mut t = state.lock();
+        let before = t.joining.len();
+        t.joining.retain(|j| j.ticket != ticket.id);
+        let cancelled = t.joining.len() != before;
+        if cancelled {
+            mine.remove(&ticket.topic);
         }
+        let empty = t.is_empty();
+        drop(t);
         drop(mine);
-        let (offset, epoch, recovered, replayed, full) = out;
-        Ok(Subscribed {
-            offset,
-            epoch,
+        if empty {
+            self.drop_if_empty(&ticket.topic);
+        }
+        cancelled
+    }
+
+    /// Finishes a join with the history store's answer. `reply(offset, epoch, recovered)` makes
+    /// the `subscribed` frame; `reset(offset, epoch)` makes the frame that tells a subscriber
+    /// its position was lost. `None` when the connection left while joining.
+    pub fn finish_join(
+        &self,
+        ticket: Ticket,
+        read: HistoryRead<O::Frame>,
+        since: Option<(u64, &str)>,
+        reply: impl FnOnce(u64, &str, Option<bool>) -> O::Frame,
+        reset: impl Fn(u64, &str) -> O::Frame,
+    ) -> Option<Joined<O>> {
+        let state = self.get(&ticket.topic)?;
+        let mut t = state.lock();
+        let idx = t.joining.iter().position(|j| j.ticket == ticket.id)?;
+        let joiner = t.joining.swap_remove(idx);
+        let mut overflowed = Vec::new();
+        let read_epoch: Arc<str> = Arc::from(read.epoch.as_str());
+        // Bring the node's stream in line with the read when it has none or an older epoch that
+        // no live publication since confirmed.
+        let live_epoch_seen = |e: &Arc<str>| joiner.seen.iter().any(|(se, _, _)| se == e);
+        match &t.stream {
+            None => {
+                t.stream = Some(Stream {
+                    epoch: Arc::clone(&read_epoch),
+                    last: read.latest,
+                })
+            }
+            Some(s) if *s.epoch != *read.epoch && !live_epoch_seen(&s.epoch) => {
+                let f = reset(read.latest, &read.epoch);
+                for sub in t.subscribers.values_mut() {
+                    sub.after = read.latest;
+                    push_overflow(&sub.conn, &f, &mut overflowed);
+                }
+                t.pending.clear();
+                t.stream = Some(Stream {
+                    epoch: Arc::clone(&read_epoch),
+                    last: read.latest,
+                });
+            }
+            Some(_) => {}
+        }
+        // Invariant: set just above when absent.
+        let stream = t.stream.clone().unwrap_or(Stream {
+            epoch: Arc::clone(&read_epoch),
+            last: read.latest,
+        });
+        let conn = joiner.conn;
+        let (pos, recovered, mut candidates) = if *stream.epoch == *read.epoch {
+            match since {
+                Some((o, e)) if e == read.epoch && read.complete && o <= read.latest => {
+                    (o, Some(true), read.pubs)
+                }
+                Some(_) => (read.latest, Some(false), Vec::new()),
+                None => (read.latest, None, Vec::new()),
+            }
+        } else {
+            // The live stream moved to a newer epoch after the read: start where it started.
+            let first = joiner
+                .seen
+                .iter()
+                .filter(|(e, _, _)| *e == stream.epoch)
+                .map(|(_, o, _)| *o)
+                .min()
+                .unwrap_or(stream.last + 1);
+            (first.saturating_sub(1), since.map(|_| false), Vec::new())
+        };
+        candidates.extend(
+            joiner
+                .seen
+                .into_iter()
+                .filter(|(e, _, _)| *e == stream.epoch)
+                .map(|(_, o, f)| (o, f)),
+        );
+        candidates.sort_by_key(|(o, _)| *o);
+        let mut next = pos + 1;
+        let mut replayed = 0;
+        let mut full = false;
+        let mut sent_reply = false;
+        let reply_offset = if *stream.epoch == *read.epoch {
+            read.latest
+        } else {
+            pos
+        };
+        let mut reply = Some(reply);
+        let reply_epoch = stream.epoch.to_string();
+        for (o, f) in candidates {
+            if o < next {
+                continue;
+            }
+            if o > next {
+                break;
+            }
+            if !sent_reply && o > reply_offset {
+                if let Some(r) = reply.take() {
+                    full |=
+                        offer(&conn, &r(reply_offset, &reply_epoch, recovered)) != Offer::Queued;
+                }
+                sent_reply = true;
+            }
+            if !full {
+                full |= offer(&conn, &f) != Offer::Queued;
+                if o <= reply_offset {
+                    replayed += 1;
+                }
+            }
+            next = o + 1;
+        }
+        if let Some(r) = reply.take() {
+            full |= offer(&conn, &r(reply_offset, &reply_epoch, recovered)) != Offer::Queued;
+        }
+        if full && conn.mark_closing() {
+            overflowed.push(Arc::clone(&conn));
+        }
+        let after = (next - 1).max(reply_offset);
+        t.subscribers.insert(ticket.seq, Sub { conn, after });
+        Some(Joined {
+            offset: reply_offset,
+            epoch: reply_epoch,
             recovered,
             replayed,
-            added: !already,
-            overflowed: (full && conn.mark_closing()).then(|| Arc::clone(conn)),
+            overflowed,
         })
     }
 
-    /// Unsubscribes `conn` from `topic`; false when it was not subscribed.
+    /// Takes a live publication: delivered to every subscriber in order, kept for joiners.
+    /// `reset(offset, epoch)` makes the frame that tells subscribers a new epoch began.
+    pub fn on_publication(
+        &self,
+        topic: &str,
+        live: Live<'_>,
+        frame: &O::Frame,
+        reset: impl Fn(u64, &str) -> O::Frame,
+    ) -> Arrival<O> {
+        let Some(state) = self.get(topic) else {
+            return Arrival::default();
+        };
+        let mut t = state.lock();
+        let mut out = Arrival::default();
+        let epoch: Arc<str> = match &t.stream {
+            Some(s) if *s.epoch == *live.epoch => Arc::clone(&s.epoch),
+            _ => Arc::from(live.epoch),
+        };
+        for j in t.joining.iter_mut() {
+            j.seen
+                .push((Arc::clone(&epoch), live.offset, frame.clone()));
+        }
+        match t.stream.clone() {
+            None => {
+                t.stream = Some(Stream {
+                    epoch,
+                    last: live.offset,
+                });
+                deliver(&mut t, live.offset, frame, &mut out);
+            }
+            Some(s) if *s.epoch != *live.epoch => {
+                let f = reset(live.offset - 1, live.epoch);
+                let t = &mut *t;
+                for sub in t.subscribers.values_mut() {
+                    sub.after = live.offset - 1;
+                    push_overflow(&sub.conn, &f, &mut out.overflowed);
+                }
+                t.pending.clear();
+                t.stream = Some(Stream {
+                    epoch,
+                    last: live.offset,
+                });
+                deliver(t, live.offset, frame, &mut out);
+            }
+            Some(s) if live.offset <= s.last => {}
+            Some(s) if live.offset == s.last + 1 => {
+                advance(&mut t, live.offset, frame, &mut out);
+            }
+            Some(s) => {
+                t.pending.insert(live.offset, frame.clone());
+                let first = t.pending.keys().next().copied().unwrap_or(live.offset);
+                out.gap = Some((s.last, first));
+            }
+        }
+        out
+    }
+
+    /// Gives up on the offsets missing before the first pending publication (history no longer
+    /// has them): subscribers are told their position was lost, then the pending ones flow.
+    pub fn skip_gap(&self, topic: &str, reset: impl Fn(u64, &str) -> O::Frame) -> Arrival<O> {
+        let Some(state) = self.get(topic) else {
+            return Arrival::default();
+        };
+        let mut t = state.lock();
+        let mut out = Arrival::default();
+        let Some(first) = t.pending.keys().next().copied() else {
+            return out;
+        };
+        let Some(s) = t.stream.clone() else {
+            return out;
+        };
+        let f = reset(first - 1, &s.epoch);
+        for sub in t.subscribers.values_mut() {
+            sub.after = sub.after.max(first - 1);
+            push_overflow(&sub.conn, &f, &mut out.overflowed);
+        }
+        if let Some(st) = t.stream.as_mut() {
+            st.last = first - 1;
+        }
+        if let Some(frame) = t.pending.remove(&first) {
+            advance(&mut t, first, &frame, &mut out);
+        }
+        out
+    }
+
+    /// Whether a gap is still open (pending publications wait for a missing one).
+    pub fn gap(&self, topic: &str) -> Option<(u64, u64)> {
+        let state = self.get(topic)?;
+        let t = state.lock();
+        let first = *t.pending.keys().next()?;
+        Some((t.stream.as_ref()?.last, first))
+    }
+
+    /// Unsubscribes `conn` from `topic` (or abandons its join); false when it was neither.
     pub fn unsubscribe(&self, topic: &str, conn: &Conn<O>) -> bool {
         let mut mine = conn.topic_set();
         if !mine.remove(topic) {
             return false;
         }
-        self.remove_subscriber(topic, conn.info.seq);
+        self.remove_member(topic, conn.info.seq);
         drop(mine);
         true
     }
@@ -291,84 +516,102 @@ where
     pub fn leave_all(&self, conn: &Conn<O>) -> Vec<String> {
         let topics: Vec<String> = std::mem::take(&mut *conn.topic_set()).into_iter().collect();
         for t in &topics {
-            self.remove_subscriber(t, conn.info.seq);
+            self.remove_member(t, conn.info.seq);
         }
         topics
     }
 
-    fn remove_subscriber(&self, topic: &str, seq: u64) {
-        let map = self.shard(topic).read();
-        if let Some(state) = map.get(topic) {
-            state.lock().subscribers.remove(&seq);
+    fn remove_member(&self, topic: &str, seq: u64) {
+        let Some(state) = self.get(topic) else {
+            return;
+        };
+        let mut t = state.lock();
+        t.subscribers.remove(&seq);
+        t.joining.retain(|j| j.conn.info.seq != seq);
+        let empty = t.is_empty();
+        drop(t);
+        if empty {
+            self.drop_if_empty(topic);
         }
     }
 
-    /// The subscribers of `topic`, in connection order.
+    fn drop_if_empty(&self, topic: &str) {
+        let mut map = self.shard(topic).write();
+        // Look again under the write lock: a joiner may have come.
+        if map.get(topic).is_some_and(|s| s.lock().is_empty()) {
+            map.remove(topic);
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The live subscribers of `topic` here, in connection order.
     pub fn subscribers(&self, topic: &str) -> Vec<Arc<Conn<O>>> {
-        let map = self.shard(topic).read();
-        map.get(topic)
-            .map(|s| s.lock().subscribers.values().cloned().collect())
+        self.get(topic)
+            .map(|s| {
+                s.lock()
+                    .subscribers
+                    .values()
+                    .map(|s| Arc::clone(&s.conn))
+                    .collect()
+            })
             .unwrap_or_default()
     }
+}
 
-    /// Kept publications after `since`, at most `limit`, with the epoch and latest offset;
-    /// `None` for a topic with no state (never published, or forgotten).
-    pub fn history(
-        &self,
-        topic: &str,
-        since: u64,
-        limit: usize,
-        now_ms: i64,
-    ) -> Option<(Vec<Kept>, String, u64)> {
-        let map = self.shard(topic).read();
-        let state = map.get(topic)?;
-        let mut t = state.lock();
-        t.history.evict(now_ms);
-        let kept = t
-            .history
-            .after(since, limit)
-            .map(|p| Kept {
-                offset: p.offset,
-                message_id: p.message_id.clone(),
-                kind: p.kind.clone(),
-                payload_json: p.payload_json.clone(),
-                published_at_ms: p.published_at_ms,
-            })
-            .collect();
-        Some((kept, t.history.epoch.clone(), t.history.latest()))
+/// Delivers the next offset, then whatever pending publications follow it.
+fn advance<O: Outbox>(t: &mut TopicState<O>, offset: u64, frame: &O::Frame, out: &mut Arrival<O>)
+where
+    O::Frame: Clone,
+{
+    if let Some(s) = t.stream.as_mut() {
+        s.last = offset;
     }
-
-    /// Drops expired publications, and topics left with no subscriber and no publication.
-    /// Returns how many topics were dropped.
-    pub fn sweep(&self, now_ms: i64) -> usize {
-        let mut dropped = 0;
-        for shard in self.shards.iter() {
-            let mut empty = Vec::new();
-            for (name, state) in shard.read().iter() {
-                let mut t = state.lock();
-                t.history.evict(now_ms);
-                if t.subscribers.is_empty() && t.history.is_empty() {
-                    empty.push(name.clone());
+    deliver(t, offset, frame, out);
+    loop {
+        let Some(last) = t.stream.as_ref().map(|s| s.last) else {
+            return;
+        };
+        match t.pending.remove(&(last + 1)) {
+            Some(f) => {
+                if let Some(s) = t.stream.as_mut() {
+                    s.last = last + 1;
                 }
+                deliver(t, last + 1, &f, out);
             }
-            if empty.is_empty() {
-                continue;
-            }
-            let mut map = shard.write();
-            for name in empty {
-                // Look again under the write lock: a subscriber or publication may have come.
-                let gone = map.get(&name).is_some_and(|s| {
-                    let t = s.lock();
-                    t.subscribers.is_empty() && t.history.is_empty()
-                });
-                if gone {
-                    map.remove(&name);
-                    self.count.fetch_sub(1, Ordering::Relaxed);
-                    dropped += 1;
-                }
-            }
+            None => break,
         }
-        dropped
+    }
+    // Anything older than the stream position is a duplicate now.
+    let last = t.stream.as_ref().map_or(0, |s| s.last);
+    t.pending.retain(|o, _| *o > last);
+    if let Some(first) = t.pending.keys().next() {
+        out.gap = Some((last, *first));
+    } else {
+        out.gap = None;
+    }
+}
+
+fn deliver<O: Outbox>(t: &mut TopicState<O>, offset: u64, frame: &O::Frame, out: &mut Arrival<O>) {
+    for sub in t.subscribers.values_mut() {
+        if offset <= sub.after {
+            continue;
+        }
+        sub.after = offset;
+        match offer(&sub.conn, frame) {
+            Offer::Queued => out.queued += 1,
+            Offer::Full => {
+                if sub.conn.mark_closing() {
+                    out.overflowed.push(Arc::clone(&sub.conn));
+                }
+            }
+            Offer::Closed => {}
+        }
+    }
+}
+
+fn push_overflow<O: Outbox>(conn: &Arc<Conn<O>>, f: &O::Frame, overflowed: &mut Vec<Arc<Conn<O>>>) {
+    if offer(conn, f) == Offer::Full && conn.mark_closing() {
+        overflowed.push(Arc::clone(conn));
     }
 }
 
@@ -379,4 +622,330 @@ fn offer<O: Outbox>(conn: &Arc<Conn<O>>, frame: &O::Frame) -> Offer {
     let r = conn.outbox.offer(frame);
     conn.count_offer(r);
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::registry::ConnInfo;
+
+    /// An outbox that records what it is offered, with a capacity.
+    struct Rec {
+        got: Mutex<Vec<String>>,
+        cap: usize,
+    }
+
+    impl Outbox for Rec {
+        type Frame = Arc<String>;
+        fn offer(&self, f: &Arc<String>) -> Offer {
+            let mut g = self.got.lock();
+            if g.len() >= self.cap {
+                return Offer::Full;
+            }
+            g.push(f.to_string());
+            Offer::Queued
+        }
+        fn close(&self, _: u16, _: &str) {}
+        fn ping(&self) {}
+    }
+
+    fn conn(seq: u64, cap: usize) -> Arc<Conn<Rec>> {
+        Arc::new(Conn::new(
+            ConnInfo {
+                id: format!("n.{seq:016x}"),
+                seq,
+                user_id: "u".into(),
+                roles: vec![],
+                topic_patterns: vec![],
+                metadata: Default::default(),
+                connected_at_ms: 0,
+                remote_addr: String::new(),
+                user_agent: String::new(),
+            },
+            None,
+            Rec {
+                got: Mutex::new(Vec::new()),
+                cap,
+            },
+        ))
+    }
+
+    fn got(c: &Conn<Rec>) -> Vec<String> {
+        c.outbox.got.lock().clone()
+    }
+
+    fn f(s: &str) -> Arc<String> {
+        Arc::new(s.to_owned())
+    }
+
+    fn reply(o: u64, e: &str, r: Option<bool>) -> Arc<String> {
+        Arc::new(format!("sub@{o}/{e}/{r:?}"))
+    }
+
+    fn reset(o: u64, e: &str) -> Arc<String> {
+        Arc::new(format!("reset@{o}/{e}"))
+    }
+
+    fn pubs(range: std::ops::RangeInclusive<u64>) -> Vec<(u64, Arc<String>)> {
+        range.map(|o| (o, f(&format!("p{o}")))).collect()
+    }
+
+    fn join(
+        t: &Topics<Rec>,
+        c: &Arc<Conn<Rec>>,
+        read: HistoryRead<Arc<String>>,
+        since: Option<(u64, &str)>,
+    ) -> Joined<Rec> {
+        let JoinStart::Joining(ticket) = t.begin_join("t", c, 0).unwrap() else {
+            panic!("already subscribed")
+        };
+        t.finish_join(ticket, read, since, reply, reset).unwrap()
+    }
+
+    fn live(t: &Topics<Rec>, e: &str, o: u64) -> Arrival<Rec> {
+        t.on_publication(
+            "t",
+            Live {
+                epoch: e,
+                offset: o,
+            },
+            &f(&format!("p{o}")),
+            reset,
+        )
+    }
+
+    #[test]
+    fn plain_join_then_live_in_order() {
+        let t = Topics::new();
+        let c = conn(1, 100);
+        let read = HistoryRead {
+            epoch: "E".into(),
+            latest: 3,
+            pubs: vec![],
+            complete: true,
+        };
+        let j = join(&t, &c, read, None);
+        assert_eq!((j.offset, j.recovered), (3, None));
+        assert_eq!(live(&t, "E", 4).queued, 1);
+        assert_eq!(live(&t, "E", 4).queued, 0, "a duplicate is dropped");
+        assert_eq!(got(&c), ["sub@3/E/None", "p4"]);
+        assert!(t.is_held("t"));
+        assert!(t.unsubscribe("t", &c));
+        assert!(!t.is_held("t"), "an empty topic is forgotten");
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn recovery_merges_history_and_buffered_live_without_duplicates() {
+        let t = Topics::new();
+        let c = conn(1, 100);
+        let JoinStart::Joining(ticket) = t.begin_join("t", &c, 0).unwrap() else {
+            panic!()
+        };
+        // Live publications arrive while the history is read; 6 is also in the read.
+        live(&t, "E", 6);
+        live(&t, "E", 7);
+        let read = HistoryRead {
+            epoch: "E".into(),
+            latest: 6,
+            pubs: pubs(3..=6),
+            complete: true,
+        };
+        let j = t
+            .finish_join(ticket, read, Some((2, "E")), reply, reset)
+            .unwrap();
+        assert_eq!((j.offset, j.recovered, j.replayed), (6, Some(true), 4));
+        live(&t, "E", 7);
+        live(&t, "E", 8);
+        assert_eq!(
+            got(&c),
+            ["p3", "p4", "p5", "p6", "sub@6/E/Some(true)", "p7", "p8"]
+        );
+    }
+
+    #[test]
+    fn wrong_epoch_or_short_history_is_not_recovered() {
+        let t = Topics::new();
+        let c = conn(1, 100);
+        let read = HistoryRead {
+            epoch: "E".into(),
+            latest: 9,
+            pubs: pubs(5..=9),
+            complete: false,
+        };
+        let j = join(&t, &c, read, Some((2, "E")));
+        assert_eq!((j.offset, j.recovered, j.replayed), (9, Some(false), 0));
+        let c2 = conn(2, 100);
+        let read = HistoryRead {
+            epoch: "E".into(),
+            latest: 9,
+            pubs: pubs(5..=9),
+            complete: true,
+        };
+        let j = join(&t, &c2, read, Some((4, "OLD")));
+        assert_eq!(j.recovered, Some(false));
+        assert_eq!(got(&c2), ["sub@9/E/Some(false)"]);
+    }
+
+    #[test]
+    fn gap_waits_for_catch_up_then_flows_in_order() {
+        let t = Topics::new();
+        let c = conn(1, 100);
+        join(
+            &t,
+            &c,
+            HistoryRead {
+                epoch: "E".into(),
+                latest: 1,
+                pubs: vec![],
+                complete: true,
+            },
+            None,
+        );
+        let a = live(&t, "E", 4);
+        assert_eq!(a.gap, Some((1, 4)));
+        assert_eq!(a.queued, 0);
+        assert_eq!(t.gap("t"), Some((1, 4)));
+        live(&t, "E", 2);
+        let a = live(&t, "E", 3);
+        assert_eq!(a.queued, 2, "3 and the pending 4");
+        assert_eq!(a.gap, None);
+        assert_eq!(got(&c), ["sub@1/E/None", "p2", "p3", "p4"]);
+    }
+
+    #[test]
+    fn an_unfillable_gap_is_told_not_hidden() {
+        let t = Topics::new();
+        let c = conn(1, 100);
+        join(
+            &t,
+            &c,
+            HistoryRead {
+                epoch: "E".into(),
+                latest: 1,
+                pubs: vec![],
+                complete: true,
+            },
+            None,
+        );
+        live(&t, "E", 5);
+        live(&t, "E", 6);
+        let a = t.skip_gap("t", reset);
+        assert_eq!(a.queued, 2);
+        assert_eq!(got(&c), ["sub@1/E/None", "reset@4/E", "p5", "p6"]);
+    }
+
+    #[test]
+    fn a_new_epoch_resets_subscribers() {
+        let t = Topics::new();
+        let c = conn(1, 100);
+        join(
+            &t,
+            &c,
+            HistoryRead {
+                epoch: "E".into(),
+                latest: 7,
+                pubs: vec![],
+                complete: true,
+            },
+            None,
+        );
+        live(&t, "F", 1);
+        live(&t, "F", 2);
+        assert_eq!(got(&c), ["sub@7/E/None", "reset@0/F", "p1", "p2"]);
+    }
+
+    #[test]
+    fn a_read_ahead_of_the_live_stream_skips_what_the_reply_covers() {
+        let t = Topics::new();
+        let a = conn(1, 100);
+        join(
+            &t,
+            &a,
+            HistoryRead {
+                epoch: "E".into(),
+                latest: 2,
+                pubs: vec![],
+                complete: true,
+            },
+            None,
+        );
+        // The second joiner's read already saw 3 and 4, which are still on their way here.
+        let b = conn(2, 100);
+        join(
+            &t,
+            &b,
+            HistoryRead {
+                epoch: "E".into(),
+                latest: 4,
+                pubs: vec![],
+                complete: true,
+            },
+            None,
+        );
+        live(&t, "E", 3);
+        live(&t, "E", 4);
+        live(&t, "E", 5);
+        assert_eq!(got(&a), ["sub@2/E/None", "p3", "p4", "p5"]);
+        assert_eq!(got(&b), ["sub@4/E/None", "p5"]);
+    }
+
+    #[test]
+    fn limits_closing_and_cancel() {
+        let t = Topics::new();
+        let c = conn(1, 100);
+        let JoinStart::Joining(ticket) = t.begin_join("t", &c, 1).unwrap() else {
+            panic!()
+        };
+        assert!(matches!(t.begin_join("t", &c, 1), Ok(JoinStart::Already)));
+        assert_eq!(
+            t.begin_join("u", &c, 1).unwrap_err(),
+            SubscribeRefused::TooMany
+        );
+        assert!(t.cancel_join(ticket, &c));
+        assert!(c.topics().is_empty());
+        assert!(!t.is_held("t"));
+        c.mark_closing();
+        assert_eq!(
+            t.begin_join("t", &c, 0).unwrap_err(),
+            SubscribeRefused::Closing
+        );
+    }
+
+    #[test]
+    fn a_full_queue_during_replay_is_reported_once() {
+        let t = Topics::new();
+        let c = conn(1, 2);
+        let j = join(
+            &t,
+            &c,
+            HistoryRead {
+                epoch: "E".into(),
+                latest: 5,
+                pubs: pubs(1..=5),
+                complete: true,
+            },
+            Some((0, "E")),
+        );
+        assert_eq!(j.overflowed.len(), 1);
+        assert!(c.is_closing());
+    }
+
+    #[test]
+    fn leaving_while_joining_cancels_the_join() {
+        let t = Topics::new();
+        let c = conn(1, 100);
+        let JoinStart::Joining(ticket) = t.begin_join("t", &c, 0).unwrap() else {
+            panic!()
+        };
+        assert_eq!(t.leave_all(&c), ["t"]);
+        let read = HistoryRead {
+            epoch: "E".into(),
+            latest: 0,
+            pubs: vec![],
+            complete: true,
+        };
+        assert!(t.finish_join(ticket, read, None, reply, reset).is_none());
+        assert!(got(&c).is_empty());
+    }
 }

@@ -1,28 +1,24 @@
-//! Protobuf views of the hub's connections and events.
+//! Protobuf views of the hub's connection snapshots and events.
 
 use crate::clock::timestamp;
-use crate::node::{Event, EventKind, WsConn};
+use crate::cluster::{ConnSnapshot, Event, EventKind};
 use crate::proto;
 
-pub fn connection(c: &WsConn, node_id: &str) -> proto::Connection {
+pub fn connection(c: ConnSnapshot) -> proto::Connection {
     proto::Connection {
-        connection_id: c.info.id.clone(),
-        user_id: c.info.user_id.clone(),
-        roles: c.info.roles.clone(),
-        topics: c.topics(),
-        connected_at: Some(timestamp(c.info.connected_at_ms)),
-        expires_at: c.expires_at_ms().map(timestamp),
-        node_id: node_id.to_owned(),
-        remote_addr: c.info.remote_addr.clone(),
-        user_agent: c.info.user_agent.clone(),
-        metadata: c
-            .info
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        messages_sent: c.messages_sent(),
-        messages_dropped: c.messages_dropped(),
+        connection_id: c.id,
+        user_id: c.user_id,
+        roles: c.roles,
+        topics: c.topics,
+        connected_at: Some(timestamp(c.connected_at_ms)),
+        expires_at: c.expires_at_ms.map(timestamp),
+        node_id: c.node_id,
+        remote_addr: c.remote_addr,
+        user_agent: c.user_agent,
+        metadata: c.metadata.into_iter().collect(),
+        messages_sent: c.messages_sent,
+        messages_dropped: c.messages_dropped,
+        protocol: c.protocol,
     }
 }
 
@@ -35,10 +31,10 @@ pub fn kind(k: EventKind) -> proto::event::Kind {
     }
 }
 
-pub fn event(e: &Event, node_id: &str) -> proto::Event {
+pub fn event(e: &Event) -> proto::Event {
     proto::Event {
         kind: kind(e.kind) as i32,
-        connection: Some(connection(&e.conn, node_id)),
+        connection: Some(connection(e.conn.clone())),
         topic: e.topic.clone().unwrap_or_default(),
         close_code: u32::from(e.close_code),
         close_reason: e.close_reason.clone(),

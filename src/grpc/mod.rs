@@ -16,9 +16,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 
-use crate::broker::Route;
+use crate::cluster::{ListFilter, Route};
 use crate::core::message::MessageInput;
-use crate::core::registry::Filter;
 use crate::hub::{ConnSelector, Hub};
 use crate::proto::realtime_service_server::{RealtimeService, RealtimeServiceServer};
 use crate::proto::{self, event::Kind};
@@ -91,7 +90,7 @@ impl GrpcDoor {
             Err(s) => Err(s),
         };
         let code = out.as_ref().map_or_else(Status::code, |_| Code::Ok);
-        self.hub.local.metrics.grpc(method, code, start.elapsed());
+        self.hub.local().metrics.grpc(method, code, start.elapsed());
         out.map(Response::new)
     }
 
@@ -201,7 +200,7 @@ impl RealtimeService for GrpcDoor {
                 payload_json: &m.payload_json,
                 id: &m.id,
             };
-            let p = self.hub.publish(&r.topic, input).map_err(to_status)?;
+            let p = self.hub.publish(&r.topic, input).await.map_err(to_status)?;
             Ok(proto::PublishResponse {
                 message_id: p.message_id,
                 offset: p.offset,
@@ -217,21 +216,22 @@ impl RealtimeService for GrpcDoor {
         req: Request<proto::ListConnectionsRequest>,
     ) -> Result<Response<proto::ListConnectionsResponse>, Status> {
         self.handle("ListConnections", req, |r| async move {
-            let filter = Filter {
-                user: Some(r.user_id.as_str()).filter(|s| !s.is_empty()),
-                role: Some(r.role.as_str()).filter(|s| !s.is_empty()),
-                topic: Some(r.topic.as_str()).filter(|s| !s.is_empty()),
+            let some = |s: String| Some(s).filter(|s| !s.is_empty());
+            let filter = ListFilter {
+                user: some(r.user_id),
+                role: some(r.role),
+                topic: some(r.topic),
             };
             let page = self
                 .hub
                 .list(filter, r.page_size, &r.page_token)
+                .await
                 .map_err(to_status)?;
-            let node = &self.hub.local.id;
             Ok(proto::ListConnectionsResponse {
                 connections: page
                     .connections
-                    .iter()
-                    .map(|c| convert::connection(c, node))
+                    .into_iter()
+                    .map(convert::connection)
                     .collect(),
                 next_page_token: page.next_page_token,
                 total: page.total as u32,
@@ -246,8 +246,8 @@ impl RealtimeService for GrpcDoor {
     ) -> Result<Response<proto::Connection>, Status> {
         self.handle("GetConnection", req, |r| async move {
             let id = non_empty("connection_id", r.connection_id)?;
-            let conn = self.hub.get(&id).map_err(to_status)?;
-            Ok(convert::connection(&conn, &self.hub.local.id))
+            let conn = self.hub.get(&id).await.map_err(to_status)?;
+            Ok(convert::connection(conn))
         })
         .await
     }
@@ -257,7 +257,7 @@ impl RealtimeService for GrpcDoor {
         req: Request<proto::GetStatsRequest>,
     ) -> Result<Response<proto::Stats>, Status> {
         self.handle("GetStats", req, |_| async move {
-            let s = self.hub.stats();
+            let s = self.hub.stats().await.map_err(to_status)?;
             Ok(proto::Stats {
                 connections: s.connections,
                 users: s.users,
@@ -277,13 +277,13 @@ impl RealtimeService for GrpcDoor {
         req: Request<proto::PresenceRequest>,
     ) -> Result<Response<proto::PresenceResponse>, Status> {
         self.handle("Presence", req, |r| async move {
-            let (subs, users) = self.hub.presence(&r.topic).map_err(to_status)?;
+            let (subs, users) = self.hub.presence(&r.topic).await.map_err(to_status)?;
             Ok(proto::PresenceResponse {
                 clients: subs
-                    .iter()
+                    .into_iter()
                     .map(|c| proto::presence_response::Client {
-                        connection_id: c.info.id.clone(),
-                        user_id: c.info.user_id.clone(),
+                        connection_id: c.connection_id,
+                        user_id: c.user_id,
                     })
                     .collect(),
                 users: users as u32,
@@ -297,12 +297,14 @@ impl RealtimeService for GrpcDoor {
         req: Request<proto::HistoryRequest>,
     ) -> Result<Response<proto::HistoryResponse>, Status> {
         self.handle("History", req, |r| async move {
-            let (kept, epoch, latest) = self
+            let page = self
                 .hub
                 .history(&r.topic, r.since_offset, r.limit)
+                .await
                 .map_err(to_status)?;
             Ok(proto::HistoryResponse {
-                publications: kept
+                publications: page
+                    .publications
                     .into_iter()
                     .map(|p| proto::Publication {
                         offset: p.offset,
@@ -312,8 +314,8 @@ impl RealtimeService for GrpcDoor {
                         published_at: Some(crate::clock::timestamp(p.published_at_ms)),
                     })
                     .collect(),
-                epoch,
-                latest_offset: latest,
+                epoch: page.epoch,
+                latest_offset: page.latest,
             })
         })
         .await
@@ -328,6 +330,7 @@ impl RealtimeService for GrpcDoor {
             let n = self
                 .hub
                 .disconnect(target, r.code, &r.reason)
+                .await
                 .map_err(to_status)?;
             Ok(proto::DisconnectResponse { disconnected: n })
         })
@@ -343,6 +346,7 @@ impl RealtimeService for GrpcDoor {
             let n = self
                 .hub
                 .subscribe_selected(&r.topic, target)
+                .await
                 .map_err(to_status)?;
             Ok(proto::SubscribeResponse { connections: n })
         })
@@ -358,6 +362,7 @@ impl RealtimeService for GrpcDoor {
             let n = self
                 .hub
                 .unsubscribe_selected(&r.topic, target)
+                .await
                 .map_err(to_status)?;
             Ok(proto::UnsubscribeResponse { connections: n })
         })
@@ -385,7 +390,8 @@ impl RealtimeService for GrpcDoor {
             if self.hub.is_shutting_down() {
                 return Err(Status::unavailable("the service is shutting down"));
             }
-            Ok(watch_stream(Arc::clone(&self.hub), kinds))
+            let events = self.hub.watch().await.map_err(to_status)?;
+            Ok(watch_stream(Arc::clone(&self.hub), events, kinds))
         })
         .await
     }
@@ -393,17 +399,27 @@ impl RealtimeService for GrpcDoor {
 
 struct WatchState {
     hub: Arc<Hub>,
-    events: tokio::sync::broadcast::Receiver<Arc<crate::node::Event>>,
+    events: tokio::sync::broadcast::Receiver<Arc<crate::cluster::Event>>,
     shutdown: tokio::sync::watch::Receiver<bool>,
     kinds: Vec<Kind>,
+}
+
+impl Drop for WatchState {
+    fn drop(&mut self) {
+        self.hub.unwatch();
+    }
 }
 
 /// Streams events straight from the node's broadcast channel: nothing queues per watcher
 /// beyond that channel, and a watcher that falls behind it is ended with RESOURCE_EXHAUSTED
 /// (delivery never waits for a watcher).
-fn watch_stream(hub: Arc<Hub>, kinds: Vec<Kind>) -> EventStream {
+fn watch_stream(
+    hub: Arc<Hub>,
+    events: tokio::sync::broadcast::Receiver<Arc<crate::cluster::Event>>,
+    kinds: Vec<Kind>,
+) -> EventStream {
     let state = WatchState {
-        events: hub.local.subscribe_events(),
+        events,
         shutdown: hub.shutdown_signal(),
         hub,
         kinds,
@@ -422,7 +438,7 @@ fn watch_stream(hub: Arc<Hub>, kinds: Vec<Kind>) -> EventStream {
                         Ok(ev) => {
                             let kind = convert::kind(ev.kind);
                             if st.kinds.is_empty() || st.kinds.contains(&kind) {
-                                let out = convert::event(&ev, &st.hub.local.id);
+                                let out = convert::event(&ev);
                                 return Some((Ok(out), Some(st)));
                             }
                         }

@@ -8,7 +8,7 @@ pub fn to_status(e: CoreError) -> Status {
     match e {
         CoreError::InvalidArgument { .. } => Status::invalid_argument(e.to_string()),
         CoreError::NotFound { .. } => Status::not_found(e.to_string()),
-        CoreError::ShuttingDown => Status::unavailable(e.to_string()),
+        CoreError::ShuttingDown | CoreError::Unavailable(_) => Status::unavailable(e.to_string()),
     }
 }
 

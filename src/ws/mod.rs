@@ -45,7 +45,7 @@ pub async fn upgrade(
         .map(|v| v.to_str().unwrap_or("\u{0}"));
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     if !origin::allowed(origin, host, &hub.config.http.allowed_origins) {
-        hub.local.metrics.handshake("origin_refused");
+        hub.local().metrics.handshake("origin_refused");
         return json_error(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -56,14 +56,14 @@ pub async fn upgrade(
     let token = match token::extract(query.as_deref(), authorization) {
         Ok(t) => t,
         Err(e) => {
-            hub.local.metrics.handshake("malformed");
+            hub.local().metrics.handshake("malformed");
             return json_error(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string());
         }
     };
     let identity = match token {
         Some(t) => match hub.auth.verify(&t).await {
             Ok(identity) => {
-                hub.local.metrics.handshake("ok");
+                hub.local().metrics.handshake("ok");
                 Some(identity)
             }
             Err(e) => return refuse(&hub, &e),
@@ -72,8 +72,8 @@ pub async fn upgrade(
     };
     let max_per_user = hub.config.limits.max_connections_per_user as usize;
     if let Some(id) = &identity {
-        if max_per_user > 0 && hub.local.registry.user_connections(&id.user_id) >= max_per_user {
-            hub.local.metrics.handshake("too_many_connections");
+        if max_per_user > 0 && hub.local().registry.user_connections(&id.user_id) >= max_per_user {
+            hub.local().metrics.handshake("too_many_connections");
             return json_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_connections",
@@ -82,7 +82,7 @@ pub async fn upgrade(
         }
     }
     let Some(admission) = hub.admit() else {
-        hub.local.metrics.handshake("node_full");
+        hub.local().metrics.handshake("node_full");
         return json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -112,7 +112,7 @@ pub async fn upgrade(
 }
 
 fn refuse(hub: &Hub, e: &AuthError) -> Response {
-    hub.local.metrics.handshake(e.label());
+    hub.local().metrics.handshake(e.label());
     json_error(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string())
 }
 

@@ -13,25 +13,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 
-use axum::extract::ws::Utf8Bytes;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::core::registry::{Offer, Outbox};
 
-/// One encoded JSON text frame, shared by all its recipients.
-#[derive(Debug)]
-pub struct Frame(pub Utf8Bytes);
-
-impl From<String> for Frame {
-    fn from(s: String) -> Self {
-        Frame(Utf8Bytes::from(s))
-    }
-}
-
-/// The queue item: one pointer.
-pub type SharedFrame = Arc<Frame>;
+pub use crate::core::frame::{Frame, SharedFrame};
 
 /// A drained queue whose buffer grew past this many frames gives the buffer back, so a burst
 /// does not leave its peak allocated on every connection.
@@ -195,7 +183,7 @@ mod tests {
         let mut batch = Vec::new();
         assert_eq!(outbox.recv_many(&mut batch, 2).await, 2);
         assert_eq!(outbox.recv_many(&mut batch, 2).await, 1);
-        let got: Vec<&str> = batch.iter().map(|f| f.0.as_str()).collect();
+        let got: Vec<&str> = batch.iter().map(|f| f.as_str()).collect();
         assert_eq!(got, ["a", "b", "c"]);
         outbox.finish();
         assert_eq!(outbox.offer(&frame("e")), Offer::Closed);

@@ -16,9 +16,10 @@ use crate::core::rate::TokenBucket;
 use crate::core::registry::{Conn, ConnInfo};
 use crate::core::topic;
 use crate::core::topics::SubscribeRefused;
-use crate::hub::{Admission, Hub, CLOSE_GOING_AWAY};
+use crate::hub::{Admission, ConnectError, Hub, SubscribeError, CLOSE_GOING_AWAY};
 use crate::node::WsConn;
 use crate::ws::outbox::{Control, SharedFrame, WsOutbox};
+use axum::extract::ws::Utf8Bytes;
 
 pub const CLOSE_UNAUTHORIZED: u16 = 4001;
 pub const CLOSE_TOO_MANY_BAD_FRAMES: u16 = 4400;
@@ -27,6 +28,9 @@ pub const CLOSE_RATE_LIMITED: u16 = 4029;
 /// Addition to the contract: a first-frame-authenticated connection over
 /// `max_connections_per_user` (an upgrade with its token in the URL or header gets HTTP 429).
 pub const CLOSE_TOO_MANY_CONNECTIONS: u16 = 4429;
+/// The cluster broker could not be reached when the connection was accepted (RFC 6455's
+/// "try again later").
+pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 /// What a connection that ends without a close frame is recorded with.
 pub const CLOSE_ABNORMAL: u16 = 1006;
 /// How long the close handshake may take before the TCP connection is dropped.
@@ -61,7 +65,7 @@ pub async fn run(
             None => return,
         },
     };
-    let (id, seq) = hub.local.next_conn_id();
+    let (id, seq) = hub.local().next_conn_id();
     let outbox = WsOutbox::new(hub.config.limits.send_queue);
     let conn: Arc<WsConn> = Arc::new(Conn::new(
         ConnInfo {
@@ -79,26 +83,36 @@ pub async fn run(
         outbox,
     ));
     let max_per_user = hub.config.limits.max_connections_per_user as usize;
-    if hub.local.register(Arc::clone(&conn), max_per_user).is_err() {
-        hub.local.metrics.handshake("too_many_connections");
-        let reply = frames::error(
-            ErrorCode::TooManyConnections,
-            &format!("this user already has {max_per_user} connections"),
-            None,
-        );
+    if let Err(e) = hub.connect(&conn, max_per_user).await {
+        let (code, close_code, reason, message) = match e {
+            ConnectError::TooMany(_) => {
+                hub.local().metrics.handshake("too_many_connections");
+                (
+                    ErrorCode::TooManyConnections,
+                    CLOSE_TOO_MANY_CONNECTIONS,
+                    "too many connections",
+                    format!("this user already has {max_per_user} connections"),
+                )
+            }
+            ConnectError::Unavailable(why) => {
+                hub.local().metrics.handshake("cluster_unavailable");
+                (
+                    ErrorCode::Unavailable,
+                    CLOSE_TRY_AGAIN_LATER,
+                    "try again later",
+                    why,
+                )
+            }
+        };
+        let reply = frames::error(code, &message, None);
         if socket.send(Message::Text(reply.into())).await.is_ok() {
-            close(
-                &mut socket,
-                CLOSE_TOO_MANY_CONNECTIONS,
-                "too many connections",
-            )
-            .await;
+            close(&mut socket, close_code, reason).await;
         }
         return;
     }
     if hub.is_shutting_down() {
         // Shutdown began while we registered: its sweep may have missed us.
-        hub.local
+        hub.local()
             .close(&conn, CLOSE_GOING_AWAY, "server shutting down");
     }
     let connected = frames::connected(
@@ -109,13 +123,13 @@ pub async fn run(
     );
     let ended = serve(&mut socket, &hub, &conn, connected).await;
     conn.outbox.finish();
-    hub.local.unregister(seq, ended.code, &ended.reason);
+    hub.local().unregister(seq, ended.code, &ended.reason);
 }
 
 /// Waits for `{"op":"auth","token":...}` within `auth_timeout`. On failure, answers
 /// `unauthorized` and closes with 4001.
 async fn first_frame_auth(socket: &mut WebSocket, hub: &Hub) -> Option<Identity> {
-    let metrics = &hub.local.metrics;
+    let metrics = &hub.local().metrics;
     let wait = Duration::from_millis(hub.config.limits.auth_timeout_ms);
     let mut shutdown = hub.shutdown_signal();
     let first = tokio::select! {
@@ -211,7 +225,7 @@ async fn serve(socket: &mut WebSocket, hub: &Hub, conn: &Arc<WsConn>, connected:
                 }
             },
             _ = conn.outbox.recv_many(&mut batch, WRITE_BATCH) => {
-                let frames = batch.drain(..).map(|f| Message::Text(f.0.clone()));
+                let frames = batch.drain(..).map(|f| Message::Text(text_of(&f)));
                 if let Err(ended) = write(socket, conn, frames).await {
                     return ended;
                 }
@@ -264,6 +278,11 @@ async fn serve(socket: &mut WebSocket, hub: &Hub, conn: &Arc<WsConn>, connected:
     }
 }
 
+/// The text message for a queued frame (UTF-8 by construction; checked again by the type).
+fn text_of(f: &SharedFrame) -> Utf8Bytes {
+    Utf8Bytes::try_from(f.bytes().clone()).unwrap_or_default()
+}
+
 fn lost(reason: &str) -> Ended {
     Ended {
         code: CLOSE_ABNORMAL,
@@ -279,7 +298,7 @@ async fn close_now(
     code: u16,
     reason: &str,
 ) -> Ended {
-    hub.local.unregister(conn.info.seq, code, reason);
+    hub.local().unregister(conn.info.seq, code, reason);
     close(socket, code, reason).await
 }
 
@@ -369,13 +388,18 @@ async fn on_text(hub: &Hub, conn: &Arc<WsConn>, text: &str) -> Reply {
                 return Reply::Ok(frames::error(ErrorCode::Forbidden, &msg, r));
             }
             let max = hub.config.topics.max_subscriptions;
-            match hub.subscribe(conn, &topic, since.as_ref(), r, max) {
-                Ok(()) | Err(SubscribeRefused::Closing) => Reply::None,
-                Err(SubscribeRefused::TooMany) => Reply::Ok(frames::error(
-                    ErrorCode::TooManySubscriptions,
-                    &format!("this connection already has {max} subscriptions"),
-                    r,
-                )),
+            match hub.subscribe(conn, &topic, since.as_ref(), r, max).await {
+                Ok(()) | Err(SubscribeError::Refused(SubscribeRefused::Closing)) => Reply::None,
+                Err(SubscribeError::Refused(SubscribeRefused::TooMany)) => {
+                    Reply::Ok(frames::error(
+                        ErrorCode::TooManySubscriptions,
+                        &format!("this connection already has {max} subscriptions"),
+                        r,
+                    ))
+                }
+                Err(SubscribeError::Unavailable(why)) => {
+                    Reply::Ok(frames::error(ErrorCode::Unavailable, &why, r))
+                }
             }
         }
         Ok(ClientFrame::Unsubscribe { topic, reference }) => {

@@ -543,7 +543,7 @@ async fn a_slow_watcher_is_dropped_with_resource_exhausted_and_delivery_goes_on(
     }
     eventually("churned connections to leave", || {
         let hub = hub.clone();
-        async move { hub.local.registry.len() == 1 }
+        async move { hub.local().registry.len() == 1 }
     })
     .await;
     // Delivery is not held up by the stalled watcher.

@@ -195,7 +195,7 @@ async fn a_full_node_answers_503() {
     let hub = s.hub().clone();
     eventually("a place to free", || {
         let hub = hub.clone();
-        async move { hub.local.registry.is_empty() }
+        async move { hub.local().registry.is_empty() }
     })
     .await;
     // The place frees when the session task ends, just after the registry: poll, bounded.

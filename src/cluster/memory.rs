@@ -1,0 +1,329 @@
+//! The single-node family: every connection is on this node and topic history is kept in
+//! memory ([`crate::core::topic::History`] per topic, in a sharded map). Publishing appends and
+//! hands the publication to the local topic table under the topic's history lock, so a single
+//! node never sees a gap. Commands and questions are answered by this node alone.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, OnceLock, Weak};
+
+use parking_lot::{Mutex, RwLock};
+
+use super::{
+    BoxFuture, Broker, Command, ConnSnapshot, Control, Cursor, EncodeAt, Family, HistoryPage,
+    HistoryStore, Interest, Kept, ListFilter, ListPage, NewPublication, Present, Published, Route,
+    Selector, StatsPart,
+};
+use crate::core::frame::{shared, SharedFrame};
+use crate::core::ids::parse_conn_id;
+use crate::core::registry::Target;
+use crate::core::topic::{History, Publication};
+use crate::core::topics::{HistoryRead, Live};
+use crate::core::CoreError;
+use crate::hub::Hub;
+use crate::node::LocalNode;
+
+const SHARDS: usize = 32;
+
+/// Limits of the in-memory history.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryLimits {
+    pub size: usize,
+    pub ttl_ms: u64,
+}
+
+/// A fresh epoch for a topic whose history starts (again).
+pub fn new_epoch() -> String {
+    crate::random::hex(4)
+}
+
+type HistShard = RwLock<HashMap<String, Arc<Mutex<History<SharedFrame>>>>>;
+
+/// The in-memory family for one node.
+pub struct Memory {
+    local: Arc<LocalNode>,
+    limits: HistoryLimits,
+    shards: Box<[HistShard]>,
+    hasher: RandomState,
+    hub: OnceLock<Weak<Hub>>,
+}
+
+impl Memory {
+    pub fn new(local: Arc<LocalNode>, limits: HistoryLimits) -> Arc<Self> {
+        Arc::new(Memory {
+            local,
+            limits,
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            hub: OnceLock::new(),
+        })
+    }
+
+    /// The broker, history store and control of a single node.
+    pub fn family(self: &Arc<Self>) -> Family {
+        Family {
+            broker: Arc::clone(self) as Arc<dyn Broker>,
+            store: Arc::clone(self) as Arc<dyn HistoryStore>,
+            control: Arc::clone(self) as Arc<dyn Control>,
+        }
+    }
+
+    /// The hub that runs commands on this node's connections (set once it exists).
+    pub fn attach(&self, hub: Weak<Hub>) {
+        let _ = self.hub.set(hub);
+    }
+
+    fn hub(&self) -> Result<Arc<Hub>, CoreError> {
+        self.hub
+            .get()
+            .and_then(Weak::upgrade)
+            .ok_or(CoreError::ShuttingDown)
+    }
+
+    fn shard(&self, topic: &str) -> &HistShard {
+        &self.shards[(self.hasher.hash_one(topic) as usize) % SHARDS]
+    }
+
+    fn topic(&self, topic: &str) -> Arc<Mutex<History<SharedFrame>>> {
+        if let Some(h) = self.shard(topic).read().get(topic) {
+            return Arc::clone(h);
+        }
+        let mut map = self.shard(topic).write();
+        Arc::clone(map.entry(topic.to_owned()).or_insert_with(|| {
+            Arc::new(Mutex::new(History::new(
+                new_epoch(),
+                self.limits.size,
+                self.limits.ttl_ms,
+            )))
+        }))
+    }
+
+    /// Drops expired publications, and the history of topics with none left that nobody here
+    /// holds (so an idle topic restarts with a new epoch). Returns how many were dropped.
+    pub fn sweep(&self, now_ms: i64) -> usize {
+        let mut dropped = 0;
+        for shard in self.shards.iter() {
+            let mut empty = Vec::new();
+            for (name, h) in shard.read().iter() {
+                let mut h = h.lock();
+                h.evict(now_ms);
+                if h.is_empty() && !self.local.topics.is_held(name) {
+                    empty.push(name.clone());
+                }
+            }
+            if empty.is_empty() {
+                continue;
+            }
+            let mut map = shard.write();
+            for name in empty {
+                let gone = map.get(&name).is_some_and(|h| h.lock().is_empty())
+                    && !self.local.topics.is_held(&name);
+                if gone {
+                    map.remove(&name);
+                    dropped += 1;
+                }
+            }
+        }
+        dropped
+    }
+}
+
+impl Broker for Memory {
+    fn deliver(&self, route: Route, frame: SharedFrame) -> BoxFuture<'_, Result<u32, CoreError>> {
+        let l = &self.local;
+        let result = match &route {
+            Route::User(u) => Ok(l.deliver(Target::User(u), &frame)),
+            Route::Role(r) => Ok(l.deliver(Target::Role(r), &frame)),
+            Route::All => Ok(l.deliver(Target::All, &frame)),
+            Route::Connection(id) => match parse_conn_id(id) {
+                Some((node, seq)) if node == l.id && l.registry.get(seq).is_some() => {
+                    Ok(l.deliver(Target::Connection(seq), &frame))
+                }
+                _ => Err(CoreError::NotFound {
+                    what: format!("connection {id:?}"),
+                }),
+            },
+        };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn hold(&self, _keys: Vec<Interest>) -> BoxFuture<'_, Result<(), CoreError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn release(&self, _keys: Vec<Interest>) {}
+
+    fn ready(&self) -> bool {
+        true
+    }
+}
+
+impl HistoryStore for Memory {
+    fn publish(
+        &self,
+        p: NewPublication,
+        frame: EncodeAt<'_>,
+    ) -> BoxFuture<'_, Result<Published, CoreError>> {
+        let h = self.topic(&p.topic);
+        let mut h = h.lock();
+        let epoch = h.epoch.clone();
+        if p.caller_id {
+            if let Some(offset) = h.find_id(&p.message_id) {
+                return Box::pin(std::future::ready(Ok(Published {
+                    offset,
+                    epoch,
+                    connections: 0,
+                })));
+            }
+        }
+        let offset = h.next_offset();
+        let f = shared(frame(offset, &epoch));
+        // Handed to the local topic table under the history lock: in offset order, no gap.
+        let arrival = self.local.on_publication(
+            &p.topic,
+            Live {
+                epoch: &epoch,
+                offset,
+            },
+            &f,
+        );
+        h.push(
+            Publication {
+                offset,
+                message_id: if p.caller_id {
+                    p.message_id
+                } else {
+                    String::new()
+                },
+                kind: p.kind,
+                payload_json: p.payload_json,
+                published_at_ms: p.now_ms,
+                frame: f,
+            },
+            p.now_ms,
+        );
+        Box::pin(std::future::ready(Ok(Published {
+            offset,
+            epoch,
+            connections: arrival.queued,
+        })))
+    }
+
+    fn read(
+        &self,
+        topic: &str,
+        since: Option<u64>,
+    ) -> BoxFuture<'_, Result<HistoryRead<SharedFrame>, CoreError>> {
+        let h = self.topic(topic);
+        let mut h = h.lock();
+        h.evict(crate::clock::now_ms());
+        let latest = h.latest();
+        let (pubs, complete) = match since {
+            Some(s) if s <= latest => {
+                let pubs: Vec<(u64, SharedFrame)> = h
+                    .after(s, usize::MAX)
+                    .map(|p| (p.offset, Arc::clone(&p.frame)))
+                    .collect();
+                let complete = s == latest || pubs.first().is_some_and(|(o, _)| *o == s + 1);
+                (pubs, complete)
+            }
+            _ => (Vec::new(), false),
+        };
+        Box::pin(std::future::ready(Ok(HistoryRead {
+            epoch: h.epoch.clone(),
+            latest,
+            pubs,
+            complete,
+        })))
+    }
+
+    fn history(
+        &self,
+        topic: &str,
+        since: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<HistoryPage, CoreError>> {
+        let found = self.shard(topic).read().get(topic).cloned();
+        let page = match found {
+            None => HistoryPage::default(),
+            Some(h) => {
+                let mut h = h.lock();
+                h.evict(crate::clock::now_ms());
+                HistoryPage {
+                    publications: h
+                        .after(since, limit)
+                        .map(|p| Kept {
+                            offset: p.offset,
+                            message_id: p.message_id.clone(),
+                            kind: p.kind.clone(),
+                            payload_json: p.payload_json.clone(),
+                            published_at_ms: p.published_at_ms,
+                        })
+                        .collect(),
+                    epoch: h.epoch.clone(),
+                    latest: h.latest(),
+                }
+            }
+        };
+        Box::pin(std::future::ready(Ok(page)))
+    }
+
+    fn kept_topics(&self) -> BoxFuture<'_, Result<Vec<u64>, CoreError>> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            out.extend(shard.read().keys().map(|k| super::name_hash(k)));
+        }
+        Box::pin(std::future::ready(Ok(out)))
+    }
+
+    fn sweep(&self, now_ms: i64) {
+        Memory::sweep(self, now_ms);
+    }
+}
+
+impl Control for Memory {
+    fn command(&self, target: Selector, command: Command) -> BoxFuture<'_, Result<u32, CoreError>> {
+        Box::pin(async move {
+            let hub = self.hub()?;
+            hub.run_local(target, command).await
+        })
+    }
+
+    fn get(&self, connection_id: &str) -> BoxFuture<'_, Result<ConnSnapshot, CoreError>> {
+        let r = self
+            .local
+            .get(connection_id)
+            .map(|c| self.local.snapshot(&c))
+            .ok_or_else(|| CoreError::NotFound {
+                what: format!("connection {connection_id:?}"),
+            });
+        Box::pin(std::future::ready(r))
+    }
+
+    fn list(
+        &self,
+        filter: ListFilter,
+        after: Option<Cursor>,
+        size: usize,
+    ) -> BoxFuture<'_, Result<ListPage, CoreError>> {
+        Box::pin(std::future::ready(Ok(self.local.list(
+            &filter,
+            after.as_ref(),
+            size,
+        ))))
+    }
+
+    fn presence(&self, topic: &str) -> BoxFuture<'_, Result<Vec<Present>, CoreError>> {
+        Box::pin(std::future::ready(Ok(self.local.presence(topic))))
+    }
+
+    fn stats(&self) -> BoxFuture<'_, Result<(Vec<StatsPart>, u32), CoreError>> {
+        Box::pin(std::future::ready(Ok((vec![self.local.stats_part()], 1))))
+    }
+
+    fn watch(&self) -> BoxFuture<'_, Result<(), CoreError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn unwatch(&self) {}
+}
