@@ -422,10 +422,15 @@ impl Config {
         match self.broker.kind.as_str() {
             "memory" => {}
             "redis" => {
-                return Err(err(
-                    "broker.kind",
-                    "\"redis\" (cluster mode) is not available in this version yet; use \"memory\"",
-                ))
+                if let Err(e) = ::redis::Client::open(self.broker.redis_url.as_str()) {
+                    return Err(err(
+                        "broker.redis_url",
+                        format!("is not a Redis URL (redis://host:port/db): {e}"),
+                    ));
+                }
+                if self.broker.node_ttl_ms < 1000 {
+                    return Err(err("broker.node_ttl_ms", "must be at least 1000"));
+                }
             }
             other => {
                 return Err(err(

@@ -116,7 +116,7 @@ pub struct ListFilter {
 pub type Cursor = (String, u64);
 
 /// One page of a listing, in (node id, sequence) order.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListPage {
     pub items: Vec<ConnSnapshot>,
     /// Connections matching the filters, cluster-wide.
@@ -143,7 +143,7 @@ pub fn merge_pages(parts: Vec<ListPage>, size: usize) -> ListPage {
 
 /// One node's share of GetStats. Users and topics come as 64-bit hashes so that the union
 /// across nodes counts each once.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsPart {
     pub node_id: String,
     pub connections: u64,

@@ -186,8 +186,57 @@ pub fn encode(
     serde_json::to_string(&frame).expect("frame serialization cannot fail")
 }
 
+/// What a publication frame encoded with offset 0 and an empty epoch ends with.
+const UNPOSITIONED_TAIL: &str = "0,\"epoch\":\"\"}";
+
+/// The part of a publication frame before its offset: `frame` is the frame encoded with
+/// offset 0 and an empty epoch. A store that assigns offsets elsewhere (the cluster's script)
+/// completes it with [`complete_position`].
+pub fn position_prefix(frame: &str) -> Option<&str> {
+    frame.strip_suffix(UNPOSITIONED_TAIL)
+}
+
+/// Completes a frame from its [`position_prefix`], an offset and an epoch (the same
+/// concatenation the cluster's publish script does).
+pub fn complete_position(prefix: &str, offset: u64, epoch: &str) -> String {
+    format!("{prefix}{offset},\"epoch\":\"{epoch}\"}}")
+}
+
+/// A publication frame read back (for the History RPC).
+#[derive(Debug, serde::Deserialize)]
+pub struct ReadBack<'a> {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(borrow)]
+    pub payload: &'a RawValue,
+    pub id: String,
+    pub ts: i64,
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_positioned_frame_splits_and_completes() {
+        let m = validate("message", input("t", "[1]", ""), 100).unwrap();
+        let pos = |offset, epoch| TopicPosition {
+            topic: "a:b",
+            offset,
+            epoch,
+        };
+        let template = encode(&m, "m", 5, Some(pos(0, "")));
+        let prefix = position_prefix(&template).unwrap();
+        assert_eq!(
+            complete_position(prefix, 12, "ab12"),
+            encode(&m, "m", 5, Some(pos(12, "ab12")))
+        );
+        let back: ReadBack<'_> = serde_json::from_str(&template).unwrap();
+        assert_eq!(
+            (back.kind.as_str(), back.payload.get(), back.ts),
+            ("t", "[1]", 5)
+        );
+        assert_eq!(position_prefix(&encode(&m, "m", 5, None)), None);
+    }
+
     use super::*;
 
     fn input<'a>(kind: &'a str, payload: &'a str, id: &'a str) -> MessageInput<'a> {

@@ -493,6 +493,52 @@ where
         out
     }
 
+    /// Where the topic's stream stands here: (epoch, last offset delivered).
+    pub fn position(&self, topic: &str) -> Option<(String, u64)> {
+        let state = self.get(topic)?;
+        let t = state.lock();
+        t.stream.as_ref().map(|s| (s.epoch.to_string(), s.last))
+    }
+
+    /// Brings the stream to the store's position `(epoch, latest)` when history could not
+    /// fill what is missing (a new epoch, or publications trimmed away): subscribers are told
+    /// their position was lost, then any pending publication after `latest` flows.
+    pub fn resync(
+        &self,
+        topic: &str,
+        epoch: &str,
+        latest: u64,
+        reset: impl Fn(u64, &str) -> O::Frame,
+    ) -> Arrival<O> {
+        let Some(state) = self.get(topic) else {
+            return Arrival::default();
+        };
+        let mut t = state.lock();
+        let mut out = Arrival::default();
+        let same = t.stream.as_ref().is_some_and(|s| *s.epoch == *epoch);
+        if same && t.stream.as_ref().is_some_and(|s| s.last >= latest) {
+            return out;
+        }
+        let f = reset(latest, epoch);
+        for sub in t.subscribers.values_mut() {
+            sub.after = latest;
+            push_overflow(&sub.conn, &f, &mut out.overflowed);
+        }
+        if same {
+            t.pending.retain(|o, _| *o > latest);
+        } else {
+            t.pending.clear();
+        }
+        t.stream = Some(Stream {
+            epoch: Arc::from(epoch),
+            last: latest,
+        });
+        if let Some(frame) = t.pending.remove(&(latest + 1)) {
+            advance(&mut t, latest + 1, &frame, &mut out);
+        }
+        out
+    }
+
     /// Whether a gap is still open (pending publications wait for a missing one).
     pub fn gap(&self, topic: &str) -> Option<(u64, u64)> {
         let state = self.get(topic)?;
@@ -888,6 +934,37 @@ mod tests {
         live(&t, "E", 5);
         assert_eq!(got(&a), ["sub@2/E/None", "p3", "p4", "p5"]);
         assert_eq!(got(&b), ["sub@4/E/None", "p5"]);
+    }
+
+    #[test]
+    fn resync_tells_subscribers_and_moves_on() {
+        let t = Topics::new();
+        let c = conn(1, 100);
+        join(
+            &t,
+            &c,
+            HistoryRead {
+                epoch: "E".into(),
+                latest: 2,
+                pubs: vec![],
+                complete: true,
+            },
+            None,
+        );
+        live(&t, "E", 9);
+        assert_eq!(
+            t.resync("t", "E", 8, reset).queued,
+            1,
+            "the pending 9 flows"
+        );
+        assert_eq!(t.position("t"), Some(("E".into(), 9)));
+        assert_eq!(t.resync("t", "E", 5, reset).queued, 0, "nothing to do");
+        t.resync("t", "F", 0, reset);
+        live(&t, "F", 1);
+        assert_eq!(
+            got(&c),
+            ["sub@2/E/None", "reset@8/E", "p9", "reset@0/F", "p1"]
+        );
     }
 
     #[test]

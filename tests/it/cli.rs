@@ -9,8 +9,6 @@ use serde_json::Value;
 
 use crate::common::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_boundary-realtime");
-
 #[test]
 fn version_prints_the_crate_version() {
     let out = Command::new(BIN).arg("--version").output().unwrap();
@@ -112,61 +110,6 @@ fn invalid_configuration_stops_start_up_naming_the_key() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("grpc.api_keys"));
-}
-
-/// A child process that is killed and reaped if the test ends early.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `serve` on ephemeral ports and reads the addresses from its "listening" log line.
-fn spawn_serve(
-    extra_env: &[(&str, &str)],
-) -> (Reaped, String, String, std::sync::mpsc::Receiver<String>) {
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "serve",
-        "--http-listen",
-        "127.0.0.1:0",
-        "--grpc-listen",
-        "127.0.0.1:0",
-        "--log-format",
-        "json",
-    ])
-    .env("REALTIME_JWT__SECRET", SECRET)
-    .env("REALTIME_GRPC__API_KEYS", API_KEY)
-    .env("REALTIME_NODE__ID", "bin")
-    .env_remove("RUST_LOG")
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    let mut child = Reaped(cmd.spawn().unwrap());
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-            .expect("listening line");
-        let v: Value = serde_json::from_str(&line).expect("JSON log line");
-        if v["fields"]["message"] == "listening" {
-            let http = v["fields"]["http_addr"].as_str().unwrap().to_owned();
-            let grpc = v["fields"]["grpc_addr"].as_str().unwrap().to_owned();
-            return (child, http, grpc, rx);
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 use std::future::Future;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use boundary_realtime::config::Config;
@@ -280,4 +282,139 @@ pub async fn send_role(client: &mut Client, role: &str, kind: &str, payload: &st
         .expect("SendToRole")
         .into_inner()
         .connections
+}
+
+/// A child process that is killed and reaped if the test ends early.
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `serve` on ephemeral ports and reads the addresses from its "listening" log line.
+pub fn spawn_serve(
+    extra_env: &[(&str, &str)],
+) -> (Reaped, String, String, std::sync::mpsc::Receiver<String>) {
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "serve",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+    ])
+    .env("REALTIME_JWT__SECRET", SECRET)
+    .env("REALTIME_GRPC__API_KEYS", API_KEY)
+    .env("REALTIME_NODE__ID", "bin")
+    .env_remove("RUST_LOG")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = Reaped(cmd.spawn().unwrap());
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .expect("listening line");
+        let v: Value = serde_json::from_str(&line).expect("JSON log line");
+        if v["fields"]["message"] == "listening" {
+            let http = v["fields"]["http_addr"].as_str().unwrap().to_owned();
+            let grpc = v["fields"]["grpc_addr"].as_str().unwrap().to_owned();
+            return (child, http, grpc, rx);
+        }
+    }
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_boundary-realtime");
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real `redis-server` of this test's own, on a free loopback port, keeping nothing on disk;
+/// it can be stopped and started again on the same port. Killed when dropped.
+pub struct RedisProc {
+    child: Option<Reaped>,
+    pub port: u16,
+}
+
+impl RedisProc {
+    pub fn start() -> RedisProc {
+        let mut r = RedisProc {
+            child: None,
+            port: free_port(),
+        };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (SIGKILL: no chance to save anything).
+    pub fn stop(&mut self) {
+        self.child = None;
+    }
+
+    /// Starts it (again) on the same port and waits until it answers PING.
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                &std::env::temp_dir().to_string_lossy(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (apt-get install redis-server)");
+        self.child = Some(Reaped(child));
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if self.ping() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn ping(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let mut buf = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
 }

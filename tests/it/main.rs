@@ -5,6 +5,7 @@ mod common;
 mod auth;
 mod bench;
 mod cli;
+mod cluster;
 mod delivery;
 mod grpc_api;
 mod jwks;

@@ -1,21 +1,1024 @@
-//! placeholder
-use std::sync::{Arc, Weak};
+//! The cluster family on Redis (or Valkey): any number of nodes share one Redis, and every RPC
+//! answers the same on any node.
+//!
+//! - Two connections per node: a multiplexed command connection (`ConnectionManager`, which
+//!   reconnects by itself) and a dedicated pub/sub connection owned by [`supervisor`], which
+//!   reconnects, resubscribes everything this node holds, and has every held topic caught up
+//!   from history before it reports ready again. Every command runs under a timeout.
+//! - Interest ([`interest`]): a node subscribes to `rt:u:<user>`, `rt:r:<role>` and
+//!   `rt:t:{topic}` only while it holds a connection for them (reference counted, with a
+//!   deferred unsubscribe), so a delivery reaches only the nodes that need it.
+//! - Request/reply: a delivery, command or question is one PUBLISH on the narrowest channel;
+//!   PUBLISH answers how many nodes received it, and the caller waits for that many replies on
+//!   its own node channel (its own share is answered in process). No node is ever waited for
+//!   that is not there: a dead node's subscriptions die with its connection.
+//! - Topics: the publish script assigns the offset, keeps the history, records idempotency and
+//!   publishes, in one round trip; each node's topic table orders what arrives and repairs
+//!   gaps from history.
+//! - Membership ([`members`]): heartbeats on `rt:c`; a node silent for `node_ttl_ms` is gone.
 
+mod interest;
+mod members;
+mod scripts;
+mod supervisor;
+pub mod wire;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use redis::aio::ConnectionManager;
+use redis::{Script, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{
+    merge_pages, name_hash, BoxFuture, Broker, Command, ConnSnapshot, Control, Cursor, EncodeAt,
+    Family, HistoryPage, HistoryStore, Interest, Kept, ListFilter, ListPage, NewPublication,
+    Present, Published, Route, Selector, StatsPart,
+};
+use crate::clock::now_ms;
+use crate::core::frame::{Frame, SharedFrame};
+use crate::core::ids::parse_conn_id;
+use crate::core::message;
+use crate::core::registry::Target;
+use crate::core::topics::{HistoryRead, Live};
+use crate::core::CoreError;
 use crate::hub::Hub;
-use crate::node::LocalNode;
+use crate::node::{reset_frame, LocalNode};
+use wire::{Header, Request, Response};
 
-pub struct RedisCluster;
+/// The longest any one Redis command may take.
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a request waits for the nodes' replies.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(1);
+/// How long the topic index and a topic's meta outlive its last publication, at least.
+const META_TTL_MS: u64 = 24 * 3600 * 1000;
+
+struct Pending {
+    expected: Option<usize>,
+    got: Vec<Response>,
+    done: Option<oneshot::Sender<Vec<Response>>>,
+}
+
+/// What the cluster family needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub redis_url: String,
+    pub node_ttl_ms: u64,
+    pub history_size: usize,
+    pub history_ttl_ms: u64,
+}
+
+pub struct RedisCluster {
+    node_id: String,
+    local: Arc<LocalNode>,
+    hub: OnceLock<Weak<Hub>>,
+    settings: Settings,
+    client: redis::Client,
+    cmd: ConnectionManager,
+    interest: interest::Interests,
+    pending: Mutex<HashMap<u64, Pending>>,
+    next_rid: AtomicU64,
+    members: Mutex<members::Members>,
+    pubsub_ready: AtomicBool,
+    cmd_ok: AtomicBool,
+    catching_up: Mutex<HashSet<String>>,
+    publish_script: Script,
+    read_script: Script,
+    stop: watch::Sender<bool>,
+}
+
+/// The URL without its password, for messages.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
 
 impl RedisCluster {
+    /// Connects to Redis, subscribes this node's channels and starts its background tasks.
     pub async fn start(
-        _c: &crate::config::Config,
-        _l: Arc<LocalNode>,
+        config: &crate::config::Config,
+        local: Arc<LocalNode>,
     ) -> Result<Arc<Self>, String> {
-        Err("not yet".into())
+        let settings = Settings {
+            redis_url: config.broker.redis_url.clone(),
+            node_ttl_ms: config.broker.node_ttl_ms,
+            history_size: config.topics.history_size,
+            history_ttl_ms: config.topics.history_ttl_ms,
+        };
+        let url = redacted(&settings.redis_url);
+        let client =
+            redis::Client::open(settings.redis_url.as_str()).map_err(|e| format!("{url}: {e}"))?;
+        let cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let cmd = tokio::time::timeout(
+            REDIS_TIMEOUT * 2,
+            ConnectionManager::new_with_config(client.clone(), cfg),
+        )
+        .await
+        .map_err(|_| format!("cannot reach Redis at {url}: timed out"))?
+        .map_err(|e| format!("cannot reach Redis at {url}: {e}"))?;
+        let (ops_tx, ops_rx) = mpsc::unbounded_channel();
+        let node_id = local.id.clone();
+        let cluster = Arc::new(RedisCluster {
+            node_id: node_id.clone(),
+            local: Arc::clone(&local),
+            hub: OnceLock::new(),
+            settings,
+            client,
+            cmd,
+            interest: interest::Interests::new(ops_tx),
+            pending: Mutex::new(HashMap::new()),
+            next_rid: AtomicU64::new(1),
+            members: Mutex::new(members::Members::new(node_id)),
+            pubsub_ready: AtomicBool::new(false),
+            cmd_ok: AtomicBool::new(true),
+            catching_up: Mutex::new(HashSet::new()),
+            publish_script: Script::new(scripts::PUBLISH),
+            read_script: Script::new(scripts::READ),
+            stop: watch::channel(false).0,
+        });
+        let weak = Arc::downgrade(&cluster);
+        local.set_event_sink(Box::new(move |ev| {
+            if let Some(c) = weak.upgrade() {
+                let msg = wire::encode(
+                    &Header::Event {
+                        event: Box::new(ev.clone()),
+                    },
+                    b"",
+                );
+                tokio::spawn(async move {
+                    let _ = c.publish_raw(wire::EVENTS, msg).await;
+                });
+            }
+        }));
+        tokio::spawn(supervisor::run(Arc::clone(&cluster), ops_rx));
+        tokio::spawn(members::heartbeat(Arc::clone(&cluster)));
+        tokio::spawn(interest::dissolver(Arc::clone(&cluster)));
+        let mut ready = false;
+        for _ in 0..100 {
+            if cluster.pubsub_ready.load(Ordering::Acquire) {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !ready {
+            cluster.stop.send_replace(true);
+            return Err(format!("cannot subscribe to Redis at {url}"));
+        }
+        tracing::info!(redis = %url, node_id = %cluster.node_id, "joined the cluster");
+        Ok(cluster)
     }
-    pub fn family(self: &Arc<Self>) -> super::Family {
-        unimplemented!()
+
+    pub fn family(self: &Arc<Self>) -> Family {
+        Family {
+            broker: Arc::clone(self) as Arc<dyn Broker>,
+            store: Arc::clone(self) as Arc<dyn HistoryStore>,
+            control: Arc::clone(self) as Arc<dyn Control>,
+        }
     }
-    pub fn attach(&self, _hub: Weak<Hub>) {}
-    pub async fn leave(&self) {}
+
+    pub fn attach(&self, hub: Weak<Hub>) {
+        let _ = self.hub.set(hub);
+    }
+
+    /// Says goodbye to the other nodes and stops the background tasks.
+    pub async fn leave(&self) {
+        let msg = wire::encode(
+            &Header::Leave {
+                node: self.node_id.clone(),
+            },
+            b"",
+        );
+        let _ = self.publish_raw(wire::CONTROL, msg).await;
+        self.stop.send_replace(true);
+    }
+
+    fn stopped(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// Runs one command under the timeout; connection trouble marks the node unready.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CoreError> {
+        let mut con = self.cmd.clone();
+        self.outcome(tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async(&mut con)).await)
+    }
+
+    fn outcome<T>(
+        &self,
+        r: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, CoreError> {
+        match r {
+            Ok(Ok(v)) => {
+                self.cmd_ok.store(true, Ordering::Release);
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                if e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout()
+                {
+                    self.cmd_ok.store(false, Ordering::Release);
+                }
+                Err(CoreError::Unavailable(e.to_string()))
+            }
+            Err(_) => {
+                self.cmd_ok.store(false, Ordering::Release);
+                Err(CoreError::Unavailable(
+                    "Redis did not answer in time".into(),
+                ))
+            }
+        }
+    }
+
+    async fn publish_raw(&self, channel: &str, msg: Vec<u8>) -> Result<usize, CoreError> {
+        self.query(redis::cmd("PUBLISH").arg(channel).arg(msg))
+            .await
+    }
+
+    fn new_pending(&self) -> (u64, oneshot::Receiver<Vec<Response>>) {
+        let rid = self.next_rid.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().insert(
+            rid,
+            Pending {
+                expected: None,
+                got: Vec::new(),
+                done: Some(tx),
+            },
+        );
+        (rid, rx)
+    }
+
+    /// Sets how many replies `rid` waits for; completes it when they are all in.
+    fn expect(&self, rid: u64, n: usize) {
+        let mut p = self.pending.lock();
+        if let Some(e) = p.get_mut(&rid) {
+            e.expected = Some(n);
+            if e.got.len() >= n {
+                if let Some(tx) = e.done.take() {
+                    let _ = tx.send(std::mem::take(&mut e.got));
+                }
+                p.remove(&rid);
+            }
+        }
+    }
+
+    fn on_response(&self, rid: u64, resp: Response) {
+        let mut p = self.pending.lock();
+        if let Some(e) = p.get_mut(&rid) {
+            e.got.push(resp);
+            if e.expected.is_some_and(|n| e.got.len() >= n) {
+                if let Some(tx) = e.done.take() {
+                    let _ = tx.send(std::mem::take(&mut e.got));
+                }
+                p.remove(&rid);
+            }
+        }
+    }
+
+    /// Waits for the replies of `rid` until the deadline; a late node's share is left out.
+    async fn collect(&self, rid: u64, rx: oneshot::Receiver<Vec<Response>>) -> Vec<Response> {
+        match tokio::time::timeout(REQUEST_DEADLINE, rx).await {
+            Ok(Ok(v)) => v,
+            _ => {
+                let partial = self.pending.lock().remove(&rid).map(|p| p.got);
+                tracing::warn!(
+                    rid,
+                    "a cluster request timed out waiting for a node's reply"
+                );
+                partial.unwrap_or_default()
+            }
+        }
+    }
+
+    /// Publishes a request or delivery to `channel` and gathers one reply per receiving node.
+    async fn ask(
+        &self,
+        channel: &str,
+        header: impl FnOnce(u64) -> Header,
+        body: &[u8],
+    ) -> Result<Vec<Response>, CoreError> {
+        let (rid, rx) = self.new_pending();
+        let msg = wire::encode(&header(rid), body);
+        let n = match self.publish_raw(channel, msg).await {
+            Ok(n) => n,
+            Err(e) => {
+                self.pending.lock().remove(&rid);
+                return Err(e);
+            }
+        };
+        self.expect(rid, n);
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self.collect(rid, rx).await)
+    }
+
+    async fn request(&self, channel: &str, req: Request) -> Result<Vec<Response>, CoreError> {
+        let from = self.node_id.clone();
+        self.ask(channel, |rid| Header::Req { from, rid, req }, b"")
+            .await
+    }
+
+    /// Sends a reply to `from` (in process when it is this node).
+    fn reply(self: &Arc<Self>, from: &str, rid: u64, resp: Response) {
+        if from == self.node_id {
+            self.on_response(rid, resp);
+            return;
+        }
+        let msg = wire::encode(&Header::Resp { rid, resp }, b"");
+        let channel = wire::node_channel(from);
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let _ = me.publish_raw(&channel, msg).await;
+        });
+    }
+
+    /// One pub/sub message. Never waits: slow work is spawned.
+    fn on_message(self: &Arc<Self>, payload: &[u8]) {
+        let (h, body) = match wire::decode(payload) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignored a malformed cluster message");
+                return;
+            }
+        };
+        match h {
+            Header::Deliver { from, rid, route } => {
+                let Some(frame) = frame_of(body) else {
+                    return;
+                };
+                let l = &self.local;
+                let resp = match &route {
+                    Route::User(u) => Response::Count(l.deliver(Target::User(u), &frame)),
+                    Route::Role(r) => Response::Count(l.deliver(Target::Role(r), &frame)),
+                    Route::All => Response::Count(l.deliver(Target::All, &frame)),
+                    Route::Connection(id) => match l.get(id) {
+                        Some(c) => {
+                            Response::Count(l.deliver(Target::Connection(c.info.seq), &frame))
+                        }
+                        None => Response::NotFound,
+                    },
+                };
+                self.reply(&from, rid, resp);
+            }
+            Header::Pub {
+                from,
+                rid,
+                topic,
+                offset,
+                epoch,
+            } => {
+                let Some(frame) = frame_of(body) else {
+                    return;
+                };
+                let a = self.local.on_publication(
+                    &topic,
+                    Live {
+                        epoch: &epoch,
+                        offset,
+                    },
+                    &frame,
+                );
+                if a.gap.is_some() {
+                    self.catch_up(topic);
+                }
+                if rid > 0 {
+                    self.reply(&from, rid, Response::Count(a.queued));
+                }
+            }
+            Header::Req { from, rid, req } => match req {
+                Request::Command { target, command } => {
+                    let me = Arc::clone(self);
+                    tokio::spawn(async move {
+                        let resp = me.run_command(target, command).await;
+                        me.reply(&from, rid, resp);
+                    });
+                }
+                other => {
+                    let resp = self.answer(&from, other);
+                    self.reply(&from, rid, resp);
+                }
+            },
+            Header::Resp { rid, resp } => self.on_response(rid, resp),
+            Header::Beat {
+                node,
+                watching,
+                hello,
+            } => {
+                let export = self.members.lock().beat(&node, now_ms(), watching);
+                self.local.set_export_events(export);
+                if hello && node != self.node_id {
+                    let me = Arc::clone(self);
+                    tokio::spawn(async move { members::beat_to(&me, Some(&node), false).await });
+                }
+            }
+            Header::Leave { node } => {
+                let export = self.members.lock().leave(&node, now_ms());
+                self.local.set_export_events(export);
+            }
+            Header::Event { event } => {
+                if event.conn.node_id != self.node_id {
+                    self.local.inject_event(*event);
+                }
+            }
+        }
+    }
+
+    async fn run_command(&self, target: Selector, command: Command) -> Response {
+        let Some(hub) = self.hub.get().and_then(Weak::upgrade) else {
+            return Response::Failed("the node is shutting down".into());
+        };
+        match hub.run_local(target, command).await {
+            Ok(n) => Response::Count(n),
+            Err(CoreError::NotFound { .. }) => Response::NotFound,
+            Err(e) => Response::Failed(e.to_string()),
+        }
+    }
+
+    /// Answers a question about this node's connections.
+    fn answer(&self, from: &str, req: Request) -> Response {
+        let l = &self.local;
+        match req {
+            Request::Get { id } => match l.get(&id) {
+                Some(c) => Response::Conn(Box::new(l.snapshot(&c))),
+                None => Response::NotFound,
+            },
+            Request::List {
+                filter,
+                after,
+                size,
+            } => Response::Page(l.list(&filter, after.as_ref(), size)),
+            Request::Presence { topic } => Response::Presence(l.presence(&topic)),
+            Request::Stats => Response::Stats(l.stats_part()),
+            Request::Watch => {
+                let export = self.members.lock().watching(from, now_ms());
+                l.set_export_events(export);
+                Response::Ok
+            }
+            Request::Command { .. } => Response::Failed("not a question".into()),
+        }
+    }
+
+    /// Reads what a topic's stream here is missing and feeds it in order; when history cannot
+    /// fill the gap (trimmed, or a new epoch), subscribers are told and the stream moves on.
+    fn catch_up(self: &Arc<Self>, topic: String) {
+        if !self.catching_up.lock().insert(topic.clone()) {
+            return;
+        }
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            me.catch_up_now(&topic).await;
+            me.catching_up.lock().remove(&topic);
+        });
+    }
+
+    async fn catch_up_now(&self, topic: &str) {
+        for attempt in 0..5 {
+            let Some((epoch, last)) = self.local.topics.position(topic) else {
+                return;
+            };
+            let read = match self.read_topic(topic, Some(last), true).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
+                    continue;
+                }
+            };
+            if read.epoch == epoch {
+                for (o, f) in &read.pubs {
+                    self.local.on_publication(
+                        topic,
+                        Live {
+                            epoch: &epoch,
+                            offset: *o,
+                        },
+                        f,
+                    );
+                }
+            }
+            let behind = self
+                .local
+                .topics
+                .position(topic)
+                .is_some_and(|(e, l)| e != read.epoch || l < read.latest);
+            if behind || self.local.topics.gap(topic).is_some() {
+                let a =
+                    self.local
+                        .topics
+                        .resync(topic, &read.epoch, read.latest, reset_frame(topic));
+                self.local.close_slow(&a.overflowed);
+                if self.local.topics.gap(topic).is_some() {
+                    let a = self.local.topics.skip_gap(topic, reset_frame(topic));
+                    self.local.close_slow(&a.overflowed);
+                }
+            }
+            return;
+        }
+    }
+
+    /// Every held topic, caught up (after the pub/sub connection came back).
+    async fn catch_up_all(self: &Arc<Self>) {
+        for (topic, _, _) in self.local.topics.positions() {
+            self.catch_up_now(&topic).await;
+        }
+    }
+
+    async fn read_topic(
+        &self,
+        topic: &str,
+        since: Option<u64>,
+        create: bool,
+    ) -> Result<HistoryRead<SharedFrame>, CoreError> {
+        let count = self.settings.history_size.max(1) + 1;
+        let (epoch, latest, entries) = self.read_raw(topic, since, count, create).await?;
+        let pubs: Vec<(u64, SharedFrame)> = entries
+            .into_iter()
+            .filter_map(|e| Some((e.offset, Arc::new(Frame::from_utf8(e.frame)?))))
+            .collect();
+        let complete = match since {
+            Some(s) if s == latest => true,
+            Some(s) => pubs.first().is_some_and(|(o, _)| *o == s + 1),
+            None => false,
+        };
+        Ok(HistoryRead {
+            epoch,
+            latest,
+            pubs,
+            complete,
+        })
+    }
+
+    async fn read_raw(
+        &self,
+        topic: &str,
+        since: Option<u64>,
+        count: usize,
+        create: bool,
+    ) -> Result<(String, u64, Vec<Entry>), CoreError> {
+        let (stream, meta, _) = wire::topic_keys(topic);
+        let mut inv = self.read_script.prepare_invoke();
+        inv.key(&stream)
+            .key(&meta)
+            .arg(since.map_or(-1, |s| s as i64))
+            .arg(count)
+            .arg(self.meta_ttl_ms())
+            .arg(super::memory::new_epoch())
+            .arg(if create { "1" } else { "0" });
+        let mut con = self.cmd.clone();
+        let v: Value =
+            self.outcome(tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut con)).await)?;
+        let bad = || CoreError::Unavailable("unexpected answer from the read script".into());
+        let Value::Array(parts) = v else {
+            return Err(bad());
+        };
+        let [epoch, latest, entries] = <[Value; 3]>::try_from(parts).map_err(|_| bad())?;
+        let epoch = as_string(&epoch).ok_or_else(bad)?;
+        let latest = as_u64(&latest).ok_or_else(bad)?;
+        let min_ts = now_ms() - self.settings.history_ttl_ms as i64;
+        let entries = parse_entries(entries)
+            .into_iter()
+            .filter(|e| e.ts >= min_ts)
+            .collect();
+        Ok((epoch, latest, entries))
+    }
+
+    fn meta_ttl_ms(&self) -> u64 {
+        self.settings.history_ttl_ms.max(META_TTL_MS)
+    }
+
+    fn channel_of(&self, target: &Selector) -> Result<String, CoreError> {
+        match target {
+            Selector::Connection(id) => match parse_conn_id(id) {
+                Some((node, _)) => Ok(wire::node_channel(node)),
+                None => Err(not_found(id)),
+            },
+            Selector::User(u) => Ok(wire::user_channel(u)),
+        }
+    }
+}
+
+fn not_found(id: &str) -> CoreError {
+    CoreError::NotFound {
+        what: format!("connection {id:?}"),
+    }
+}
+
+fn frame_of(body: &[u8]) -> Option<SharedFrame> {
+    let f = Frame::from_utf8(Bytes::copy_from_slice(body));
+    if f.is_none() {
+        tracing::warn!("ignored a cluster frame that is not UTF-8");
+    }
+    f.map(Arc::new)
+}
+
+/// A history entry read back from the stream.
+struct Entry {
+    offset: u64,
+    frame: Bytes,
+    message_id: String,
+    ts: i64,
+}
+
+fn as_string(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        other => as_string(other)?.parse().ok(),
+    }
+}
+
+/// XRANGE's answer: `[[id, [field, value, ...]], ...]`; ids are `<offset>-0`.
+fn parse_entries(v: Value) -> Vec<Entry> {
+    let Value::Array(items) = v else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::Array(pair) = item else { continue };
+        let Ok([id, fields]) = <[Value; 2]>::try_from(pair) else {
+            continue;
+        };
+        let Some(offset) =
+            as_string(&id).and_then(|id| id.split('-').next().and_then(|o| o.parse().ok()))
+        else {
+            continue;
+        };
+        let Value::Array(fields) = fields else {
+            continue;
+        };
+        let mut e = Entry {
+            offset,
+            frame: Bytes::new(),
+            message_id: String::new(),
+            ts: 0,
+        };
+        for kv in fields.chunks(2) {
+            let [k, val] = kv else { continue };
+            match (as_string(k).as_deref(), val) {
+                (Some("f"), Value::BulkString(b)) => e.frame = Bytes::from(b.clone()),
+                (Some("m"), v) => e.message_id = as_string(v).unwrap_or_default(),
+                (Some("t"), v) => e.ts = as_string(v).and_then(|s| s.parse().ok()).unwrap_or(0),
+                _ => {}
+            }
+        }
+        out.push(e);
+    }
+    out
+}
+
+impl Broker for RedisCluster {
+    fn deliver(&self, route: Route, frame: SharedFrame) -> BoxFuture<'_, Result<u32, CoreError>> {
+        Box::pin(async move {
+            let channel = match &route {
+                Route::User(u) => wire::user_channel(u),
+                Route::Role(r) => wire::role_channel(r),
+                Route::All => wire::CONTROL.to_owned(),
+                Route::Connection(id) => self.channel_of(&Selector::Connection(id.clone()))?,
+            };
+            let from = self.node_id.clone();
+            let by_connection = matches!(route, Route::Connection(_));
+            let id = match &route {
+                Route::Connection(id) => id.clone(),
+                _ => String::new(),
+            };
+            let replies = self
+                .ask(
+                    &channel,
+                    |rid| Header::Deliver { from, rid, route },
+                    frame.bytes(),
+                )
+                .await?;
+            let mut n = 0;
+            let mut found = false;
+            for r in replies {
+                if let Response::Count(c) = r {
+                    n += c;
+                    found = true;
+                }
+            }
+            if by_connection && !found {
+                return Err(not_found(&id));
+            }
+            Ok(n)
+        })
+    }
+
+    fn hold(&self, keys: Vec<Interest>) -> BoxFuture<'_, Result<(), CoreError>> {
+        Box::pin(async move {
+            if !self.pubsub_ready.load(Ordering::Acquire) {
+                return Err(CoreError::Unavailable(
+                    "the Redis pub/sub connection is down".into(),
+                ));
+            }
+            self.interest.hold(&keys).await
+        })
+    }
+
+    fn release(&self, keys: Vec<Interest>) {
+        self.interest.release(&keys);
+    }
+
+    fn ready(&self) -> bool {
+        self.pubsub_ready.load(Ordering::Acquire) && self.cmd_ok.load(Ordering::Acquire)
+    }
+}
+
+impl HistoryStore for RedisCluster {
+    fn publish(
+        &self,
+        p: NewPublication,
+        frame: EncodeAt<'_>,
+    ) -> BoxFuture<'_, Result<Published, CoreError>> {
+        let template = frame(0, "");
+        Box::pin(async move {
+            let prefix = message::position_prefix(&template).ok_or_else(|| {
+                CoreError::Unavailable("a publication frame without a position".into())
+            })?;
+            let (stream, meta, idem_prefix) = wire::topic_keys(&p.topic);
+            let idem = if p.caller_id {
+                format!("{idem_prefix}{}", p.message_id)
+            } else {
+                idem_prefix
+            };
+            let (rid, rx) = self.new_pending();
+            let mut inv = self.publish_script.prepare_invoke();
+            inv.key(&stream)
+                .key(&meta)
+                .key(&idem)
+                .key(wire::TOPIC_INDEX)
+                .arg(prefix)
+                .arg(wire::pub_header_prefix(&self.node_id, rid, &p.topic))
+                .arg(self.settings.history_size)
+                .arg(self.settings.history_ttl_ms)
+                .arg(self.meta_ttl_ms())
+                .arg(super::memory::new_epoch())
+                .arg(if p.caller_id {
+                    p.message_id.as_str()
+                } else {
+                    ""
+                })
+                .arg(wire::topic_channel(&p.topic))
+                .arg(p.now_ms)
+                .arg(&p.topic);
+            let mut con = self.cmd.clone();
+            let r = tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut con)).await;
+            let v: Value = match self.outcome(r) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.pending.lock().remove(&rid);
+                    return Err(e);
+                }
+            };
+            let bad = || CoreError::Unavailable("unexpected answer from the publish script".into());
+            let Value::Array(parts) = v else {
+                self.pending.lock().remove(&rid);
+                return Err(bad());
+            };
+            let parsed = <[Value; 3]>::try_from(parts).ok().and_then(|[o, e, n]| {
+                let n = match n {
+                    Value::Int(i) => i,
+                    _ => return None,
+                };
+                Some((as_u64(&o)?, as_string(&e)?, n))
+            });
+            let Some((offset, epoch, n)) = parsed else {
+                self.pending.lock().remove(&rid);
+                return Err(bad());
+            };
+            if n < 0 {
+                self.pending.lock().remove(&rid);
+                return Ok(Published {
+                    offset,
+                    epoch,
+                    connections: 0,
+                });
+            }
+            self.expect(rid, n as usize);
+            let replies = if n == 0 {
+                Vec::new()
+            } else {
+                self.collect(rid, rx).await
+            };
+            let connections = replies
+                .iter()
+                .map(|r| match r {
+                    Response::Count(c) => *c,
+                    _ => 0,
+                })
+                .sum();
+            Ok(Published {
+                offset,
+                epoch,
+                connections,
+            })
+        })
+    }
+
+    fn read(
+        &self,
+        topic: &str,
+        since: Option<u64>,
+    ) -> BoxFuture<'_, Result<HistoryRead<SharedFrame>, CoreError>> {
+        let topic = topic.to_owned();
+        Box::pin(async move { self.read_topic(&topic, since, true).await })
+    }
+
+    fn history(
+        &self,
+        topic: &str,
+        since: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<HistoryPage, CoreError>> {
+        let topic = topic.to_owned();
+        Box::pin(async move {
+            let (epoch, latest, entries) = self.read_raw(&topic, Some(since), limit, false).await?;
+            let publications = entries
+                .iter()
+                .filter_map(|e| {
+                    let text = std::str::from_utf8(&e.frame).ok()?;
+                    let back: message::ReadBack<'_> = serde_json::from_str(text).ok()?;
+                    Some(Kept {
+                        offset: e.offset,
+                        message_id: e.message_id.clone(),
+                        kind: back.kind,
+                        payload_json: back.payload.get().to_owned(),
+                        published_at_ms: back.ts,
+                    })
+                })
+                .collect();
+            Ok(HistoryPage {
+                publications,
+                epoch,
+                latest,
+            })
+        })
+    }
+
+    fn kept_topics(&self) -> BoxFuture<'_, Result<Vec<u64>, CoreError>> {
+        Box::pin(async move {
+            let oldest = now_ms() - self.settings.history_ttl_ms as i64;
+            let mut pipe = redis::pipe();
+            pipe.cmd("ZREMRANGEBYSCORE")
+                .arg(wire::TOPIC_INDEX)
+                .arg("-inf")
+                .arg(format!("({oldest}"))
+                .ignore()
+                .cmd("ZRANGE")
+                .arg(wire::TOPIC_INDEX)
+                .arg(0)
+                .arg(-1);
+            let mut con = self.cmd.clone();
+            let r = tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async(&mut con)).await;
+            let (names,): (Vec<String>,) = self.outcome(r)?;
+            Ok(names.iter().map(|n| name_hash(n)).collect())
+        })
+    }
+}
+
+impl Control for RedisCluster {
+    fn command(&self, target: Selector, command: Command) -> BoxFuture<'_, Result<u32, CoreError>> {
+        Box::pin(async move {
+            let channel = self.channel_of(&target)?;
+            let by_connection = match &target {
+                Selector::Connection(id) => Some(id.clone()),
+                Selector::User(_) => None,
+            };
+            let replies = self
+                .request(&channel, Request::Command { target, command })
+                .await?;
+            let mut n = 0;
+            let mut found = false;
+            for r in replies {
+                match r {
+                    Response::Count(c) => {
+                        n += c;
+                        found = true;
+                    }
+                    Response::Failed(why) => {
+                        tracing::warn!(error = %why, "a node failed a command")
+                    }
+                    _ => {}
+                }
+            }
+            match by_connection {
+                Some(id) if !found => Err(not_found(&id)),
+                _ => Ok(n),
+            }
+        })
+    }
+
+    fn get(&self, connection_id: &str) -> BoxFuture<'_, Result<ConnSnapshot, CoreError>> {
+        let id = connection_id.to_owned();
+        Box::pin(async move {
+            let channel = self.channel_of(&Selector::Connection(id.clone()))?;
+            let replies = self
+                .request(&channel, Request::Get { id: id.clone() })
+                .await?;
+            replies
+                .into_iter()
+                .find_map(|r| match r {
+                    Response::Conn(c) => Some(*c),
+                    _ => None,
+                })
+                .ok_or_else(|| not_found(&id))
+        })
+    }
+
+    fn list(
+        &self,
+        filter: ListFilter,
+        after: Option<Cursor>,
+        size: usize,
+    ) -> BoxFuture<'_, Result<ListPage, CoreError>> {
+        Box::pin(async move {
+            let channel = match (&filter.user, &filter.role, &filter.topic) {
+                (Some(u), _, _) => wire::user_channel(u),
+                (None, Some(r), _) => wire::role_channel(r),
+                (None, None, Some(t)) => wire::topic_channel(t),
+                _ => wire::CONTROL.to_owned(),
+            };
+            let replies = self
+                .request(
+                    &channel,
+                    Request::List {
+                        filter,
+                        after,
+                        size,
+                    },
+                )
+                .await?;
+            let pages = replies
+                .into_iter()
+                .filter_map(|r| match r {
+                    Response::Page(p) => Some(p),
+                    _ => None,
+                })
+                .collect();
+            Ok(merge_pages(pages, size))
+        })
+    }
+
+    fn presence(&self, topic: &str) -> BoxFuture<'_, Result<Vec<Present>, CoreError>> {
+        let channel = wire::topic_channel(topic);
+        let topic = topic.to_owned();
+        Box::pin(async move {
+            let replies = self.request(&channel, Request::Presence { topic }).await?;
+            let mut all: Vec<Present> = replies
+                .into_iter()
+                .flat_map(|r| match r {
+                    Response::Presence(p) => p,
+                    _ => Vec::new(),
+                })
+                .collect();
+            all.sort_by(|a, b| a.connection_id.cmp(&b.connection_id));
+            Ok(all)
+        })
+    }
+
+    fn stats(&self) -> BoxFuture<'_, Result<(Vec<StatsPart>, u32), CoreError>> {
+        Box::pin(async move {
+            let replies = self.request(wire::CONTROL, Request::Stats).await?;
+            let parts = replies
+                .into_iter()
+                .filter_map(|r| match r {
+                    Response::Stats(s) => Some(s),
+                    _ => None,
+                })
+                .collect();
+            let nodes = self
+                .members
+                .lock()
+                .live(now_ms(), self.settings.node_ttl_ms);
+            Ok((parts, nodes))
+        })
+    }
+
+    fn watch(&self) -> BoxFuture<'_, Result<(), CoreError>> {
+        Box::pin(async move {
+            self.request(wire::CONTROL, Request::Watch).await?;
+            Ok(())
+        })
+    }
+
+    fn unwatch(&self) {}
 }

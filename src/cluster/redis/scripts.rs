@@ -1,0 +1,71 @@
+//! The Lua scripts that keep a topic's offsets, epoch, history and idempotency in Redis. Each
+//! runs atomically in one round trip; `redis::Script` sends EVALSHA and loads the script again
+//! when Redis answers NOSCRIPT (after a restart).
+//!
+//! Keys of a topic `t` (all tagged `{t}`): `rt:h:{t}` a stream whose entry ids are the offsets
+//! (`<offset>-0`) with fields `f` (the frame) and `m` (the caller's message id, or empty);
+//! `rt:hm:{t}` a hash with `e` (epoch) and `s` (latest offset); `rt:i:{t}:<id>` the result of a
+//! publish with a caller-chosen id, kept as long as the history (idempotency).
+
+/// Publish. KEYS: stream, meta, idempotency key (or the prefix alone when there is no id),
+/// topic index. ARGV: frame prefix, header prefix, history size, history ttl ms, meta ttl ms,
+/// a fresh epoch, the caller's id (or ""), channel, now ms, topic.
+/// Returns {offset, epoch, receivers} or {offset, epoch, -1} for a duplicate.
+pub const PUBLISH: &str = r#"
+local stream, meta, idem, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local prefix, head = ARGV[1], ARGV[2]
+local size, ttl, meta_ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local new_epoch, id, channel, now, topic = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+if id ~= '' then
+  local prev = redis.call('HMGET', idem, 'o', 'e')
+  if prev[1] then
+    return {tonumber(prev[1]), prev[2], -1}
+  end
+end
+local epoch = redis.call('HGET', meta, 'e')
+if not epoch then
+  epoch = new_epoch
+  redis.call('HSET', meta, 'e', epoch)
+end
+local offset = redis.call('HINCRBY', meta, 's', 1)
+redis.call('PEXPIRE', meta, meta_ttl)
+if offset == 1 then
+  redis.call('DEL', stream)
+end
+local frame = prefix .. offset .. ',"epoch":"' .. epoch .. '"}'
+if size > 0 then
+  redis.call('XADD', stream, 'MAXLEN', size, offset .. '-0', 'f', frame, 'm', id, 't', now)
+  redis.call('PEXPIRE', stream, ttl)
+  redis.call('ZADD', index, now, topic)
+end
+if id ~= '' then
+  redis.call('HSET', idem, 'o', offset, 'e', epoch)
+  redis.call('PEXPIRE', idem, ttl)
+end
+local n = redis.call('PUBLISH', channel, head .. offset .. ',"epoch":"' .. epoch .. '"}\n' .. frame)
+return {offset, epoch, n}
+"#;
+
+/// Read. KEYS: stream, meta. ARGV: since (or -1 for the position alone), count, meta ttl ms, a
+/// fresh epoch, create (1: make the epoch when the topic has none).
+/// Returns {epoch, latest, entries} (entries as XRANGE gives them), or {"", 0, {}} for a topic
+/// with no state when create is 0.
+pub const READ: &str = r#"
+local stream, meta = KEYS[1], KEYS[2]
+local since, count, meta_ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local new_epoch, create = ARGV[4], ARGV[5]
+local epoch = redis.call('HGET', meta, 'e')
+local latest = tonumber(redis.call('HGET', meta, 's') or '0')
+if not epoch then
+  if create ~= '1' then
+    return {'', 0, {}}
+  end
+  epoch = new_epoch
+  redis.call('HSET', meta, 'e', epoch, 's', latest)
+end
+redis.call('PEXPIRE', meta, meta_ttl)
+if since < 0 or since >= latest then
+  return {epoch, latest, {}}
+end
+return {epoch, latest, redis.call('XRANGE', stream, (since + 1) .. '-0', '+', 'COUNT', count)}
+"#;

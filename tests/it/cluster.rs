@@ -1,0 +1,543 @@
+//! Cluster mode: two or three nodes (in-process servers, and a real process where one must be
+//! killed) share a real `redis-server` of the test's own, and every RPC answers the same on any
+//! node (PROTOCOL.md section 3).
+
+use std::time::Duration;
+
+use boundary_realtime::config::Config;
+use boundary_realtime::proto::{self, event::Kind};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tonic::Code;
+
+use crate::common::*;
+
+fn node_config(redis: &RedisProc, id: &str) -> Config {
+    let mut c = config();
+    c.node.id = id.into();
+    c.broker.kind = "redis".into();
+    c.broker.redis_url = redis.url();
+    c.broker.node_ttl_ms = 1500;
+    c.topics.public = vec!["**".into()];
+    c
+}
+
+async fn nodes(redis: &RedisProc, ids: &[&str]) -> Vec<TestServer> {
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(start_with(node_config(redis, id)).await);
+    }
+    let n = ids.len() as u32;
+    let mut client = out[0].client().await;
+    eventually("the nodes to see each other", || {
+        let mut client = client.clone();
+        async move { stats(&mut client).await.nodes == n }
+    })
+    .await;
+    let _ = &mut client;
+    out
+}
+
+async fn stats(client: &mut Client) -> proto::Stats {
+    client
+        .get_stats(authed(proto::GetStatsRequest {}))
+        .await
+        .expect("GetStats")
+        .into_inner()
+}
+
+async fn subscribe(ws: &mut Ws, topic: &str, since: Option<Value>) -> Value {
+    let mut f = json!({"op":"subscribe","topic":topic,"ref":"s"});
+    if let Some(s) = since {
+        f["since"] = s;
+    }
+    ws.send_text(&f.to_string()).await;
+    loop {
+        let v = ws.next_json().await;
+        if v["op"] == "subscribed" {
+            return v;
+        }
+    }
+}
+
+async fn publish(
+    client: &mut Client,
+    topic: &str,
+    payload: &str,
+    id: &str,
+) -> proto::PublishResponse {
+    client
+        .publish(authed(proto::PublishRequest {
+            topic: topic.into(),
+            message: Some(proto::Message {
+                r#type: "news".into(),
+                payload_json: payload.into(),
+                id: id.into(),
+            }),
+        }))
+        .await
+        .expect("Publish")
+        .into_inner()
+}
+
+async fn list_all(client: &mut Client, page_size: u32) -> (Vec<proto::Connection>, u32) {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let p = client
+            .list_connections(authed(proto::ListConnectionsRequest {
+                page_size,
+                page_token: token.clone(),
+                ..Default::default()
+            }))
+            .await
+            .expect("ListConnections")
+            .into_inner();
+        out.extend(p.connections);
+        if p.next_page_token.is_empty() {
+            return (out, p.total);
+        }
+        token = p.next_page_token;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_delivery_reaches_every_node_and_counts_once() {
+    let redis = RedisProc::start();
+    let n = nodes(&redis, &["a", "b"]).await;
+    let mut on_a = n[0].connect("u1", &["staff"]).await;
+    let mut on_b = n[1].connect("u1", &[]).await;
+    let mut other = n[1].connect("u2", &["staff"]).await;
+    let mut via_a = n[0].client().await;
+    let mut via_b = n[1].client().await;
+
+    assert_eq!(send_user(&mut via_a, "u1", "dm", "1").await, 2);
+    for ws in [&mut on_a, &mut on_b] {
+        let f = ws.next_json().await;
+        assert_eq!(
+            (f["type"].as_str(), f["payload"].as_i64()),
+            (Some("dm"), Some(1))
+        );
+    }
+    assert_eq!(send_role(&mut via_b, "staff", "role", "2").await, 2);
+    for ws in [&mut on_a, &mut other] {
+        assert_eq!(ws.next_json().await["type"], "role");
+    }
+    let r = via_b
+        .send_to_connection(authed(proto::SendToConnectionRequest {
+            connection_id: on_a.id.clone(),
+            message: msg("one", "3"),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.connections, 1);
+    assert_eq!(on_a.next_json().await["type"], "one");
+    let all = via_a
+        .broadcast(authed(proto::BroadcastRequest {
+            message: msg("all", "4"),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.connections, 3);
+    for ws in [&mut on_a, &mut on_b, &mut other] {
+        assert_eq!(ws.next_json().await["type"], "all");
+    }
+    assert_eq!(send_user(&mut via_b, "nobody", "dm", "5").await, 0);
+    for id in ["b.00000000deadbeef", "gone.0000000000000001", "garbage"] {
+        let e = via_a
+            .send_to_connection(authed(proto::SendToConnectionRequest {
+                connection_id: id.into(),
+                message: msg("x", "1"),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{id}");
+    }
+    // Nothing else reached anyone: no copy through a second path.
+    n[1].assert_nothing_pending(&mut via_a, &mut [&mut on_a, &mut on_b, &mut other])
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn questions_and_commands_are_cluster_wide() {
+    let redis = RedisProc::start();
+    let n = nodes(&redis, &["a", "b"]).await;
+    let mut a1 = n[0].connect("u1", &[]).await;
+    let mut b1 = n[1].connect("u1", &["ops"]).await;
+    let mut b2 = n[1].connect("u2", &[]).await;
+    let mut via_a = n[0].client().await;
+    let mut via_b = n[1].client().await;
+
+    // ListConnections pages across nodes in (node, sequence) order with no duplicate.
+    let (conns, total) = list_all(&mut via_b, 1).await;
+    let ids: Vec<&str> = conns.iter().map(|c| c.connection_id.as_str()).collect();
+    assert_eq!(ids, [a1.id.as_str(), b1.id.as_str(), b2.id.as_str()]);
+    assert_eq!(total, 3);
+    assert_eq!(conns[1].node_id, "b");
+    assert_eq!(conns[1].roles, ["ops"]);
+    assert_eq!(conns[1].protocol, "native");
+    let by_user = via_a
+        .list_connections(authed(proto::ListConnectionsRequest {
+            user_id: "u1".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_user.total, 2);
+
+    let got = via_a
+        .get_connection(authed(proto::GetConnectionRequest {
+            connection_id: b2.id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((got.user_id.as_str(), got.node_id.as_str()), ("u2", "b"));
+
+    let s = stats(&mut via_a).await;
+    assert_eq!((s.connections, s.users, s.nodes), (3, 2, 2));
+
+    // A server-side Subscribe by user through A subscribes the connections on both nodes.
+    let r = via_a
+        .subscribe(authed(proto::SubscribeRequest {
+            topic: "room".into(),
+            target: Some(proto::subscribe_request::Target::UserId("u1".into())),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.connections, 2);
+    for ws in [&mut a1, &mut b1] {
+        let f = ws.next_json().await;
+        assert_eq!(
+            (f["op"].as_str(), f["topic"].as_str()),
+            (Some("subscribed"), Some("room"))
+        );
+    }
+    subscribe(&mut b2, "room", None).await;
+    let p = via_b
+        .presence(authed(proto::PresenceRequest {
+            topic: "room".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((p.clients.len(), p.users), (3, 2));
+    assert_eq!(stats(&mut via_b).await.topics, 1);
+
+    let r = via_b
+        .unsubscribe(authed(proto::UnsubscribeRequest {
+            topic: "room".into(),
+            target: Some(proto::unsubscribe_request::Target::ConnectionId(
+                a1.id.clone(),
+            )),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.connections, 1);
+    assert_eq!(a1.next_json().await["op"], "unsubscribed");
+
+    // Disconnect by user through B closes the user's connections on A and B with the code.
+    let d = via_b
+        .disconnect(authed(proto::DisconnectRequest {
+            code: 4321,
+            reason: "bye".into(),
+            target: Some(proto::disconnect_request::Target::UserId("u1".into())),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.disconnected, 2);
+    for ws in [&mut a1, &mut b1] {
+        let (code, reason, _) = ws.next_close().await;
+        assert_eq!((code, reason.as_str()), (4321, "bye"));
+    }
+    let e = via_a
+        .disconnect(authed(proto::DisconnectRequest {
+            code: 0,
+            reason: String::new(),
+            target: Some(proto::disconnect_request::Target::ConnectionId(
+                a1.id.clone(),
+            )),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    eventually("the cluster to count one connection", || {
+        let mut c = via_a.clone();
+        async move { stats(&mut c).await.connections == 1 }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_through_any_node_make_one_gapless_order_and_recover_anywhere() {
+    let redis = RedisProc::start();
+    let n = nodes(&redis, &["a", "b"]).await;
+    let mut sa = n[0].connect("sa", &[]).await;
+    let mut sb = n[1].connect("sb", &[]).await;
+    let first = subscribe(&mut sa, "feed", None).await;
+    let epoch = first["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(first["offset"], 0);
+    subscribe(&mut sb, "feed", None).await;
+    let via = [n[0].client().await, n[1].client().await];
+    const N: u64 = 60;
+    // Four concurrent publishers, two through each node.
+    let mut tasks = Vec::new();
+    for w in 0..4u64 {
+        let mut c = via[(w % 2) as usize].clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..N / 4 {
+                let p = publish(&mut c, "feed", &(w * 100 + i).to_string(), "").await;
+                assert_eq!(p.connections, 2, "both subscribers, counted once");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for ws in [&mut sa, &mut sb] {
+        for want in 1..=N {
+            let f = ws.next_json().await;
+            assert_eq!(
+                (f["offset"].as_u64(), f["epoch"].as_str()),
+                (Some(want), Some(epoch.as_str()))
+            );
+        }
+    }
+    // A retry with the same id through the other node is not delivered again.
+    let mut c0 = via[0].clone();
+    let mut c1 = via[1].clone();
+    let p1 = publish(&mut c0, "feed", "1", "order-7").await;
+    let p2 = publish(&mut c1, "feed", "1", "order-7").await;
+    assert_eq!(
+        (p2.offset, p2.epoch.as_str(), p2.connections),
+        (p1.offset, p1.epoch.as_str(), 0)
+    );
+    assert_eq!(sa.next_json().await["offset"], N + 1);
+    assert_eq!(sb.next_json().await["offset"], N + 1);
+    let hist = c1
+        .history(authed(proto::HistoryRequest {
+            topic: "feed".into(),
+            since_offset: N - 1,
+            limit: 10,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let offs: Vec<u64> = hist.publications.iter().map(|p| p.offset).collect();
+    assert_eq!(offs, [N, N + 1]);
+    assert_eq!(hist.publications[1].message_id, "order-7");
+    assert_eq!(
+        (hist.latest_offset, hist.epoch.as_str()),
+        (N + 1, epoch.as_str())
+    );
+
+    // A client that was on A comes back on B with its position: it gets what it missed.
+    drop(sa);
+    for i in 0..3 {
+        publish(&mut c0, "feed", &i.to_string(), "").await;
+    }
+    let mut back = n[1].connect("sa", &[]).await;
+    back.send_text(
+        &json!({"op":"subscribe","topic":"feed","since":{"offset":N + 1,"epoch":epoch},"ref":"r"})
+            .to_string(),
+    )
+    .await;
+    for want in N + 2..=N + 4 {
+        assert_eq!(back.next_json().await["offset"], want);
+    }
+    let done = back.next_json().await;
+    assert_eq!(
+        done,
+        json!({"op":"subscribed","topic":"feed","offset":N + 4,"epoch":epoch,"recovered":true,"ref":"r"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_sees_every_nodes_events() {
+    let redis = RedisProc::start();
+    let n = nodes(&redis, &["a", "b"]).await;
+    let mut via_a = n[0].client().await;
+    let mut events = via_a
+        .watch_events(authed(proto::WatchEventsRequest { kinds: vec![] }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ws = n[1].connect("w", &[]).await;
+    subscribe(&mut ws, "t", None).await;
+    let e = next_event(&mut events).await;
+    let c = e.connection.unwrap();
+    assert_eq!(
+        (e.kind, c.node_id.as_str(), c.connection_id.as_str()),
+        (Kind::Connected as i32, "b", ws.id.as_str())
+    );
+    let e = next_event(&mut events).await;
+    assert_eq!((e.kind, e.topic.as_str()), (Kind::Subscribed as i32, "t"));
+}
+
+/// A node process killed without a goodbye leaves the cluster view within `node_ttl_ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_disappears_and_a_live_one_stays() {
+    let redis = RedisProc::start();
+    let a = start_with(node_config(&redis, "a")).await;
+    let url = redis.url();
+    let (mut child, http, _grpc, _logs) = spawn_serve(&[
+        ("REALTIME_BROKER__KIND", "redis"),
+        ("REALTIME_BROKER__REDIS_URL", url.as_str()),
+        ("REALTIME_BROKER__NODE_TTL_MS", "1500"),
+        ("REALTIME_TOPICS__PUBLIC", "**"),
+        ("REALTIME_NODE__ID", "killed"),
+    ]);
+    let mut via_a = a.client().await;
+    eventually("the process to join", || {
+        let mut c = via_a.clone();
+        async move { stats(&mut c).await.nodes == 2 }
+    })
+    .await;
+    let (stream, _) =
+        tokio_tungstenite::connect_async(format!("ws://{http}/ws?token={}", token("victim", &[])))
+            .await
+            .unwrap();
+    let mut victim = Ws {
+        stream,
+        id: String::new(),
+    };
+    assert_eq!(victim.next_json().await["op"], "connected");
+    subscribe(&mut victim, "room", None).await;
+    let mut local = a.connect("stays", &[]).await;
+    subscribe(&mut local, "room", None).await;
+    let p = via_a
+        .presence(authed(proto::PresenceRequest {
+            topic: "room".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p.clients.len(), 2);
+
+    child.0.kill().unwrap();
+    let _ = child.0.wait();
+    let killed_at = std::time::Instant::now();
+    eventually("the killed node to leave the cluster view", || {
+        let mut c = via_a.clone();
+        async move {
+            let s = stats(&mut c).await;
+            let p = c
+                .presence(authed(proto::PresenceRequest {
+                    topic: "room".into(),
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            s.nodes == 1 && s.connections == 1 && p.clients.len() == 1
+        }
+    })
+    .await;
+    assert!(
+        killed_at.elapsed() < Duration::from_millis(1500 + 1000),
+        "within node_ttl_ms"
+    );
+    let (conns, _) = list_all(&mut via_a, 10).await;
+    assert_eq!(conns.len(), 1);
+    assert_eq!(conns[0].connection_id, local.id);
+    // The survivor itself never disappears from its own view while it runs.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(stats(&mut via_a).await.nodes, 1);
+    assert_eq!(send_user(&mut via_a, "stays", "still", "1").await, 1);
+    assert_eq!(local.next_json().await["type"], "still");
+}
+
+/// Redis stopped in the middle of traffic: not ready, UNAVAILABLE (never a false success),
+/// sockets stay open; Redis back: ready again, deliveries resume, and the topic's new epoch
+/// is told to its subscriber (no silent gap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_is_survived() {
+    let mut redis = RedisProc::start();
+    let n = nodes(&redis, &["a", "b"]).await;
+    let mut ws = n[1].connect("r", &[]).await;
+    let sub = subscribe(&mut ws, "live", None).await;
+    let old_epoch = sub["epoch"].as_str().unwrap().to_owned();
+    let mut via_a = n[0].client().await;
+    publish(&mut via_a, "live", "1", "").await;
+    assert_eq!(ws.next_json().await["offset"], 1);
+    let ready = |addr: std::net::SocketAddr| async move {
+        let body = http_get(addr, "/readyz").await;
+        body.starts_with("HTTP/1.1 200")
+    };
+    assert!(ready(n[0].http).await);
+
+    redis.stop();
+    eventually("readyz to fail while Redis is down", || async {
+        !ready(n[0].http).await
+    })
+    .await;
+    let e = via_a
+        .send_to_user(authed(proto::SendToUserRequest {
+            user_id: "r".into(),
+            message: msg("lost", "1"),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    let e = via_a
+        .publish(authed(proto::PublishRequest {
+            topic: "live".into(),
+            message: msg("lost", "1"),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    // The socket is still open: a ping is answered by the node (it does not need Redis).
+    ws.send_text(r#"{"op":"ping","ref":"p"}"#).await;
+    assert_eq!(ws.next_json().await, json!({"op":"pong","ref":"p"}));
+
+    redis.restart();
+    eventually("both nodes to be ready again", || async {
+        ready(n[0].http).await && ready(n[1].http).await
+    })
+    .await;
+    // Without persistence the topic starts a new epoch, and the subscriber is told.
+    let reset = ws.next_json().await;
+    assert_eq!(
+        (reset["op"].as_str(), reset["recovered"].as_bool()),
+        (Some("subscribed"), Some(false))
+    );
+    assert_ne!(reset["epoch"], old_epoch.as_str());
+    assert_eq!(send_user(&mut via_a, "r", "back", "1").await, 1);
+    assert_eq!(ws.next_json().await["type"], "back");
+    let p = publish(&mut via_a, "live", "2", "").await;
+    assert_eq!((p.offset, p.connections), (1, 1));
+    let f = ws.next_json().await;
+    assert_eq!(
+        (f["offset"].as_u64(), &f["epoch"]),
+        (Some(1), &reset["epoch"])
+    );
+}
+
+async fn next_event(events: &mut tonic::Streaming<proto::Event>) -> proto::Event {
+    tokio::time::timeout(WAIT, events.next())
+        .await
+        .expect("an event")
+        .expect("the stream goes on")
+        .expect("an event, not an error")
+}
+
+/// A raw HTTP/1.1 GET; the response as text.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return String::new();
+    };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
