@@ -217,15 +217,15 @@ impl Hub {
         conn: &Arc<WsConn>,
         max_per_user: usize,
     ) -> Result<(), ConnectError> {
-        self.local
-            .register(Arc::clone(conn), max_per_user)
-            .map_err(ConnectError::TooMany)?;
         let keys = crate::node::interests(conn, &[]);
-        if let Err(e) = self.broker.hold(keys).await {
-            // Its interests are released by unregister.
-            self.local
-                .unregister(conn.info.seq, 1013, "cluster unavailable");
+        // Held first: on failure nothing is held, and nothing was registered.
+        if let Err(e) = self.broker.hold(keys.clone()).await {
             return Err(ConnectError::Unavailable(e.to_string()));
+        }
+        // From here the connection's interests are released by unregister.
+        if let Err(e) = self.local.register(Arc::clone(conn), max_per_user) {
+            self.broker.release(keys);
+            return Err(ConnectError::TooMany(e));
         }
         Ok(())
     }

@@ -52,9 +52,10 @@ pub struct Options {
     /// What to measure.
     #[arg(value_enum)]
     pub mode: Mode,
-    /// The node's WebSocket endpoint.
-    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
-    pub ws_url: String,
+    /// The nodes' WebSocket endpoints (repeat the flag or separate with commas): connection i
+    /// goes to the i-th modulo their number, so a cluster's nodes share the connections.
+    #[arg(long, value_delimiter = ',', default_value = "ws://127.0.0.1:8080/ws")]
+    pub ws_url: Vec<String>,
     /// The node's gRPC endpoint.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub grpc_url: String,
@@ -95,9 +96,10 @@ pub struct Options {
     /// Connection attempts in flight at once.
     #[arg(long, default_value_t = 128)]
     pub connect_concurrency: usize,
-    /// The server's process id, to report its memory and CPU time (same machine only).
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// The server processes' ids (several for a cluster, summed), to report their memory and
+    /// CPU time (same machine only).
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Idle mode: seconds to hold the connections before measuring memory.
     #[arg(long, default_value_t = 2.0)]
     pub hold: f64,
@@ -167,7 +169,13 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
 async fn run_inner(opts: &Options) -> Result<Report, BenchError> {
     check(opts)?;
     let groups = opts.groups.clamp(1, opts.conns.max(1));
-    let target = Target::resolve(&opts.ws_url).await?;
+    let mut targets = Vec::with_capacity(opts.ws_url.len());
+    for url in &opts.ws_url {
+        targets.push(Target::resolve(url).await?);
+    }
+    if targets.is_empty() {
+        return Err(BenchError::Usage("give at least one --ws-url".into()));
+    }
     let api = match opts.mode {
         Mode::Idle => None,
         _ => Some(Api::connect(opts).await?),
@@ -182,9 +190,9 @@ async fn run_inner(opts: &Options) -> Result<Report, BenchError> {
     }
     let tokens = tokens(opts, groups).await?;
     let mut report = Report::new(opts, groups);
-    let pid = opts.server_pid;
+    let pid = (!opts.server_pid.is_empty()).then_some(opts.server_pid.as_slice());
     if let Some(pid) = pid {
-        report.server.rss_kib_before = Some(procfs::rss_kib(pid).map_err(BenchError::Usage)?);
+        report.server.rss_kib_before = Some(procfs::rss_kib_sum(pid).map_err(BenchError::Usage)?);
     }
 
     let stats = Stats::new();
@@ -195,14 +203,14 @@ async fn run_inner(opts: &Options) -> Result<Report, BenchError> {
 
     // Connect.
     let server_cpu0 = pid
-        .map(procfs::cpu_time)
+        .map(procfs::cpu_time_sum)
         .transpose()
         .map_err(BenchError::Usage)?;
     let started = Instant::now();
     let mut readers = JoinSet::new();
     let outcome = open_all(
         opts,
-        &target,
+        &targets,
         groups,
         tokens,
         &stats,
@@ -218,7 +226,7 @@ async fn run_inner(opts: &Options) -> Result<Report, BenchError> {
     }
     report.connect(opts.conns as u64, connect_time);
     if let (Some(pid), Some(cpu0)) = (pid, server_cpu0) {
-        let cpu = procfs::cpu_time(pid).map_err(BenchError::Usage)? - cpu0;
+        let cpu = procfs::cpu_time_sum(pid).map_err(BenchError::Usage)? - cpu0;
         report.server.connect_cpu_us_per_conn =
             Some(cpu.as_secs_f64() * 1e6 / opts.conns.max(1) as f64);
     }
@@ -227,17 +235,17 @@ async fn run_inner(opts: &Options) -> Result<Report, BenchError> {
         tokio::time::sleep(Duration::from_secs_f64(opts.hold.max(0.0))).await;
         if let Some(pid) = pid {
             report.server.rss_kib_connected =
-                Some(procfs::rss_kib(pid).map_err(BenchError::Usage)?);
+                Some(procfs::rss_kib_sum(pid).map_err(BenchError::Usage)?);
         }
     } else {
         if let Some(pid) = pid {
             report.server.rss_kib_connected =
-                Some(procfs::rss_kib(pid).map_err(BenchError::Usage)?);
+                Some(procfs::rss_kib_sum(pid).map_err(BenchError::Usage)?);
         }
         stats.reset();
         let api = api.expect("connected above for every mode but idle");
         let server_cpu0 = pid
-            .map(procfs::cpu_time)
+            .map(procfs::cpu_time_sum)
             .transpose()
             .map_err(BenchError::Usage)?;
         let load = drive(opts, groups, &api, &sent).await;
@@ -248,8 +256,9 @@ async fn run_inner(opts: &Options) -> Result<Report, BenchError> {
         }
         if let (Some(pid), Some(cpu0)) = (pid, server_cpu0) {
             report.server.cpu_seconds =
-                Some((procfs::cpu_time(pid).map_err(BenchError::Usage)? - cpu0).as_secs_f64());
-            report.server.rss_kib_after = Some(procfs::rss_kib(pid).map_err(BenchError::Usage)?);
+                Some((procfs::cpu_time_sum(pid).map_err(BenchError::Usage)? - cpu0).as_secs_f64());
+            report.server.rss_kib_after =
+                Some(procfs::rss_kib_sum(pid).map_err(BenchError::Usage)?);
         }
         report.load(load, stats.counts(), &stats.histogram());
     }
@@ -336,7 +345,7 @@ async fn token_from_command(cmd: &str, id: &Identity) -> Result<String, BenchErr
 #[allow(clippy::too_many_arguments)]
 async fn open_all(
     opts: &Options,
-    target: &Target,
+    targets: &[Target],
     groups: usize,
     tokens: Vec<String>,
     stats: &Arc<Stats>,
@@ -352,9 +361,9 @@ async fn open_all(
             .acquire_owned()
             .await
             .expect("open semaphore");
-        let target = target.clone();
+        let target = targets[i % targets.len()].clone();
         let topic = topic_mode.then(|| identity(i, groups).topic);
-        let source = target.source(i);
+        let source = target.source(i / targets.len());
         let counted = Arc::clone(stats);
         opening.spawn(async move {
             let ws = conns::open(&target, source, &token, topic.as_deref()).await;

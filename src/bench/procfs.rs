@@ -4,6 +4,16 @@
 use std::time::Duration;
 
 /// A process's resident set size in KiB (`VmRSS` in `/proc/<pid>/status`).
+/// The summed resident memory of several processes (a cluster's nodes).
+pub fn rss_kib_sum(pids: &[u32]) -> Result<u64, String> {
+    pids.iter().map(|p| rss_kib(*p)).sum()
+}
+
+/// The summed CPU time of several processes.
+pub fn cpu_time_sum(pids: &[u32]) -> Result<Duration, String> {
+    pids.iter().map(|p| cpu_time(*p)).sum()
+}
+
 pub fn rss_kib(pid: u32) -> Result<u64, String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .map_err(|e| format!("cannot read /proc/{pid}/status (is --server-pid right?): {e}"))?;

@@ -73,7 +73,8 @@ pub struct Latency {
 
 #[derive(Debug, Default, Serialize)]
 pub struct Server {
-    pub pid: Option<u32>,
+    /// The server processes measured (their figures are summed).
+    pub pids: Vec<u32>,
     pub rss_kib_before: Option<u64>,
     /// With every connection open (idle), before any load.
     pub rss_kib_connected: Option<u64>,
@@ -104,7 +105,7 @@ impl Report {
             groups,
             in_flight: opts.in_flight,
             server: Server {
-                pid: opts.server_pid,
+                pids: opts.server_pid.clone(),
                 ..Server::default()
             },
             ..Report::default()

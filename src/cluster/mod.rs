@@ -231,7 +231,7 @@ pub trait Broker: Send + Sync + 'static {
     fn deliver(&self, route: Route, frame: SharedFrame) -> BoxFuture<'_, Result<u32, CoreError>>;
 
     /// Declares that this node holds connections for these keys; resolves once deliveries
-    /// for them reach this node.
+    /// for them reach this node. On error nothing is held.
     fn hold(&self, keys: Vec<Interest>) -> BoxFuture<'_, Result<(), CoreError>>;
 
     /// The opposite of [`Broker::hold`], once per key held.

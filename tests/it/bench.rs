@@ -15,14 +15,17 @@ struct Cli {
 }
 
 fn options(server: &TestServer, args: &[&str]) -> Options {
-    let ws = server.ws_url();
-    let grpc = format!("http://{}", server.grpc);
+    options_with(&server.ws_url(), &format!("http://{}", server.grpc), args)
+}
+
+/// Options for `ws` (one URL, or several separated by commas) and one gRPC URL.
+pub fn options_with(ws: &str, grpc: &str, args: &[&str]) -> Options {
     let mut argv = vec![
         "bench",
         "--ws-url",
-        &ws,
+        ws,
         "--grpc-url",
-        &grpc,
+        grpc,
         "--api-key",
         API_KEY,
         "--secret",
@@ -45,12 +48,6 @@ async fn messages_sent(server: &TestServer) -> u64 {
         .unwrap()
         .into_inner()
         .messages_sent
-}
-
-/// A loopback port nothing listens on (bound, then released).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 #[tokio::test]
@@ -184,7 +181,7 @@ async fn a_refused_token_or_key_and_an_absent_server_are_clear_errors() {
 
     let port = free_port();
     let mut opts = options(&server, &["idle", "--conns", "2"]);
-    opts.ws_url = format!("ws://127.0.0.1:{port}/ws");
+    opts.ws_url = vec![format!("ws://127.0.0.1:{port}/ws")];
     match bench::run(&opts).await {
         Err(e @ BenchError::Unreachable { .. }) => {
             assert!(e.to_string().contains("Connection refused"), "{e}")

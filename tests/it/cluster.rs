@@ -380,6 +380,45 @@ async fn a_watcher_sees_every_nodes_events() {
     assert_eq!((e.kind, e.topic.as_str()), (Kind::Subscribed as i32, "t"));
 }
 
+/// The load tool spreads its connections over the nodes and calls through one of them; it
+/// counts exactly what the calls deliver, cluster-wide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_drives_a_cluster() {
+    let redis = RedisProc::start();
+    let n = nodes(&redis, &["a", "b"]).await;
+    let ws = format!("{},{}", n[0].ws_url(), n[1].ws_url());
+    let grpc = format!("http://{}", n[1].grpc);
+    let cases = [
+        ("broadcast", 9 * 12),
+        ("user", 9),
+        ("role", 9 * 4),
+        ("topic", 9 * 4),
+    ];
+    for (mode, expected) in cases {
+        let args = [mode, "--conns", "12", "--groups", "3", "--messages", "9"];
+        let opts = crate::bench::options_with(&ws, &grpc, &args);
+        let r = boundary_realtime::bench::run(&opts)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: {e}"));
+        assert_eq!(r.connect.opened, 12, "{mode}");
+        assert_eq!(r.calls.errors, 0, "{mode}: {:?}", r.calls.first_error);
+        assert_eq!(r.deliveries.received, expected, "{mode}");
+        assert_eq!(
+            (
+                r.deliveries.lost,
+                r.deliveries.out_of_order,
+                r.deliveries.duplicates
+            ),
+            (0, 0, 0),
+            "{mode}"
+        );
+        eventually("the tool's connections to close", || async {
+            n[0].hub().local().registry.is_empty() && n[1].hub().local().registry.is_empty()
+        })
+        .await;
+    }
+}
+
 /// A node process killed without a goodbye leaves the cluster view within `node_ttl_ms`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_disappears_and_a_live_one_stays() {
