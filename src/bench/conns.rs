@@ -149,7 +149,7 @@ impl Stats {
     }
 }
 
-fn latency_histogram() -> Histogram<u64> {
+pub fn latency_histogram() -> Histogram<u64> {
     // Bounds and precision are constants that hdrhistogram accepts.
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
 }

@@ -410,12 +410,15 @@ pub struct Load {
     pub send_time: Duration,
     /// How far behind its schedule the sender fell at worst (paced runs).
     pub max_lag: Duration,
+    /// How long each call took to be answered, in microseconds.
+    pub call_us: Option<hdrhistogram::Histogram<u64>>,
 }
 
 /// Makes `--messages` calls, paced at `--rate` (or back to back), `--in-flight` at a time.
 async fn drive(opts: &Options, groups: usize, api: &Api, sent: &Arc<AtomicU64>) -> Load {
     let mut load = Load {
         started_ns: unix_ns(),
+        call_us: Some(conns::latency_histogram()),
         ..Load::default()
     };
     let started = Instant::now();
@@ -446,10 +449,12 @@ async fn drive(opts: &Options, groups: usize, api: &Api, sent: &Arc<AtomicU64>) 
         let api = api.clone();
         let sent = Arc::clone(sent);
         calls.spawn(async move {
+            let t0 = Instant::now();
             let r = api.send(call, payload).await;
+            let took = t0.elapsed();
             drop(permit);
             sent.fetch_add(1, Ordering::Relaxed);
-            r
+            (r, took)
         });
         load.calls += 1;
     }
@@ -460,10 +465,17 @@ async fn drive(opts: &Options, groups: usize, api: &Api, sent: &Arc<AtomicU64>) 
     load
 }
 
-fn note_call(load: &mut Load, done: Result<Result<(), String>, tokio::task::JoinError>) {
+type CallDone = Result<(Result<(), String>, Duration), tokio::task::JoinError>;
+
+fn note_call(load: &mut Load, done: CallDone) {
     let err = match done {
-        Ok(Ok(())) => return,
-        Ok(Err(e)) => e,
+        Ok((Ok(()), took)) => {
+            if let Some(h) = load.call_us.as_mut() {
+                h.saturating_record(took.as_micros() as u64);
+            }
+            return;
+        }
+        Ok((Err(e), _)) => e,
         Err(e) => format!("the call's task failed: {e}"),
     };
     load.errors += 1;

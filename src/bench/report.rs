@@ -45,6 +45,10 @@ pub struct Calls {
     pub seconds: f64,
     /// How far behind schedule the sender fell at worst (paced runs).
     pub max_lag_ms: f64,
+    /// Calls answered per second (made / seconds).
+    pub per_second: f64,
+    /// How long the calls took to be answered.
+    pub latency_ms: Latency,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -126,12 +130,33 @@ impl Report {
         } else {
             0.0
         };
+        let ms = |us: u64| us as f64 / 1e3;
+        let latency = |hist: &Histogram<u64>| {
+            if hist.is_empty() {
+                return Latency::default();
+            }
+            Latency {
+                p50: ms(hist.value_at_quantile(0.50)),
+                p90: ms(hist.value_at_quantile(0.90)),
+                p99: ms(hist.value_at_quantile(0.99)),
+                p999: ms(hist.value_at_quantile(0.999)),
+                max: ms(hist.max()),
+                mean: hist.mean() / 1e3,
+            }
+        };
+        let send = load.send_time.as_secs_f64();
         self.calls = Calls {
             made: load.calls,
             errors: load.errors,
             first_error: load.first_error,
-            seconds: load.send_time.as_secs_f64(),
+            seconds: send,
             max_lag_ms: load.max_lag.as_secs_f64() * 1e3,
+            per_second: if send > 0.0 {
+                load.calls as f64 / send
+            } else {
+                0.0
+            },
+            latency_ms: load.call_us.as_ref().map(latency).unwrap_or_default(),
         };
         self.deliveries = Deliveries {
             expected: load.expected,
@@ -146,17 +171,7 @@ impl Report {
                 0.0
             },
         };
-        let ms = |us: u64| us as f64 / 1e3;
-        if !hist.is_empty() {
-            self.latency_ms = Latency {
-                p50: ms(hist.value_at_quantile(0.50)),
-                p90: ms(hist.value_at_quantile(0.90)),
-                p99: ms(hist.value_at_quantile(0.99)),
-                p999: ms(hist.value_at_quantile(0.999)),
-                max: ms(hist.max()),
-                mean: hist.mean() / 1e3,
-            };
-        }
+        self.latency_ms = latency(hist);
     }
 
     /// Derives the per-connection and per-delivery figures.
@@ -210,8 +225,8 @@ impl Report {
         if self.mode != Some(Mode::Idle) {
             let k = &self.calls;
             out.push_str(&format!(
-                "\n  calls       {} in {:.2} s, {} errors",
-                k.made, k.seconds, k.errors
+                "\n  calls       {} in {:.2} s = {:.0}/s, {} errors; answered in p50 {:.3} p99 {:.3} ms",
+                k.made, k.seconds, k.per_second, k.errors, k.latency_ms.p50, k.latency_ms.p99
             ));
             if let Some(e) = &k.first_error {
                 out.push_str(&format!(" (first: {e})"));

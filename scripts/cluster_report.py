@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Reads what scripts/cluster_budget.sh wrote (NAME-TOPOLOGY-RUN.json and the Redis figures of
+the cluster runs) and prints the medians, single node beside the cluster, against the budget
+as a Markdown table.
+
+Usage: scripts/cluster_report.py DIR
+"""
+import glob
+import json
+import os
+import statistics
+import sys
+from collections import defaultdict
+
+
+def load(directory):
+    runs = defaultdict(list)
+    for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
+        base = os.path.basename(path)[: -len(".json")]
+        name, run = base.rsplit("-", 1)
+        with open(path) as f:
+            report = json.load(f)
+        extra = {}
+        for what in ("redis-mem", "redis-cmds"):
+            try:
+                with open(os.path.join(directory, f"{base}.{what}-before")) as f:
+                    before = int(f.read().strip())
+                with open(os.path.join(directory, f"{base}.{what}-after")) as f:
+                    after = int(f.read().strip())
+                extra[what] = (after - before) / max(report["conns"], 1)
+            except (OSError, ValueError):
+                pass
+        report["redis"] = extra
+        runs[name].append(report)
+    return runs
+
+
+def pick(report, dotted):
+    v = report
+    for k in dotted.split("."):
+        v = v.get(k) if isinstance(v, dict) else None
+        if v is None:
+            return None
+    return v
+
+
+def med(runs, name, dotted):
+    vals = [pick(r, dotted) for r in runs.get(name, [])]
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    if isinstance(v, float) and abs(v) >= 1000:
+        return f"{v:,.0f}"
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return f"{v:,}"
+
+
+ROWS = [
+    # (figure, name, field, rule) rule: ("ratio", min) against single, or ("max", limit)
+    ("broadcast burst to 10k: deliveries/s", "broadcast", "deliveries.per_second", ("ratio", 0.6)),
+    ("broadcast burst to 10k: lost", "broadcast", "deliveries.lost", ("max", 0)),
+    ("Publish to one topic of 10k subscribers: deliveries/s", "fanout", "deliveries.per_second", ("ratio", 0.6)),
+    ("Publish to 1,000 topics, 8 callers: publishes/s", "publish", "calls.per_second", ("ratio", 0.6)),
+    ("Publish to 1,000 topics, 8 callers: p99 call ms", "publish", "calls.latency_ms.p99", ("max", 5)),
+    ("SendToUser 1000/s, 10k conns (cluster: through the other node): p99 ms", "user", "latency_ms.p99", ("max", 3)),
+    ("10k new connections of distinct users: connections/s", "connect", "connect.per_second", ("ratio", 0.6)),
+    ("idle memory, both nodes: KiB per connection", "connect", "server.kib_per_conn_idle", None),
+    ("Redis memory per idle connection: bytes", "connect", "redis.redis-mem", None),
+    ("Redis commands per connection (connect + idle hold)", "connect", "redis.redis-cmds", None),
+]
+
+
+def main():
+    runs = load(sys.argv[1])
+    n = max((len(v) for v in runs.values()), default=0)
+    print(f"| figure | single node | two nodes + Redis | ratio | budget | met |  (median of {n})")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for figure, name, field, rule in ROWS:
+        single = med(runs, f"{name}-single", field)
+        cluster = med(runs, f"{name}-cluster", field)
+        if cluster is None:
+            cluster = med(runs, f"{name}-cluster-other", field)
+        ratio = cluster / single if single and cluster is not None else None
+        if rule is None:
+            budget, met = "reported", ""
+        elif rule[0] == "ratio":
+            budget, met = f">= {rule[1]}x single", "yes" if ratio is not None and ratio >= rule[1] else "NO"
+        else:
+            budget, met = f"<= {rule[1]}", "yes" if cluster is not None and cluster <= rule[1] else "NO"
+        print(f"| {figure} | {fmt(single)} | {fmt(cluster)} | {fmt(ratio)} | {budget} | {met} |")
+
+
+if __name__ == "__main__":
+    main()
