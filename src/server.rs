@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
 use crate::auth::Authenticator;
@@ -124,7 +123,11 @@ impl Server {
 
         let app = crate::http::router(Arc::clone(&hub));
         let http_task = match http_tls {
-            None => tokio::spawn(serve_http(http_listener, app, hub.shutdown_signal())),
+            None => tokio::spawn(serve_http(
+                crate::tls::PlainListener(http_listener),
+                app,
+                hub.shutdown_signal(),
+            )),
             Some(id) => {
                 let tls = TlsListener::new(
                     http_listener,
@@ -167,6 +170,10 @@ impl Server {
                     message: e.to_string(),
                 })?;
         }
+        // TCP_NODELAY on every accepted gRPC connection: a reply written while another is
+        // unacknowledged must not wait out the client's delayed ACK (40 ms).
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
         let grpc_task = tokio::spawn(async move {
             let serve = builder
                 .concurrency_limit_per_connection(per_connection)
@@ -175,7 +182,7 @@ impl Server {
                 .add_service(reflection_v1)
                 .add_service(reflection_v1alpha)
                 .add_service(door)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+                .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop.wait_for(|down| *down).await;
                 });
             if let Err(e) = serve.await {

@@ -104,6 +104,32 @@ impl Connected<IncomingStream<'_, TcpListener>> for PeerAddr {
     }
 }
 
+/// The plain HTTP listener: every accepted connection gets TCP_NODELAY, so that a frame
+/// written while an earlier one is unacknowledged is not held for the peer's delayed ACK
+/// (the session task coalesces frames itself before each write).
+pub struct PlainListener(pub TcpListener);
+
+impl Listener for PlainListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (stream, addr) = Listener::accept(&mut self.0).await;
+        let _ = stream.set_nodelay(true);
+        (stream, addr)
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+impl Connected<IncomingStream<'_, PlainListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, PlainListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
 impl Connected<IncomingStream<'_, TlsListener>> for PeerAddr {
     fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
         PeerAddr(*stream.remote_addr())
@@ -139,6 +165,7 @@ impl TlsListener {
                     },
                     _ = async { let _ = shutdown.wait_for(|down| *down).await; } => return,
                 };
+                let _ = stream.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
