@@ -27,7 +27,8 @@ for r in $(seq "$RUNS"); do
   echo "run $r of $RUNS" >&2
   measure "idle-15000-$r" idle --conns 15000 --hold 3
   for n in 1000 5000 10000 15000; do
-    measure "broadcast-$n-$r" broadcast --conns "$n" --messages 200 --payload-bytes 100
+    # A burst: 400 Broadcast calls back to back, 8 in flight (as a busy backend sends them).
+    measure "broadcast-$n-$r" broadcast --conns "$n" --messages 400 --in-flight 8 --payload-bytes 100
     measure "user-$n-$r" user --conns "$n" --messages 5000 --rate 1000 --payload-bytes 100
   done
 done

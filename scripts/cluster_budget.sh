@@ -76,8 +76,12 @@ measure() {
 for r in $(seq "$RUNS"); do
   echo "run $r of $RUNS" >&2
   for topo in single cluster; do
-    measure broadcast "$topo" "$r" broadcast --conns 10000 --messages 200 --payload-bytes 100
-    measure fanout "$topo" "$r" topic --conns 10000 --groups 1 --messages 200 --payload-bytes 100
+    # A burst: calls back to back with 8 (and 32) in flight; 1 in flight is call-latency bound.
+    measure broadcast "$topo" "$r" broadcast --conns 10000 --messages 400 --in-flight 8 --payload-bytes 100
+    measure broadcast32 "$topo" "$r" broadcast --conns 10000 --messages 400 --in-flight 32 --payload-bytes 100
+    measure broadcast1 "$topo" "$r" broadcast --conns 10000 --messages 200 --payload-bytes 100
+    measure fanout "$topo" "$r" topic --conns 10000 --groups 1 --messages 400 --in-flight 8 --payload-bytes 100
+    measure fanout32 "$topo" "$r" topic --conns 10000 --groups 1 --messages 400 --in-flight 32 --payload-bytes 100
     measure publish "$topo" "$r" topic --conns 1000 --groups 1000 --messages 20000 --in-flight 8 --payload-bytes 100
     measure connect "$topo" "$r" idle --conns 10000 --hold 2
   done

@@ -2,12 +2,26 @@
 # Every test of the project, on a fresh machine: the Rust suites (unit, property, end to end
 # over loopback), the JavaScript client against the real binary (node --test), the demo page in
 # headless Chromium, and the Python and Node backend examples against a live server.
-# Needs: the Rust toolchain, Node.js with npm, Python 3, and Debian's chromium (or CHROMIUM=path).
+# Needs: the Rust toolchain, Node.js with npm, Python 3, Debian's chromium (or CHROMIUM=path) and
+# redis-server (the cluster tests start their own); it checks for them first.
 # JS packages come from the lockfiles (npm ci); Python packages go to target/py-venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s (%ss)\n' "$1" "$SECONDS"; }
+
+step "what the suites need"
+CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+missing=()
+command -v redis-server >/dev/null || missing+=("redis-server (cluster tests): apt-get install redis-server")
+command -v node >/dev/null || missing+=("Node.js with npm (JS client tests): apt-get install nodejs npm")
+command -v python3 >/dev/null || missing+=("Python 3 (backend example): apt-get install python3 python3-venv")
+[ -x "$CHROMIUM" ] || missing+=("Chromium at $CHROMIUM (demo page test): apt-get install chromium, or set CHROMIUM")
+if [ ${#missing[@]} -gt 0 ]; then
+  printf 'missing:\n' >&2
+  printf '  %s\n' "${missing[@]}" >&2
+  exit 1
+fi
 
 step "cargo test"
 cargo test --locked
@@ -20,11 +34,6 @@ step "JS client tests (node --test, against the real server)"
 (cd clients/js && npm ci --no-audit --no-fund --loglevel=error && npm test)
 
 step "demo page in headless Chromium"
-CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
-if [ ! -x "$CHROMIUM" ]; then
-  echo "no Chromium at $CHROMIUM: install Debian's (apt-get install chromium) or set CHROMIUM" >&2
-  exit 1
-fi
 (cd clients/js && CHROMIUM="$CHROMIUM" npm run test:e2e)
 
 step "backend examples (Python and Node) against a live server"

@@ -756,6 +756,15 @@ mod tests {
         c.broker.kind = "kafka".into();
         assert_eq!(key_of(&c), "broker.kind");
         let mut c = base();
+        c.broker.kind = "redis".into();
+        assert!(c.validate().is_ok(), "the default URL is a Redis URL");
+        c.broker.redis_url = "http://127.0.0.1:6379".into();
+        assert_eq!(key_of(&c), "broker.redis_url");
+        let mut c = base();
+        c.broker.kind = "redis".into();
+        c.broker.node_ttl_ms = 10;
+        assert_eq!(key_of(&c), "broker.node_ttl_ms");
+        let mut c = base();
         c.http.allowed_origins = vec!["example.com".into()];
         assert_eq!(key_of(&c), "http.allowed_origins");
     }

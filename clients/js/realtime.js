@@ -211,8 +211,23 @@ export class RealtimeClient {
         if (frame.op === "error") p.reject(new RealtimeError(frame.code, frame.message));
         else p.resolve(frame);
       } else if (frame.op === "subscribed") {
-        // A server-side Subscribe: remember the position.
-        this._topics.set(frame.topic, { offset: frame.offset, epoch: frame.epoch, waiters: [] });
+        // A server-side Subscribe, or the server saying this topic's position was lost
+        // (recovered: false, e.g. after the cluster's Redis restarted): remember the position.
+        const t = this._topics.get(frame.topic);
+        if (t) {
+          t.offset = frame.offset;
+          t.epoch = frame.epoch;
+        } else {
+          this._topics.set(frame.topic, { offset: frame.offset, epoch: frame.epoch, waiters: [] });
+        }
+        if (frame.recovered === false) {
+          this._emit("unrecovered", {
+            topic: frame.topic,
+            offset: frame.offset,
+            epoch: frame.epoch,
+            recovered: false,
+          });
+        }
       } else if (frame.op === "error") {
         this._emit("error", new RealtimeError(frame.code, frame.message));
       }

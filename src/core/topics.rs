@@ -130,6 +130,8 @@ pub struct Joined<O> {
 pub struct Arrival<O> {
     /// Subscribers it (and any pending publications it released) was queued to.
     pub queued: u32,
+    /// Subscribers it will be queued to once the gap before it is filled (or skipped).
+    pub waiting: u32,
     pub overflowed: Vec<Arc<Conn<O>>>,
     /// Offsets missing before it: `(after, before)`, both exclusive. The shell reads them from
     /// history and feeds them here, or calls [`Topics::skip_gap`].
@@ -140,6 +142,7 @@ impl<O> Default for Arrival<O> {
     fn default() -> Self {
         Arrival {
             queued: 0,
+            waiting: 0,
             overflowed: Vec::new(),
             gap: None,
         }
@@ -457,6 +460,11 @@ where
                 advance(&mut t, live.offset, frame, &mut out);
             }
             Some(s) => {
+                out.waiting = t
+                    .subscribers
+                    .values()
+                    .filter(|sub| live.offset > sub.after)
+                    .count() as u32;
                 t.pending.insert(live.offset, frame.clone());
                 let first = t.pending.keys().next().copied().unwrap_or(live.offset);
                 out.gap = Some((s.last, first));
@@ -850,7 +858,7 @@ mod tests {
         );
         let a = live(&t, "E", 4);
         assert_eq!(a.gap, Some((1, 4)));
-        assert_eq!(a.queued, 0);
+        assert_eq!((a.queued, a.waiting), (0, 1));
         assert_eq!(t.gap("t"), Some((1, 4)));
         live(&t, "E", 2);
         let a = live(&t, "E", 3);

@@ -380,6 +380,120 @@ async fn a_watcher_sees_every_nodes_events() {
     assert_eq!((e.kind, e.topic.as_str()), (Kind::Subscribed as i32, "t"));
 }
 
+async fn redis_conn(redis: &RedisProc) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("a test connection to Redis")
+}
+
+async fn numsub(con: &mut redis::aio::MultiplexedConnection, channel: &str) -> i64 {
+    let v: (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query_async(con)
+        .await
+        .unwrap();
+    v.1
+}
+
+/// A node subscribes to a user's channel only while it holds one of the user's connections,
+/// once however many it holds, and lets it go shortly after the last one leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_channel_is_held_by_need_and_released_after_a_linger() {
+    let redis = RedisProc::start();
+    let n = nodes(&redis, &["a", "b"]).await;
+    let mut con = redis_conn(&redis).await;
+    assert_eq!(numsub(&mut con, "rt:u:carol").await, 0);
+    let first = n[0].connect("carol", &["team"]).await;
+    let second = n[0].connect("carol", &["team"]).await;
+    assert_eq!(
+        numsub(&mut con, "rt:u:carol").await,
+        1,
+        "one subscription for the node"
+    );
+    assert_eq!(numsub(&mut con, "rt:r:team").await, 1);
+    let on_b = n[1].connect("carol", &[]).await;
+    assert_eq!(numsub(&mut con, "rt:u:carol").await, 2);
+    drop(on_b);
+    drop(first);
+    eventually("node b to let carol's channel go", || {
+        let mut con = con.clone();
+        async move { numsub(&mut con, "rt:u:carol").await == 1 }
+    })
+    .await;
+    // Node a still holds one of carol's connections: it keeps the channel.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(numsub(&mut con, "rt:u:carol").await, 1);
+    drop(second);
+    eventually("node a to let carol's and the role's channels go", || {
+        let mut con = con.clone();
+        async move {
+            numsub(&mut con, "rt:u:carol").await == 0 && numsub(&mut con, "rt:r:team").await == 0
+        }
+    })
+    .await;
+}
+
+/// A publication lost on its way to the nodes (written to history, never published) leaves a
+/// gap; the next live one reveals it, and each node catches up from history before going on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_in_the_live_stream_is_filled_from_history() {
+    let redis = RedisProc::start();
+    let n = nodes(&redis, &["a", "b"]).await;
+    let mut ws = n[1].connect("g", &[]).await;
+    let sub = subscribe(&mut ws, "gap", None).await;
+    let epoch = sub["epoch"].as_str().unwrap().to_owned();
+    let mut via_a = n[0].client().await;
+    publish(&mut via_a, "gap", "1", "").await;
+    assert_eq!(ws.next_json().await["offset"], 1);
+    // What the publish script does, minus the PUBLISH: offset 2 exists only in history.
+    let mut con = redis_conn(&redis).await;
+    let offset: u64 = redis::cmd("HINCRBY")
+        .arg("rt:hm:{gap}")
+        .arg("s")
+        .arg(1)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(offset, 2);
+    let frame = json!({"type":"news","payload":"lost","id":"x2","ts":1,"topic":"gap","offset":2,"epoch":epoch})
+        .to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let _: String = redis::cmd("XADD")
+        .arg("rt:h:{gap}")
+        .arg("2-0")
+        .arg("f")
+        .arg(&frame)
+        .arg("m")
+        .arg("")
+        .arg("t")
+        .arg(now)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let p = publish(&mut via_a, "gap", "3", "").await;
+    assert_eq!(
+        (p.offset, p.connections),
+        (3, 1),
+        "counted though it waited for the gap"
+    );
+    let two = ws.next_json().await;
+    assert_eq!(
+        (two["offset"].as_u64(), two["payload"].as_str()),
+        (Some(2), Some("lost"))
+    );
+    let three = ws.next_json().await;
+    assert_eq!(
+        (three["offset"].as_u64(), three["payload"].as_i64()),
+        (Some(3), Some(3))
+    );
+}
+
 /// The load tool spreads its connections over the nodes and calls through one of them; it
 /// counts exactly what the calls deliver, cluster-wide.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -417,6 +531,21 @@ async fn bench_drives_a_cluster() {
         })
         .await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_with_the_same_id_is_refused() {
+    let redis = RedisProc::start();
+    let _a = nodes(&redis, &["same"]).await;
+    let err = boundary_realtime::server::Server::start(node_config(&redis, "same"))
+        .await
+        .err()
+        .expect("refused");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("broker.redis_url: another node with id \"same\" is live"),
+        "{msg}"
+    );
 }
 
 /// A node process killed without a goodbye leaves the cluster view within `node_ttl_ms`.

@@ -130,6 +130,19 @@ impl RedisCluster {
         .await
         .map_err(|_| format!("cannot reach Redis at {url}: timed out"))?
         .map_err(|e| format!("cannot reach Redis at {url}: {e}"))?;
+        // A node id must be unique: it names the node's channel and every connection id.
+        let mut probe = cmd.clone();
+        let taken: Result<(String, i64), _> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(wire::node_channel(&local.id))
+            .query_async(&mut probe)
+            .await;
+        if matches!(taken, Ok((_, n)) if n > 0) {
+            return Err(format!(
+                "another node with id {:?} is live on Redis at {url}; give each node its own [node] id (or leave it empty)",
+                local.id
+            ));
+        }
         let (ops_tx, ops_rx) = mpsc::unbounded_channel();
         let node_id = local.id.clone();
         let cluster = Arc::new(RedisCluster {
@@ -399,7 +412,7 @@ impl RedisCluster {
                     self.catch_up(topic);
                 }
                 if rid > 0 {
-                    self.reply(&from, rid, Response::Count(a.queued));
+                    self.reply(&from, rid, Response::Count(a.queued + a.waiting));
                 }
             }
             Header::Req { from, rid, req } => match req {
