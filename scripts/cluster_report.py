@@ -82,7 +82,8 @@ ROWS = [
 def main():
     runs = load(sys.argv[1])
     n = max((len(v) for v in runs.values()), default=0)
-    print(f"| figure | single node | two nodes + Redis | ratio | budget | met |  (median of {n})")
+    print(f"Medians of {n} runs.\n")
+    print("| figure | single node | two nodes + Redis | ratio | budget | met |")
     print("| --- | --- | --- | --- | --- | --- |")
     for figure, name, field, rule in ROWS:
         single = med(runs, f"{name}-single", field)

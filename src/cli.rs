@@ -63,8 +63,8 @@ enum Command {
         /// A topic pattern the client may subscribe to; repeat for several.
         #[arg(long = "topic")]
         topics: Vec<String>,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 3600)]
+        /// Lifetime in seconds (at least 1).
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
         ttl: u64,
     },
     /// Measure a running node: connections, deliveries/s, latency, server memory and CPU.

@@ -222,7 +222,7 @@ impl Default for LimitsConfig {
             max_payload_bytes: 65_536,
             client_rate: 50,
             max_bad_frames: 10,
-            max_connections_per_user: 0,
+            max_connections_per_user: 100,
             max_connections: 0,
             auth_timeout_ms: 5_000,
             ping_interval_ms: 25_000,

@@ -1,5 +1,8 @@
 //! Logging setup: human-readable or JSON lines on stderr, filtered by `RUST_LOG` or the
-//! configured level. Nothing in this crate logs a token, an API key or a secret.
+//! configured level; colours only when stderr is a terminal (a file or a pipe gets plain
+//! text). Nothing in this crate logs a token, an API key or a secret.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -9,7 +12,8 @@ pub fn init(format: &str, level: &str) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     // try_init: a second initialisation (tests) is not an error worth stopping for.
     let _ = if format == "json" {
         builder.json().try_init()

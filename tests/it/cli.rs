@@ -259,3 +259,46 @@ async fn dev_prints_a_working_quick_start() {
         (Some("hello"), Some("hi"))
     );
 }
+
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let mut child = Reaped(
+        Command::new(BIN)
+            .args([
+                "serve",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "human",
+            ])
+            .env("REALTIME_JWT__SECRET", SECRET)
+            .env("REALTIME_GRPC__API_KEYS", API_KEY)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let line = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("listening"))
+        .expect("a listening line");
+    assert!(!line.contains('\u{1b}'), "{line:?}");
+}
+
+#[test]
+fn token_refuses_a_zero_ttl() {
+    let out = Command::new(BIN)
+        .args(["token", "--sub", "alice", "--ttl", "0"])
+        .env("REALTIME_JWT__SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--ttl"), "{err}");
+    assert!(out.stdout.is_empty(), "no token printed");
+}

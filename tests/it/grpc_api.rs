@@ -623,10 +623,13 @@ async fn health_and_reflection_are_served_without_a_key() {
         panic!("{resp:?}")
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(
-        names.contains(&"boundary.realtime.v1.RealtimeService".to_string()),
-        "{names:?}"
-    );
+    // The health service too, so `grpcurl ... grpc.health.v1.Health/Check` works.
+    for service in [
+        "boundary.realtime.v1.RealtimeService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.contains(&service.to_string()), "{service}: {names:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,10 @@ use crate::clock::now_ms;
 
 struct Member {
     last_ms: i64,
+    /// Its subscriptions were in place at its last beat.
+    ready: bool,
+    /// Heard from since this node's pub/sub connection last (re)connected.
+    confirmed: bool,
     watching: bool,
     /// A Watch request counts until then even if an older heartbeat says otherwise.
     watch_until_ms: i64,
@@ -39,16 +43,48 @@ impl Members {
             .any(|(id, m)| *id != self.me && (m.watching || m.watch_until_ms > now))
     }
 
-    /// A heartbeat; returns whether this node must send its events to other nodes.
-    pub fn beat(&mut self, node: &str, now: i64, watching: bool) -> bool {
+    /// A heartbeat; `vouches` when it is a hello or the answer to this node's latest hello
+    /// (see `wire::Header::Beat`). Returns whether this node must send its events to others.
+    pub fn beat(
+        &mut self,
+        node: &str,
+        now: i64,
+        watching: bool,
+        ready: bool,
+        vouches: bool,
+    ) -> bool {
         let m = self.nodes.entry(node.to_owned()).or_insert(Member {
             last_ms: now,
+            ready: false,
+            confirmed: false,
             watching,
             watch_until_ms: 0,
         });
         m.last_ms = now;
         m.watching = watching;
+        if !ready {
+            m.ready = false;
+        } else if vouches {
+            m.ready = true;
+            m.confirmed = true;
+        }
         self.export(now)
+    }
+
+    /// This node's pub/sub connection came back: until each live node is heard from again with
+    /// its subscriptions in place, a PUBLISH's receiver count may miss it.
+    pub fn unconfirm_all(&mut self) {
+        for m in self.nodes.values_mut() {
+            m.confirmed = false;
+        }
+    }
+
+    /// Whether every other live node has said, since this node's last reconnect, that its
+    /// subscriptions are in place (so deliveries reach every node that holds a recipient).
+    pub fn all_ready(&self, now: i64, ttl_ms: u64) -> bool {
+        self.nodes.iter().all(|(id, m)| {
+            *id == self.me || now - m.last_ms >= ttl_ms as i64 || (m.confirmed && m.ready)
+        })
     }
 
     /// A node asked for every node's events.
@@ -56,6 +92,8 @@ impl Members {
         let grace = self.watch_grace_ms;
         let m = self.nodes.entry(node.to_owned()).or_insert(Member {
             last_ms: now,
+            ready: true,
+            confirmed: true,
             watching: true,
             watch_until_ms: 0,
         });
@@ -87,13 +125,29 @@ impl Members {
     }
 }
 
+/// What a heartbeat is.
+#[derive(Debug, Clone, Copy)]
+pub enum Beat {
+    Periodic,
+    /// This node's subscriptions were just (re)made: everyone answer.
+    Hello,
+    /// The answer to another node's hello with that nonce.
+    Answer(u64),
+}
+
 /// Publishes this node's heartbeat to `to` (a node) or to every node.
-pub async fn beat_to(c: &RedisCluster, to: Option<&str>, hello: bool) {
+pub async fn beat_to(c: &RedisCluster, to: Option<&str>, kind: Beat) {
     let msg = wire::encode(
         &wire::Header::Beat {
             node: c.node_id.clone(),
             watching: c.local.watchers() > 0,
-            hello,
+            ready: c.pubsub_ready.load(std::sync::atomic::Ordering::Acquire),
+            hello: matches!(kind, Beat::Hello),
+            nonce: c.hello_nonce.load(std::sync::atomic::Ordering::Acquire),
+            ack: match kind {
+                Beat::Answer(n) => n,
+                _ => 0,
+            },
         },
         b"",
     );
@@ -110,7 +164,11 @@ pub async fn heartbeat(c: Arc<RedisCluster>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                beat_to(&c, None, false).await;
+                // Until every live node has vouched for its subscriptions since this node's
+                // last reconnect (a hello may have been lost while Redis came back), ask again.
+                let all = c.members.lock().all_ready(now_ms(), ttl);
+                let kind = if all { Beat::Periodic } else { Beat::Hello };
+                beat_to(&c, None, kind).await;
                 let export = c.members.lock().prune(now_ms(), ttl);
                 c.local.set_export_events(export);
             }
@@ -124,19 +182,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn after_a_reconnect_every_live_node_must_say_it_is_subscribed_again() {
+        let mut m = Members::new("a".into());
+        m.beat("b", 0, false, true, true);
+        m.beat("c", 0, false, true, true);
+        assert!(m.all_ready(10, 1000));
+        m.unconfirm_all();
+        assert!(!m.all_ready(10, 1000));
+        m.beat("b", 20, false, false, true);
+        m.beat("c", 20, false, true, true);
+        assert!(!m.all_ready(30, 1000), "b is still resubscribing");
+        m.beat("b", 40, false, true, true);
+        assert!(m.all_ready(50, 1000));
+        m.unconfirm_all();
+        m.beat("b", 60, false, true, true);
+        m.beat("c", 65, false, true, false);
+        assert!(
+            !m.all_ready(70, 1000),
+            "a periodic beat from c does not vouch: it may have waited out the outage"
+        );
+        assert!(
+            m.all_ready(1066, 1000),
+            "c fell silent: nothing to wait for"
+        );
+    }
+
+    #[test]
     fn silent_nodes_go_and_live_ones_stay() {
         let mut m = Members::new("a".into());
-        m.beat("a", 0, false);
-        m.beat("b", 0, false);
-        m.beat("c", 0, false);
+        m.beat("a", 0, false, true, true);
+        m.beat("b", 0, false, true, true);
+        m.beat("c", 0, false, true, true);
         assert_eq!(m.live(100, 1000), 3);
-        m.beat("b", 900, false);
+        m.beat("b", 900, false, true, true);
         assert_eq!(m.live(1500, 1000), 2, "c fell silent");
         assert!(!m.leave("b", 1500));
         assert_eq!(m.live(1500, 1000), 1);
         // A node that keeps beating never goes, however long it runs.
         for t in (2000..100_000).step_by(300) {
-            m.beat("d", t, false);
+            m.beat("d", t, false, true, false);
             m.prune(t, 1000);
             assert_eq!(m.live(t, 1000), 2);
         }
@@ -146,16 +230,16 @@ mod tests {
     fn events_are_exported_while_another_node_watches() {
         let mut m = Members::new("a".into());
         assert!(
-            !m.beat("a", 0, true),
+            !m.beat("a", 0, true, true, true),
             "our own watchers see our events directly"
         );
         assert!(m.watching("b", 0));
         assert!(
-            m.beat("b", 1, false),
+            m.beat("b", 1, false, true, true),
             "a stale beat does not undo a fresh Watch"
         );
-        assert!(!m.beat("b", 20_000, false));
-        assert!(m.beat("b", 20_001, true));
+        assert!(!m.beat("b", 20_000, false, true, true));
+        assert!(m.beat("b", 20_001, true, true, true));
         assert!(!m.prune(40_000, 15_000), "a dead watcher stops the export");
     }
 }

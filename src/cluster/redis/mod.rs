@@ -84,6 +84,8 @@ pub struct RedisCluster {
     next_rid: AtomicU64,
     members: Mutex<members::Members>,
     pubsub_ready: AtomicBool,
+    /// Numbers this node's hellos (one per (re)subscription); answers echo it.
+    hello_nonce: AtomicU64,
     cmd_ok: AtomicBool,
     catching_up: Mutex<HashSet<String>>,
     publish_script: Script,
@@ -157,6 +159,7 @@ impl RedisCluster {
             next_rid: AtomicU64::new(1),
             members: Mutex::new(members::Members::new(node_id)),
             pubsub_ready: AtomicBool::new(false),
+            hello_nonce: AtomicU64::new(0),
             cmd_ok: AtomicBool::new(true),
             catching_up: Mutex::new(HashSet::new()),
             publish_script: Script::new(scripts::PUBLISH),
@@ -304,17 +307,28 @@ impl RedisCluster {
         }
     }
 
-    /// Waits for the replies of `rid` until the deadline; a late node's share is left out.
-    async fn collect(&self, rid: u64, rx: oneshot::Receiver<Vec<Response>>) -> Vec<Response> {
+    /// Waits for the replies of `rid` until the deadline. A node that does not answer in time
+    /// while Redis is fine (a hung node) is left out of the count; when this node lost Redis
+    /// meanwhile, nobody can say what was delivered: UNAVAILABLE, never a false success.
+    async fn collect(
+        &self,
+        rid: u64,
+        rx: oneshot::Receiver<Vec<Response>>,
+    ) -> Result<Vec<Response>, CoreError> {
         match tokio::time::timeout(REQUEST_DEADLINE, rx).await {
-            Ok(Ok(v)) => v,
+            Ok(Ok(v)) => Ok(v),
             _ => {
                 let partial = self.pending.lock().remove(&rid).map(|p| p.got);
+                if !self.pubsub_ready.load(Ordering::Acquire) {
+                    return Err(CoreError::Unavailable(
+                        "Redis went away before every node had answered".into(),
+                    ));
+                }
                 tracing::warn!(
                     rid,
                     "a cluster request timed out waiting for a node's reply"
                 );
-                partial.unwrap_or_default()
+                Ok(partial.unwrap_or_default())
             }
         }
     }
@@ -339,7 +353,7 @@ impl RedisCluster {
         if n == 0 {
             return Ok(Vec::new());
         }
-        Ok(self.collect(rid, rx).await)
+        self.collect(rid, rx).await
     }
 
     async fn request(&self, channel: &str, req: Request) -> Result<Vec<Response>, CoreError> {
@@ -432,13 +446,23 @@ impl RedisCluster {
             Header::Beat {
                 node,
                 watching,
+                ready,
                 hello,
+                nonce,
+                ack,
             } => {
-                let export = self.members.lock().beat(&node, now_ms(), watching);
+                let vouches =
+                    hello || (ack != 0 && ack == self.hello_nonce.load(Ordering::Acquire));
+                let export = self
+                    .members
+                    .lock()
+                    .beat(&node, now_ms(), watching, ready, vouches);
                 self.local.set_export_events(export);
                 if hello && node != self.node_id {
                     let me = Arc::clone(self);
-                    tokio::spawn(async move { members::beat_to(&me, Some(&node), false).await });
+                    tokio::spawn(async move {
+                        members::beat_to(&me, Some(&node), members::Beat::Answer(nonce)).await
+                    });
                 }
             }
             Header::Leave { node } => {
@@ -615,6 +639,28 @@ impl RedisCluster {
         self.settings.history_ttl_ms.max(META_TTL_MS)
     }
 
+    /// Whether a delivery now reaches every node that holds a recipient: this node's
+    /// subscriptions are in place, and so are every other live node's since this node last
+    /// reconnected (after a Redis restart a PUBLISH would otherwise count 0 for a node that
+    /// has not resubscribed yet, a false "nobody there").
+    fn cluster_ready(&self) -> Result<(), CoreError> {
+        if !self.pubsub_ready.load(Ordering::Acquire) {
+            return Err(CoreError::Unavailable(
+                "the Redis pub/sub connection is down".into(),
+            ));
+        }
+        if !self
+            .members
+            .lock()
+            .all_ready(now_ms(), self.settings.node_ttl_ms)
+        {
+            return Err(CoreError::Unavailable(
+                "the cluster is resubscribing after a Redis reconnect".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn channel_of(&self, target: &Selector) -> Result<String, CoreError> {
         match target {
             Selector::Connection(id) => match parse_conn_id(id) {
@@ -706,6 +752,7 @@ fn parse_entries(v: Value) -> Vec<Entry> {
 impl Broker for RedisCluster {
     fn deliver(&self, route: Route, frame: SharedFrame) -> BoxFuture<'_, Result<u32, CoreError>> {
         Box::pin(async move {
+            self.cluster_ready()?;
             let channel = match &route {
                 Route::User(u) => wire::user_channel(u),
                 Route::Role(r) => wire::role_channel(r),
@@ -756,7 +803,7 @@ impl Broker for RedisCluster {
     }
 
     fn ready(&self) -> bool {
-        self.pubsub_ready.load(Ordering::Acquire) && self.cmd_ok.load(Ordering::Acquire)
+        self.cluster_ready().is_ok() && self.cmd_ok.load(Ordering::Acquire)
     }
 }
 
@@ -768,6 +815,7 @@ impl HistoryStore for RedisCluster {
     ) -> BoxFuture<'_, Result<Published, CoreError>> {
         let template = frame(0, "");
         Box::pin(async move {
+            self.cluster_ready()?;
             let prefix = message::position_prefix(&template).ok_or_else(|| {
                 CoreError::Unavailable("a publication frame without a position".into())
             })?;
@@ -834,7 +882,7 @@ impl HistoryStore for RedisCluster {
             let replies = if n == 0 {
                 Vec::new()
             } else {
-                self.collect(rid, rx).await
+                self.collect(rid, rx).await?
             };
             let connections = replies
                 .iter()
@@ -915,6 +963,7 @@ impl HistoryStore for RedisCluster {
 impl Control for RedisCluster {
     fn command(&self, target: Selector, command: Command) -> BoxFuture<'_, Result<u32, CoreError>> {
         Box::pin(async move {
+            self.cluster_ready()?;
             let channel = self.channel_of(&target)?;
             let by_connection = match &target {
                 Selector::Connection(id) => Some(id.clone()),

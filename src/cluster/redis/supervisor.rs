@@ -105,9 +105,12 @@ async fn session(c: &Arc<RedisCluster>, ops: &mut mpsc::UnboundedReceiver<SubOp>
     let mut reader = reader;
     // Whatever was published while this node could not hear it is read from history first.
     c.catch_up_all().await;
+    // The other nodes may be resubscribing too: hear from each again before delivering.
+    c.members.lock().unconfirm_all();
+    c.hello_nonce.fetch_add(1, Ordering::AcqRel);
     c.pubsub_ready.store(true, Ordering::Release);
     tracing::info!(channels = channels.len(), "subscribed to Redis pub/sub");
-    members::beat_to(c, None, true).await;
+    members::beat_to(c, None, members::Beat::Hello).await;
     let mut check = tokio::time::interval(Duration::from_secs(1));
     let mut deferred: Option<SubOp> = None;
     loop {

@@ -120,11 +120,18 @@ pub enum Header {
         rid: u64,
         resp: Response,
     },
-    /// A node is alive; `hello` asks the others to answer with their own beat at once.
+    /// A node is alive; `ready` says its pub/sub subscriptions are in place. A `hello` (sent
+    /// each time the node's subscriptions are (re)made, numbered by `nonce`) asks the others to
+    /// answer at once with their own beat carrying `ack` = that nonce. Only a hello or such an
+    /// answer vouches that a node is subscribed now: a periodic beat may have waited out a
+    /// Redis outage in a send queue.
     Beat {
         node: String,
         watching: bool,
+        ready: bool,
         hello: bool,
+        nonce: u64,
+        ack: u64,
     },
     Leave {
         node: String,
