@@ -1,10 +1,10 @@
 //! boundary-realtime: browsers hold WebSocket connections, backends push to them over gRPC.
 //!
 //! Two doors, one core. [`ws`] (axum) and [`grpc`] (tonic) are thin translators; both call the
-//! [`hub`], which validates and encodes a message once and hands it to the [`broker`]; the
-//! broker reaches each node's [`node::LocalNode`], whose [`core::registry`] finds the
-//! recipients and queues the shared frame to each. [`core`] is pure (no I/O, no clock);
-//! everything else is the shell.
+//! [`hub`], which validates and encodes a message once and hands it to the [`cluster`] family
+//! (one node in memory, or any number of nodes on Redis); every delivery ends in a node's
+//! [`node::LocalNode`], whose [`core::registry`] finds the recipients and queues the shared
+//! frame to each. [`core`] is pure (no I/O, no clock); everything else is the shell.
 
 pub mod auth;
 pub mod bench;

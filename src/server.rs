@@ -1,6 +1,7 @@
-//! Starting and stopping one node: bind both listeners, serve both doors over one hub, and
-//! shut down in order (stop taking work, close every WebSocket with 1001, end WatchEvents
-//! with UNAVAILABLE, let in-flight unary RPCs finish) within `shutdown_timeout_ms`.
+//! Starting and stopping one node: bind both listeners, build this node's state, the cluster
+//! family (`[broker] kind`) and the hub over them, serve both doors, and shut down in order
+//! (stop taking work, close every WebSocket with 1001, end WatchEvents with UNAVAILABLE, let
+//! in-flight unary RPCs finish, say goodbye to the cluster) within `shutdown_timeout_ms`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

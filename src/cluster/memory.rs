@@ -10,9 +10,9 @@ use std::sync::{Arc, OnceLock, Weak};
 use parking_lot::{Mutex, RwLock};
 
 use super::{
-    BoxFuture, Broker, Command, ConnSnapshot, Control, Cursor, EncodeAt, Family, HistoryPage,
-    HistoryStore, Interest, Kept, ListFilter, ListPage, NewPublication, Present, Published, Route,
-    Selector, StatsPart,
+    BoxFuture, Broker, Command, ConnSnapshot, Control, Cursor, EncodeAt, HistoryPage, HistoryStore,
+    Interest, Kept, ListFilter, ListPage, NewPublication, Present, Published, Route, Selector,
+    StatsPart,
 };
 use crate::core::frame::{shared, SharedFrame};
 use crate::core::ids::parse_conn_id;
@@ -57,15 +57,6 @@ impl Memory {
             hasher: RandomState::new(),
             hub: OnceLock::new(),
         })
-    }
-
-    /// The broker, history store and control of a single node.
-    pub fn family(self: &Arc<Self>) -> Family {
-        Family {
-            broker: Arc::clone(self) as Arc<dyn Broker>,
-            store: Arc::clone(self) as Arc<dyn HistoryStore>,
-            control: Arc::clone(self) as Arc<dyn Control>,
-        }
     }
 
     /// The hub that runs commands on this node's connections (set once it exists).

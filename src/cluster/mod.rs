@@ -304,6 +304,17 @@ pub struct Family {
     pub control: Arc<dyn Control>,
 }
 
+impl Family {
+    /// A family whose three parts are one object (as both implementations are).
+    pub fn of<T: Broker + HistoryStore + Control>(all: &Arc<T>) -> Family {
+        Family {
+            broker: Arc::clone(all) as Arc<dyn Broker>,
+            store: Arc::clone(all) as Arc<dyn HistoryStore>,
+            control: Arc::clone(all) as Arc<dyn Control>,
+        }
+    }
+}
+
 /// The family a node was built with, and what must be done once the hub exists.
 pub struct Built {
     pub family: Family,
@@ -345,7 +356,7 @@ pub async fn build(
                 .await
                 .map_err(|e| crate::server::StartError::Broker(e.to_string()))?;
             Ok(Built {
-                family: r.family(),
+                family: Family::of(&r),
                 memory: None,
                 redis: Some(r),
             })
@@ -353,7 +364,7 @@ pub async fn build(
         _ => {
             let m = memory::Memory::new(local, limits);
             Ok(Built {
-                family: m.family(),
+                family: Family::of(&m),
                 memory: Some(m),
                 redis: None,
             })

@@ -744,6 +744,16 @@ mod tests {
         range.map(|o| (o, f(&format!("p{o}")))).collect()
     }
 
+    /// A read of a topic at `latest` with nothing replayed.
+    fn at(epoch: &str, latest: u64) -> HistoryRead<Arc<String>> {
+        HistoryRead {
+            epoch: epoch.into(),
+            latest,
+            pubs: vec![],
+            complete: true,
+        }
+    }
+
     fn join(
         t: &Topics<Rec>,
         c: &Arc<Conn<Rec>>,
@@ -772,12 +782,7 @@ mod tests {
     fn plain_join_then_live_in_order() {
         let t = Topics::new();
         let c = conn(1, 100);
-        let read = HistoryRead {
-            epoch: "E".into(),
-            latest: 3,
-            pubs: vec![],
-            complete: true,
-        };
+        let read = at("E", 3);
         let j = join(&t, &c, read, None);
         assert_eq!((j.offset, j.recovered), (3, None));
         assert_eq!(live(&t, "E", 4).queued, 1);
@@ -845,17 +850,7 @@ mod tests {
     fn gap_waits_for_catch_up_then_flows_in_order() {
         let t = Topics::new();
         let c = conn(1, 100);
-        join(
-            &t,
-            &c,
-            HistoryRead {
-                epoch: "E".into(),
-                latest: 1,
-                pubs: vec![],
-                complete: true,
-            },
-            None,
-        );
+        join(&t, &c, at("E", 1), None);
         let a = live(&t, "E", 4);
         assert_eq!(a.gap, Some((1, 4)));
         assert_eq!((a.queued, a.waiting), (0, 1));
@@ -871,17 +866,7 @@ mod tests {
     fn an_unfillable_gap_is_told_not_hidden() {
         let t = Topics::new();
         let c = conn(1, 100);
-        join(
-            &t,
-            &c,
-            HistoryRead {
-                epoch: "E".into(),
-                latest: 1,
-                pubs: vec![],
-                complete: true,
-            },
-            None,
-        );
+        join(&t, &c, at("E", 1), None);
         live(&t, "E", 5);
         live(&t, "E", 6);
         let a = t.skip_gap("t", reset);
@@ -893,17 +878,7 @@ mod tests {
     fn a_new_epoch_resets_subscribers() {
         let t = Topics::new();
         let c = conn(1, 100);
-        join(
-            &t,
-            &c,
-            HistoryRead {
-                epoch: "E".into(),
-                latest: 7,
-                pubs: vec![],
-                complete: true,
-            },
-            None,
-        );
+        join(&t, &c, at("E", 7), None);
         live(&t, "F", 1);
         live(&t, "F", 2);
         assert_eq!(got(&c), ["sub@7/E/None", "reset@0/F", "p1", "p2"]);
@@ -913,30 +888,10 @@ mod tests {
     fn a_read_ahead_of_the_live_stream_skips_what_the_reply_covers() {
         let t = Topics::new();
         let a = conn(1, 100);
-        join(
-            &t,
-            &a,
-            HistoryRead {
-                epoch: "E".into(),
-                latest: 2,
-                pubs: vec![],
-                complete: true,
-            },
-            None,
-        );
+        join(&t, &a, at("E", 2), None);
         // The second joiner's read already saw 3 and 4, which are still on their way here.
         let b = conn(2, 100);
-        join(
-            &t,
-            &b,
-            HistoryRead {
-                epoch: "E".into(),
-                latest: 4,
-                pubs: vec![],
-                complete: true,
-            },
-            None,
-        );
+        join(&t, &b, at("E", 4), None);
         live(&t, "E", 3);
         live(&t, "E", 4);
         live(&t, "E", 5);
@@ -948,17 +903,7 @@ mod tests {
     fn resync_tells_subscribers_and_moves_on() {
         let t = Topics::new();
         let c = conn(1, 100);
-        join(
-            &t,
-            &c,
-            HistoryRead {
-                epoch: "E".into(),
-                latest: 2,
-                pubs: vec![],
-                complete: true,
-            },
-            None,
-        );
+        join(&t, &c, at("E", 2), None);
         live(&t, "E", 9);
         assert_eq!(
             t.resync("t", "E", 8, reset).queued,
@@ -1024,12 +969,7 @@ mod tests {
             panic!()
         };
         assert_eq!(t.leave_all(&c), ["t"]);
-        let read = HistoryRead {
-            epoch: "E".into(),
-            latest: 0,
-            pubs: vec![],
-            complete: true,
-        };
+        let read = at("E", 0);
         assert!(t.finish_join(ticket, read, None, reply, reset).is_none());
         assert!(got(&c).is_empty());
     }

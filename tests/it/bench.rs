@@ -50,22 +50,23 @@ async fn messages_sent(server: &TestServer) -> u64 {
         .messages_sent
 }
 
+/// Each mode with 12 connections in 3 groups of 4 and 9 calls: the deliveries it must count.
+pub const SMOKE_ARGS: [&str; 6] = ["--conns", "12", "--groups", "3", "--messages", "9"];
+pub const SMOKE_CASES: [(&str, u64); 4] = [
+    ("broadcast", 9 * 12),
+    ("user", 9),
+    ("role", 9 * 4),
+    ("topic", 9 * 4),
+];
+
 #[tokio::test]
 async fn every_mode_counts_exactly_what_its_calls_deliver() {
     let server = start().await;
-    // 12 connections in 3 groups of 4; 9 calls each.
-    let cases = [
-        ("broadcast", 9 * 12),
-        ("user", 9),
-        ("role", 9 * 4),
-        ("topic", 9 * 4),
-    ];
-    for (mode, expected) in cases {
+    for (mode, expected) in SMOKE_CASES {
         let before = messages_sent(&server).await;
-        let opts = options(
-            &server,
-            &[mode, "--conns", "12", "--groups", "3", "--messages", "9"],
-        );
+        let mut args = vec![mode];
+        args.extend(SMOKE_ARGS);
+        let opts = options(&server, &args);
         let r = bench::run(&opts)
             .await
             .unwrap_or_else(|e| panic!("{mode}: {e}"));

@@ -502,14 +502,9 @@ async fn bench_drives_a_cluster() {
     let n = nodes(&redis, &["a", "b"]).await;
     let ws = format!("{},{}", n[0].ws_url(), n[1].ws_url());
     let grpc = format!("http://{}", n[1].grpc);
-    let cases = [
-        ("broadcast", 9 * 12),
-        ("user", 9),
-        ("role", 9 * 4),
-        ("topic", 9 * 4),
-    ];
-    for (mode, expected) in cases {
-        let args = [mode, "--conns", "12", "--groups", "3", "--messages", "9"];
+    for (mode, expected) in crate::bench::SMOKE_CASES {
+        let mut args = vec![mode];
+        args.extend(crate::bench::SMOKE_ARGS);
         let opts = crate::bench::options_with(&ws, &grpc, &args);
         let r = boundary_realtime::bench::run(&opts)
             .await

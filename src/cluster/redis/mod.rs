@@ -36,8 +36,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
     merge_pages, name_hash, BoxFuture, Broker, Command, ConnSnapshot, Control, Cursor, EncodeAt,
-    Family, HistoryPage, HistoryStore, Interest, Kept, ListFilter, ListPage, NewPublication,
-    Present, Published, Route, Selector, StatsPart,
+    HistoryPage, HistoryStore, Interest, Kept, ListFilter, ListPage, NewPublication, Present,
+    Published, Route, Selector, StatsPart,
 };
 use crate::clock::now_ms;
 use crate::core::frame::{Frame, SharedFrame};
@@ -197,14 +197,6 @@ impl RedisCluster {
         }
         tracing::info!(redis = %url, node_id = %cluster.node_id, "joined the cluster");
         Ok(cluster)
-    }
-
-    pub fn family(self: &Arc<Self>) -> Family {
-        Family {
-            broker: Arc::clone(self) as Arc<dyn Broker>,
-            store: Arc::clone(self) as Arc<dyn HistoryStore>,
-            control: Arc::clone(self) as Arc<dyn Control>,
-        }
     }
 
     pub fn attach(&self, hub: Weak<Hub>) {
