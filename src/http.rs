@@ -80,7 +80,10 @@ async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
 
 async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
     let reg = &hub.local().registry;
-    let body = hub.local().metrics.encode(reg.len(), reg.users());
+    let body = hub
+        .local()
+        .metrics
+        .encode(reg.len(), reg.users(), hub.ready());
     (
         [(
             header::CONTENT_TYPE,

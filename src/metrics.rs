@@ -43,6 +43,14 @@ pub struct Metrics {
     pub disconnects: Family<CloseLabels, Counter>,
     pub grpc_requests: Family<GrpcLabels, Counter>,
     pub grpc_duration: HistogramFamily,
+    /// 1 while this node can serve cluster-wide work (always 1 on a single node).
+    pub ready: Gauge,
+    /// Cluster mode: pub/sub (re)connections that subscribed everything this node holds.
+    pub cluster_subscribed: Counter,
+    /// Cluster mode: requests answered without every receiving node's reply.
+    pub cluster_incomplete: Counter,
+    /// Cluster mode: gaps in a topic's live stream repaired from history (or told as lost).
+    pub cluster_gap_repairs: Counter,
 }
 
 fn grpc_histogram() -> Histogram {
@@ -70,6 +78,10 @@ impl Metrics {
             disconnects: Family::default(),
             grpc_requests: Family::default(),
             grpc_duration: Family::new_with_constructor(grpc_histogram as fn() -> Histogram),
+            ready: Gauge::default(),
+            cluster_subscribed: Counter::default(),
+            cluster_incomplete: Counter::default(),
+            cluster_gap_repairs: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -112,6 +124,26 @@ impl Metrics {
             "gRPC request handling time by method",
             m.grpc_duration.clone(),
         );
+        registry.register(
+            "ready",
+            "1 while the node serves cluster-wide work (as /readyz)",
+            m.ready.clone(),
+        );
+        registry.register(
+            "cluster_subscribed",
+            "Cluster mode: Redis pub/sub (re)connections that subscribed every channel held",
+            m.cluster_subscribed.clone(),
+        );
+        registry.register(
+            "cluster_requests_incomplete",
+            "Cluster mode: requests answered without every receiving node's reply",
+            m.cluster_incomplete.clone(),
+        );
+        registry.register(
+            "cluster_gap_repairs",
+            "Cluster mode: gaps in a topic's live stream repaired from history or told as lost",
+            m.cluster_gap_repairs.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -134,9 +166,10 @@ impl Metrics {
     }
 
     /// The text exposition format, with gauges set to the given values first.
-    pub fn encode(&self, connections: usize, users: usize) -> String {
+    pub fn encode(&self, connections: usize, users: usize, ready: bool) -> String {
         self.connections.set(connections as i64);
         self.users.set(users as i64);
+        self.ready.set(i64::from(ready));
         let mut out = String::new();
         // Writing into a String cannot fail.
         prometheus_client::encoding::text::encode(&mut out, &self.registry)

@@ -492,6 +492,11 @@ async fn a_gap_in_the_live_stream_is_filled_from_history() {
         (three["offset"].as_u64(), three["payload"].as_i64()),
         (Some(3), Some(3))
     );
+    let metrics = http_get(n[1].http, "/metrics").await;
+    assert!(
+        metrics.contains("realtime_cluster_gap_repairs_total 1"),
+        "{metrics}"
+    );
 }
 
 /// The load tool spreads its connections over the nodes and calls through one of them; it
@@ -673,6 +678,12 @@ async fn a_redis_restart_is_survived() {
     assert_ne!(reset["epoch"], old_epoch.as_str());
     assert_eq!(send_user(&mut via_a, "r", "back", "1").await, 1);
     assert_eq!(ws.next_json().await["type"], "back");
+    let metrics = http_get(n[1].http, "/metrics").await;
+    assert!(metrics.contains("realtime_ready 1"), "{metrics}");
+    assert!(
+        metrics.contains("realtime_cluster_subscribed_total 2"),
+        "subscribed at start and once after the restart: {metrics}"
+    );
     let p = publish(&mut via_a, "live", "2", "").await;
     assert_eq!((p.offset, p.connections), (1, 1));
     let f = ws.next_json().await;

@@ -311,6 +311,7 @@ impl RedisCluster {
             Ok(Ok(v)) => Ok(v),
             _ => {
                 let partial = self.pending.lock().remove(&rid).map(|p| p.got);
+                self.local.metrics.cluster_incomplete.inc();
                 if !self.pubsub_ready.load(Ordering::Acquire) {
                     return Err(CoreError::Unavailable(
                         "Redis went away before every node had answered".into(),
@@ -518,6 +519,9 @@ impl RedisCluster {
     }
 
     async fn catch_up_now(&self, topic: &str) {
+        if self.local.topics.gap(topic).is_some() {
+            self.local.metrics.cluster_gap_repairs.inc();
+        }
         for attempt in 0..5 {
             let Some((epoch, last)) = self.local.topics.position(topic) else {
                 return;

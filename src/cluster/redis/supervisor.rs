@@ -109,6 +109,7 @@ async fn session(c: &Arc<RedisCluster>, ops: &mut mpsc::UnboundedReceiver<SubOp>
     c.members.lock().unconfirm_all();
     c.hello_nonce.fetch_add(1, Ordering::AcqRel);
     c.pubsub_ready.store(true, Ordering::Release);
+    c.local.metrics.cluster_subscribed.inc();
     tracing::info!(channels = channels.len(), "subscribed to Redis pub/sub");
     members::beat_to(c, None, members::Beat::Hello).await;
     let mut check = tokio::time::interval(Duration::from_secs(1));
