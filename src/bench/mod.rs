@@ -100,14 +100,15 @@ pub struct Options {
     /// CPU time (same machine only).
     #[arg(long, value_delimiter = ',')]
     pub server_pid: Vec<u32>,
-    /// Idle mode: seconds to hold the connections before measuring memory.
-    #[arg(long, default_value_t = 2.0)]
+    /// Idle mode: how long to hold the connections before measuring memory (`2s`, `500ms`,
+    /// or seconds).
+    #[arg(long, default_value = "2s", value_parser = seconds)]
     pub hold: f64,
-    /// Seconds to wait for outstanding deliveries after the last call.
-    #[arg(long, default_value_t = 10.0)]
+    /// How long to wait for outstanding deliveries after the last call.
+    #[arg(long, default_value = "10s", value_parser = seconds)]
     pub drain_timeout: f64,
-    /// The whole run's limit in seconds.
-    #[arg(long, default_value_t = 600.0)]
+    /// The whole run's limit.
+    #[arg(long, default_value = "10m", value_parser = seconds)]
     pub timeout: f64,
     /// Print the report as JSON on stdout (the human summary goes to stderr).
     #[arg(long)]
@@ -115,6 +116,39 @@ pub struct Options {
     /// No progress line.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// A duration flag: a human duration (`500ms`, `2s`, `1m 30s`) or a number of seconds.
+pub fn seconds(s: &str) -> Result<f64, String> {
+    if let Ok(n) = s.trim().parse::<f64>() {
+        if n.is_finite() && n >= 0.0 {
+            return Ok(n);
+        }
+        return Err(format!("{s:?} is not a duration (500ms, 2s, 1m)"));
+    }
+    humantime::parse_duration(s.trim())
+        .map(|d| d.as_secs_f64())
+        .map_err(|e| format!("{s:?} is not a duration (500ms, 2s, 1m): {e}"))
+}
+
+/// Where calls go: `host:port` means plaintext HTTP/2 (`http://host:port`), like every other
+/// address the tool and the server take.
+pub fn grpc_endpoint(url: &str) -> String {
+    if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("http://{url}")
+    }
+}
+
+/// The time message `k` is due in a paced run (unix ns): latency is measured from it, not
+/// from when the call was made, so a sender that falls behind shows as latency instead of
+/// hiding it (coordinated omission, as wrk2 corrects it). Back to back: the actual time.
+pub fn send_time_ns(started_ns: u64, k: u64, interval: Option<Duration>, now_ns: u64) -> u64 {
+    match interval {
+        Some(i) => started_ns + (i.as_nanos() as u64).saturating_mul(k),
+        None => now_ns,
+    }
 }
 
 /// Why a run could not be made.
@@ -445,7 +479,8 @@ async fn drive(opts: &Options, groups: usize, api: &Api, sent: &Arc<AtomicU64>) 
         }
         let (call, recipients) = plan(opts.mode, k, opts.conns, groups);
         load.expected += recipients;
-        let payload = tally::payload(k, unix_ns(), opts.payload_bytes);
+        let sent_ns = send_time_ns(load.started_ns, k, interval, unix_ns());
+        let payload = tally::payload(k, sent_ns, opts.payload_bytes);
         let api = api.clone();
         let sent = Arc::clone(sent);
         calls.spawn(async move {
@@ -530,7 +565,7 @@ impl tonic::service::Interceptor for ApiKey {
 impl Api {
     /// Connects and checks the key with GetStats, so a bad URL or key fails before any load.
     async fn connect(opts: &Options) -> Result<Api, BenchError> {
-        let url = &opts.grpc_url;
+        let url = &grpc_endpoint(&opts.grpc_url);
         let unreachable = |reason: String| BenchError::Unreachable {
             what: "gRPC API",
             url: url.clone(),
@@ -653,5 +688,25 @@ mod tests {
             plan(Mode::Topic, 7, 25, 10),
             (Call::Topic("bench:t7".into()), 2)
         );
+    }
+
+    #[test]
+    fn durations_and_addresses_read_as_people_write_them() {
+        assert_eq!(seconds("2s"), Ok(2.0));
+        assert_eq!(seconds("500ms"), Ok(0.5));
+        assert_eq!(seconds("1m 30s"), Ok(90.0));
+        assert_eq!(seconds("2.5"), Ok(2.5));
+        assert!(seconds("soon").unwrap_err().contains("not a duration"));
+        assert!(seconds("-1").is_err());
+        assert_eq!(grpc_endpoint("127.0.0.1:15051"), "http://127.0.0.1:15051");
+        assert_eq!(grpc_endpoint("https://h:1"), "https://h:1");
+    }
+
+    #[test]
+    fn paced_messages_are_timed_from_their_schedule() {
+        let every = Some(Duration::from_millis(10));
+        assert_eq!(send_time_ns(1_000, 0, every, 99_999_999), 1_000);
+        assert_eq!(send_time_ns(1_000, 3, every, 99_999_999), 30_001_000);
+        assert_eq!(send_time_ns(1_000, 3, None, 42), 42);
     }
 }

@@ -190,3 +190,33 @@ async fn a_refused_token_or_key_and_an_absent_server_are_clear_errors() {
         other => panic!("expected unreachable, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn grpc_url_takes_host_port_and_durations_are_human() {
+    let server = start().await;
+    let grpc = server.grpc.to_string();
+    let args = [
+        "user",
+        "--conns",
+        "2",
+        "--messages",
+        "3",
+        "--hold",
+        "1s",
+        "--drain-timeout",
+        "500ms",
+    ];
+    let opts = options_with(&server.ws_url(), &grpc, &args);
+    assert_eq!(
+        (opts.hold, opts.drain_timeout, opts.timeout),
+        (1.0, 0.5, 60.0)
+    );
+    let r = bench::run(&opts)
+        .await
+        .expect("host:port reaches the gRPC API");
+    assert_eq!((r.calls.errors, r.deliveries.received), (0, 3));
+    let bad = Cli::try_parse_from(["bench", "idle", "--hold", "soon"])
+        .err()
+        .expect("refused");
+    assert!(bad.to_string().contains("--hold"), "{bad}");
+}

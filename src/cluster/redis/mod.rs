@@ -258,7 +258,9 @@ impl RedisCluster {
             .await
     }
 
-    fn new_pending(&self) -> (u64, oneshot::Receiver<Vec<Response>>) {
+    /// A pending request: its id, where its replies arrive, and the pub/sub generation it was
+    /// made in (see [`RedisCluster::collect`]).
+    fn new_pending(&self) -> (u64, oneshot::Receiver<Vec<Response>>, u64) {
         let rid = self.next_rid.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().insert(
@@ -269,7 +271,7 @@ impl RedisCluster {
                 done: Some(tx),
             },
         );
-        (rid, rx)
+        (rid, rx, self.hello_nonce.load(Ordering::Acquire))
     }
 
     /// Sets how many replies `rid` waits for; completes it when they are all in.
@@ -306,13 +308,17 @@ impl RedisCluster {
         &self,
         rid: u64,
         rx: oneshot::Receiver<Vec<Response>>,
+        generation: u64,
     ) -> Result<Vec<Response>, CoreError> {
         match tokio::time::timeout(REQUEST_DEADLINE, rx).await {
             Ok(Ok(v)) => Ok(v),
             _ => {
                 let partial = self.pending.lock().remove(&rid).map(|p| p.got);
                 self.local.metrics.cluster_incomplete.inc();
-                if !self.pubsub_ready.load(Ordering::Acquire) {
+                // Lost Redis meanwhile, even if it is back already (a new generation).
+                if !self.pubsub_ready.load(Ordering::Acquire)
+                    || self.hello_nonce.load(Ordering::Acquire) != generation
+                {
                     return Err(CoreError::Unavailable(
                         "Redis went away before every node had answered".into(),
                     ));
@@ -333,7 +339,7 @@ impl RedisCluster {
         header: impl FnOnce(u64) -> Header,
         body: &[u8],
     ) -> Result<Vec<Response>, CoreError> {
-        let (rid, rx) = self.new_pending();
+        let (rid, rx, gen) = self.new_pending();
         let msg = wire::encode(&header(rid), body);
         let n = match self.publish_raw(channel, msg).await {
             Ok(n) => n,
@@ -346,7 +352,7 @@ impl RedisCluster {
         if n == 0 {
             return Ok(Vec::new());
         }
-        self.collect(rid, rx).await
+        self.collect(rid, rx, gen).await
     }
 
     async fn request(&self, channel: &str, req: Request) -> Result<Vec<Response>, CoreError> {
@@ -821,7 +827,7 @@ impl HistoryStore for RedisCluster {
             } else {
                 idem_prefix
             };
-            let (rid, rx) = self.new_pending();
+            let (rid, rx, gen) = self.new_pending();
             let mut inv = self.publish_script.prepare_invoke();
             inv.key(&stream)
                 .key(&meta)
@@ -878,7 +884,7 @@ impl HistoryStore for RedisCluster {
             let replies = if n == 0 {
                 Vec::new()
             } else {
-                self.collect(rid, rx).await?
+                self.collect(rid, rx, gen).await?
             };
             let connections = replies
                 .iter()
