@@ -247,6 +247,22 @@ async fn wait_for_signal() {
     }
 }
 
+/// This binary's path as a shell word, so a printed command works when pasted where `dev` runs
+/// (`cargo run` leaves nothing named boundary-realtime on PATH).
+fn this_binary() -> String {
+    let path = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "boundary-realtime".into());
+    if path
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c))
+    {
+        path
+    } else {
+        format!("'{}'", path.replace('\'', r"'\''"))
+    }
+}
+
 fn print_dev_banner(server: &Server, config: &Config) {
     let token = mint(
         config,
@@ -291,13 +307,15 @@ Publish to a topic the demo page subscribed to (here "news"):
     -d '{{"topic":"news","message":{{"type":"headline","payload_json":"{{\"title\":\"hello\"}}"}}}}' \
     {grpc} boundary.realtime.v1.RealtimeService/Publish
 
-Mint more tokens for this run:
+Mint more tokens for this run (this binary; after `cargo install --path .` it is on your
+PATH as boundary-realtime):
 
-  REALTIME_JWT__SECRET={secret} boundary-realtime token --sub alice --role admin
+  REALTIME_JWT__SECRET={secret} {me} token --sub alice --role admin
 
 Ctrl-C stops the server.
 "#,
         secret = config.jwt.secret,
         http = server.http_addr,
+        me = this_binary(),
     );
 }

@@ -258,6 +258,30 @@ async fn dev_prints_a_working_quick_start() {
         (m["type"].as_str(), m["payload"]["text"].as_str()),
         (Some("hello"), Some("hi"))
     );
+    // The printed mint command works as pasted: it names this binary, not a PATH entry.
+    let mint = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .expect("the mint command");
+        if line.contains("token --sub alice") {
+            break line;
+        }
+    };
+    let out = Command::new("sh")
+        .args(["-c", mint.trim()])
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{mint}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).split('.').count(),
+        3,
+        "a JWT"
+    );
 }
 
 #[test]
