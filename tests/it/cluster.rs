@@ -29,9 +29,15 @@ async fn nodes(redis: &RedisProc, ids: &[&str]) -> Vec<TestServer> {
     }
     let n = ids.len() as u32;
     let mut client = out[0].client().await;
+    // Until every node has vouched for the others, calls answer UNAVAILABLE: wait it out.
     eventually("the nodes to see each other", || {
         let mut client = client.clone();
-        async move { stats(&mut client).await.nodes == n }
+        async move {
+            client
+                .get_stats(authed(proto::GetStatsRequest {}))
+                .await
+                .is_ok_and(|r| r.into_inner().nodes == n)
+        }
     })
     .await;
     let _ = &mut client;
@@ -564,7 +570,11 @@ async fn a_killed_node_disappears_and_a_live_one_stays() {
     let mut via_a = a.client().await;
     eventually("the process to join", || {
         let mut c = via_a.clone();
-        async move { stats(&mut c).await.nodes == 2 }
+        async move {
+            c.get_stats(authed(proto::GetStatsRequest {}))
+                .await
+                .is_ok_and(|r| r.into_inner().nodes == 2)
+        }
     })
     .await;
     let (stream, _) =

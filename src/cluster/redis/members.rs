@@ -53,10 +53,13 @@ impl Members {
         ready: bool,
         vouches: bool,
     ) -> bool {
+        // A node seen for the first time is taken at its word (a new node holds no connection
+        // before its subscriptions are made); a known one must vouch after this node's
+        // reconnect.
         let m = self.nodes.entry(node.to_owned()).or_insert(Member {
             last_ms: now,
-            ready: false,
-            confirmed: false,
+            ready,
+            confirmed: ready,
             watching,
             watch_until_ms: 0,
         });
@@ -205,6 +208,22 @@ mod tests {
             m.all_ready(1066, 1000),
             "c fell silent: nothing to wait for"
         );
+    }
+
+    #[test]
+    fn a_new_node_is_taken_at_its_word() {
+        let mut m = Members::new("a".into());
+        m.beat("b", 0, false, true, false);
+        assert!(
+            m.all_ready(1, 1000),
+            "a joining node does not stall the cluster"
+        );
+        m.beat("c", 0, false, false, false);
+        assert!(!m.all_ready(1, 1000), "until it is subscribed");
+        m.beat("c", 5, false, true, false);
+        assert!(!m.all_ready(6, 1000), "then it must vouch");
+        m.beat("c", 7, false, true, true);
+        assert!(m.all_ready(8, 1000));
     }
 
     #[test]

@@ -339,6 +339,8 @@ impl RedisCluster {
         header: impl FnOnce(u64) -> Header,
         body: &[u8],
     ) -> Result<Vec<Response>, CoreError> {
+        // Every delivery, command and question: only while each live node can hear it.
+        self.cluster_ready()?;
         let (rid, rx, gen) = self.new_pending();
         let msg = wire::encode(&header(rid), body);
         let n = match self.publish_raw(channel, msg).await {
@@ -754,7 +756,6 @@ fn parse_entries(v: Value) -> Vec<Entry> {
 impl Broker for RedisCluster {
     fn deliver(&self, route: Route, frame: SharedFrame) -> BoxFuture<'_, Result<u32, CoreError>> {
         Box::pin(async move {
-            self.cluster_ready()?;
             let channel = match &route {
                 Route::User(u) => wire::user_channel(u),
                 Route::Role(r) => wire::role_channel(r),
@@ -965,7 +966,6 @@ impl HistoryStore for RedisCluster {
 impl Control for RedisCluster {
     fn command(&self, target: Selector, command: Command) -> BoxFuture<'_, Result<u32, CoreError>> {
         Box::pin(async move {
-            self.cluster_ready()?;
             let channel = self.channel_of(&target)?;
             let by_connection = match &target {
                 Selector::Connection(id) => Some(id.clone()),
