@@ -42,6 +42,9 @@ enum Command {
         /// Overrides [grpc] listen.
         #[arg(long)]
         grpc_listen: Option<String>,
+        /// Load and validate the configuration (files included), print the outcome, and exit.
+        #[arg(long)]
+        check_config: bool,
     },
     /// Run on 127.0.0.1 with a random secret and API key, and print how to connect.
     Dev {
@@ -88,6 +91,7 @@ fn run(cli: Cli) -> Result<(), String> {
             config,
             http_listen,
             grpc_listen,
+            check_config,
         } => {
             let mut overrides = Vec::new();
             if let Some(v) = http_listen {
@@ -103,6 +107,16 @@ fn run(cli: Cli) -> Result<(), String> {
                 overrides.push(("log.level", v));
             }
             let config = config::load(config.as_deref(), &overrides).map_err(|e| e.to_string())?;
+            if check_config {
+                println!(
+                    "configuration is valid: http {}, grpc {}, jwt {}, broker {}",
+                    config.http.listen,
+                    config.grpc.listen,
+                    config.jwt.algorithm,
+                    config.broker.kind
+                );
+                return Ok(());
+            }
             crate::telemetry::init(&config.log.format, &config.log.level);
             runtime()?.block_on(serve(config, None))
         }

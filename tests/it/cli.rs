@@ -326,3 +326,39 @@ fn token_refuses_a_zero_ttl() {
     assert!(err.contains("--ttl"), "{err}");
     assert!(out.stdout.is_empty(), "no token printed");
 }
+
+#[test]
+fn the_example_configuration_loads_and_check_config_says_so() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/realtime.example.toml");
+    let c = boundary_realtime::config::load(Some(std::path::Path::new(example)), &[])
+        .expect("the shipped example is a valid configuration");
+    let mut defaults = boundary_realtime::config::Config::default();
+    defaults.jwt.secret = c.jwt.secret.clone();
+    defaults.grpc.api_keys = c.grpc.api_keys.clone();
+    assert_eq!(
+        serde_json::to_value(&c).unwrap(),
+        serde_json::to_value(&defaults).unwrap(),
+        "every other key is at its default"
+    );
+    let out = Command::new(BIN)
+        .args(["serve", "--check-config", "--config", example])
+        .env_remove("REALTIME_JWT__SECRET")
+        .env_remove("REALTIME_GRPC__API_KEYS")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.starts_with("configuration is valid"), "{said}");
+    // A bad value is reported and nothing starts.
+    let out = Command::new(BIN)
+        .args(["serve", "--check-config", "--config", example])
+        .env("REALTIME_LIMITS__SEND_QUEUE", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("limits.send_queue"));
+}
