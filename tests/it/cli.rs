@@ -286,25 +286,7 @@ async fn dev_prints_a_working_quick_start() {
 
 #[test]
 fn logs_to_a_pipe_carry_no_colour_codes() {
-    let mut child = Reaped(
-        Command::new(BIN)
-            .args([
-                "serve",
-                "--http-listen",
-                "127.0.0.1:0",
-                "--grpc-listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "human",
-            ])
-            .env("REALTIME_JWT__SECRET", SECRET)
-            .env("REALTIME_GRPC__API_KEYS", API_KEY)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = Reaped(serve_command("human").spawn().unwrap());
     let stderr = child.0.stderr.take().unwrap();
     let line = BufReader::new(stderr)
         .lines()

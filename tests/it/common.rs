@@ -294,10 +294,9 @@ impl Drop for Reaped {
     }
 }
 
-/// Starts `serve` on ephemeral ports and reads the addresses from its "listening" log line.
-pub fn spawn_serve(
-    extra_env: &[(&str, &str)],
-) -> (Reaped, String, String, std::sync::mpsc::Receiver<String>) {
+/// `serve` on ephemeral ports with the test secret and key, logging in `log_format` to a pipe
+/// on stderr.
+pub fn serve_command(log_format: &str) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args([
         "serve",
@@ -306,14 +305,22 @@ pub fn spawn_serve(
         "--grpc-listen",
         "127.0.0.1:0",
         "--log-format",
-        "json",
+        log_format,
     ])
     .env("REALTIME_JWT__SECRET", SECRET)
     .env("REALTIME_GRPC__API_KEYS", API_KEY)
-    .env("REALTIME_NODE__ID", "bin")
     .env_remove("RUST_LOG")
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
+    cmd
+}
+
+/// Starts `serve` on ephemeral ports and reads the addresses from its "listening" log line.
+pub fn spawn_serve(
+    extra_env: &[(&str, &str)],
+) -> (Reaped, String, String, std::sync::mpsc::Receiver<String>) {
+    let mut cmd = serve_command("json");
+    cmd.env("REALTIME_NODE__ID", "bin");
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
