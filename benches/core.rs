@@ -23,7 +23,13 @@ impl Outbox for Counting {
         self.0.fetch_add(1, Ordering::Relaxed);
         Offer::Queued
     }
-    fn close(&self, _code: u16, _reason: &str) {}
+    fn close_from(
+        &self,
+        _code: u16,
+        _reason: &str,
+        _origin: boundary_realtime::core::close::Origin,
+    ) {
+    }
     fn ping(&self) {}
 }
 
@@ -41,6 +47,7 @@ fn conn(seq: u64) -> Arc<Conn<Counting>> {
             connected_at_ms: 0,
             remote_addr: "127.0.0.1:1".into(),
             user_agent: String::new(),
+            protocol: Default::default(),
         },
         None,
         Counting::default(),

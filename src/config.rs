@@ -38,6 +38,7 @@ pub struct Config {
     pub jwt: JwtConfig,
     pub limits: LimitsConfig,
     pub topics: TopicsConfig,
+    pub centrifuge: CentrifugeConfig,
     pub broker: BrokerConfig,
     pub log: LogConfig,
 }
@@ -253,6 +254,23 @@ impl Default for TopicsConfig {
     }
 }
 
+/// The Centrifugo-compatible endpoint (docs/centrifuge.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CentrifugeConfig {
+    pub enabled: bool,
+    pub path: String,
+}
+
+impl Default for CentrifugeConfig {
+    fn default() -> Self {
+        CentrifugeConfig {
+            enabled: true,
+            path: "/connection/websocket".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
@@ -418,6 +436,22 @@ impl Config {
         }
         if l.send_queue > 1 << 20 {
             return Err(err("limits.send_queue", "must be at most 1048576"));
+        }
+        if self.centrifuge.enabled {
+            let p = &self.centrifuge.path;
+            let reserved = ["/ws", "/healthz", "/readyz", "/metrics"];
+            if !p.starts_with('/') || p.len() < 2 || p.contains(['?', '#', ' ', '*', ':', '{']) {
+                return Err(err(
+                    "centrifuge.path",
+                    format!("{p:?} is not a path like /connection/websocket"),
+                ));
+            }
+            if reserved.contains(&p.as_str()) || p.starts_with("/demo") {
+                return Err(err(
+                    "centrifuge.path",
+                    format!("{p:?} is already served by something else"),
+                ));
+            }
         }
         match self.broker.kind.as_str() {
             "memory" => {}

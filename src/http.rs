@@ -25,6 +25,9 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
+    if hub.config.centrifuge.enabled {
+        router = router.route(&hub.config.centrifuge.path, get(crate::centrifuge::upgrade));
+    }
     if hub.config.http.demo {
         router = router
             .route(

@@ -24,7 +24,7 @@ use crate::core::message::{self, MessageInput, TopicPosition};
 use crate::core::registry::{Offer, Outbox, TooMany};
 use crate::core::topic;
 use crate::core::topics::{JoinStart, SubscribeRefused};
-use crate::core::{page, CoreError};
+use crate::core::{close, page, CoreError};
 use crate::node::{reset_frame, LocalNode, WsConn};
 
 /// The answer to a delivery.
@@ -70,9 +70,6 @@ pub enum ConnectError {
 
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 pub const MAX_PAGE_SIZE: u32 = 1000;
-pub const CLOSE_DISCONNECTED: u16 = 4000;
-pub const CLOSE_GOING_AWAY: u16 = 1001;
-pub const MAX_CLOSE_REASON_BYTES: usize = 123;
 
 /// A socket admitted under the node's connection cap; dropping it frees the place.
 pub struct Admission {
@@ -346,7 +343,10 @@ impl Hub {
         let mut n = 0;
         for c in &conns {
             let done = match &command {
-                Command::Disconnect { code, reason } => self.local.close(c, *code, reason),
+                Command::Disconnect { code, reason } => {
+                    self.local
+                        .close_from(c, *code, reason, close::Origin::Backend)
+                }
                 Command::Subscribe { topic } => {
                     self.subscribe(c, topic, None, None, 0).await.is_ok() && c.has_topic(topic)
                 }
@@ -412,7 +412,7 @@ impl Hub {
         reason: &str,
     ) -> Result<u32, CoreError> {
         let code = match code {
-            0 => CLOSE_DISCONNECTED,
+            0 => close::DISCONNECTED,
             4000..=4999 => code as u16,
             other => {
                 return Err(CoreError::invalid(
@@ -421,12 +421,13 @@ impl Hub {
                 ))
             }
         };
-        if reason.len() > MAX_CLOSE_REASON_BYTES {
+        if reason.len() > close::MAX_REASON_BYTES {
             return Err(CoreError::invalid(
                 "reason",
                 format!(
-                    "is {} bytes, over the limit of {MAX_CLOSE_REASON_BYTES}",
-                    reason.len()
+                    "is {} bytes, over the limit of {}",
+                    reason.len(),
+                    close::MAX_REASON_BYTES
                 ),
             ));
         }
@@ -572,6 +573,6 @@ impl Hub {
         }
         self.shutdown.send_replace(true);
         self.local
-            .close_all(CLOSE_GOING_AWAY, "server shutting down");
+            .close_all(close::GOING_AWAY, "server shutting down");
     }
 }

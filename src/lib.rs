@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod bench;
+pub mod centrifuge;
 pub mod cli;
 pub mod clock;
 pub mod cluster;

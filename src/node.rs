@@ -25,9 +25,6 @@ use crate::ws::outbox::WsOutbox;
 /// A connection as this node holds it.
 pub type WsConn = Conn<WsOutbox>;
 
-/// Close code for a slow consumer (its send queue overflowed).
-pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
-
 /// Where this node's events go besides its own watchers (other nodes' watchers).
 pub type EventSink = Box<dyn Fn(&Event) + Send + Sync>;
 
@@ -172,7 +169,7 @@ impl LocalNode {
             user_agent: c.info.user_agent.clone(),
             messages_sent: c.messages_sent(),
             messages_dropped: c.messages_dropped(),
-            protocol: "native".into(),
+            protocol: c.info.protocol.as_str().into(),
         }
     }
 
@@ -212,7 +209,18 @@ impl LocalNode {
     /// Closes a connection on the server's initiative: it leaves every index at once and its
     /// task sends the close frame.
     pub fn close(&self, conn: &WsConn, code: u16, reason: &str) -> bool {
-        conn.outbox.close(code, reason);
+        self.close_from(conn, code, reason, crate::core::close::Origin::Server)
+    }
+
+    /// [`LocalNode::close`], saying who asked.
+    pub fn close_from(
+        &self,
+        conn: &WsConn,
+        code: u16,
+        reason: &str,
+        origin: crate::core::close::Origin,
+    ) -> bool {
+        conn.outbox.close_from(code, reason, origin);
         self.unregister(conn.info.seq, code, reason).is_some()
     }
 
@@ -223,7 +231,7 @@ impl LocalNode {
         }
         self.metrics.messages_dropped.inc_by(conns.len() as u64);
         for conn in conns {
-            self.close(conn, CLOSE_SLOW_CONSUMER, "slow consumer");
+            self.close(conn, crate::core::close::SLOW_CONSUMER, "slow consumer");
         }
     }
 

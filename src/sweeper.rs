@@ -13,8 +13,10 @@ use crate::hub::Hub;
 use crate::memory;
 use crate::node::WsConn;
 
-pub const CLOSE_HEARTBEAT_LOST: u16 = 4408;
-pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
+use crate::core::close::{
+    HEARTBEAT_LOST as CLOSE_HEARTBEAT_LOST, REASON_TOKEN_EXPIRED,
+    TOKEN_EXPIRED as CLOSE_TOKEN_EXPIRED,
+};
 
 pub fn rules(hub: &Hub) -> Rules {
     let l = &hub.config.limits;
@@ -65,7 +67,7 @@ pub fn sweep(hub: &Hub, rules: Rules, now: i64) -> (usize, usize) {
                 doomed.push((Arc::clone(c), CLOSE_HEARTBEAT_LOST, "heartbeat lost"))
             }
             Action::TokenExpired => {
-                doomed.push((Arc::clone(c), CLOSE_TOKEN_EXPIRED, "token expired"))
+                doomed.push((Arc::clone(c), CLOSE_TOKEN_EXPIRED, REASON_TOKEN_EXPIRED))
             }
         },
     );

@@ -202,6 +202,68 @@ pub fn complete_position(prefix: &str, offset: u64, epoch: &str) -> String {
     format!("{prefix}{offset},\"epoch\":\"{epoch}\"}}")
 }
 
+#[derive(serde::Deserialize)]
+struct Position<'a> {
+    #[serde(borrow)]
+    topic: Option<std::borrow::Cow<'a, str>>,
+    offset: Option<u64>,
+    #[serde(borrow)]
+    epoch: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Takes an encoded message frame apart (see [`crate::core::frame::MessageHead`]): the message
+/// object without the topic position that [`encode`] appends, and that position. `None` when
+/// `frame` is not a message frame.
+pub fn head(frame: &bytes::Bytes) -> Option<crate::core::frame::MessageHead> {
+    use crate::core::frame::MessageHead;
+    let pos: Position<'_> = serde_json::from_slice(frame).ok()?;
+    let (Some(topic), Some(offset)) = (pos.topic, pos.offset) else {
+        return Some(MessageHead {
+            data: frame.clone(),
+            topic: None,
+            offset: 0,
+        });
+    };
+    let epoch = pos.epoch.unwrap_or_default();
+    // The tail encode() wrote: `,"topic":<topic>,"offset":<n>,"epoch":<epoch>}`.
+    let tail = format!(
+        ",\"topic\":{},\"offset\":{offset},\"epoch\":{}}}",
+        serde_json::Value::from(topic.as_ref()),
+        serde_json::Value::from(epoch.as_ref())
+    );
+    let data = if frame.ends_with(tail.as_bytes()) {
+        let mut d = Vec::with_capacity(frame.len() - tail.len() + 1);
+        d.extend_from_slice(&frame[..frame.len() - tail.len()]);
+        d.push(b'}');
+        bytes::Bytes::from(d)
+    } else {
+        // Not our encoder's layout (cannot happen for frames this server made): re-encode.
+        let back: ReadBack<'_> = serde_json::from_slice(frame).ok()?;
+        let msg = ValidMessage {
+            kind: &back.kind,
+            payload: back.payload,
+            id: None,
+        };
+        bytes::Bytes::from(encode(&msg, &back.id, back.ts, None))
+    };
+    Some(MessageHead {
+        data,
+        topic: Some(topic.into()),
+        offset,
+    })
+}
+
+/// The message object of a kept publication (for history replies).
+pub fn object(kind: &str, payload_json: &str, id: &str, ts_ms: i64) -> String {
+    let payload: &RawValue = serde_json::from_str(payload_json).unwrap_or_else(|_| null_payload());
+    let msg = ValidMessage {
+        kind,
+        payload,
+        id: None,
+    };
+    encode(&msg, id, ts_ms, None)
+}
+
 /// A publication frame read back (for the History RPC).
 #[derive(Debug, serde::Deserialize)]
 pub struct ReadBack<'a> {
@@ -245,6 +307,28 @@ mod tests {
             payload_json: payload,
             id,
         }
+    }
+
+    #[test]
+    fn a_frame_comes_apart_into_the_message_object_and_its_position() {
+        let m = validate("message", input("t", r#"{"a":"\",\"topic\":1"}"#, ""), 100).unwrap();
+        let pos = TopicPosition {
+            topic: "a:b",
+            offset: 12,
+            epoch: "e1",
+        };
+        let plain = encode(&m, "m", 5, None);
+        let publication = bytes::Bytes::from(encode(&m, "m", 5, Some(pos)));
+        let h = head(&publication).unwrap();
+        assert_eq!(std::str::from_utf8(&h.data).unwrap(), plain);
+        assert_eq!((h.topic.as_deref(), h.offset), (Some("a:b"), 12));
+        let direct = head(&bytes::Bytes::from(plain.clone())).unwrap();
+        assert_eq!(
+            (direct.data.as_ref(), direct.topic),
+            (plain.as_bytes(), None)
+        );
+        assert_eq!(object("t", r#"{"a":"\",\"topic\":1"}"#, "m", 5), plain);
+        assert!(head(&bytes::Bytes::from_static(b"{")).is_none());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! timers and tasks and calls into this module.
 
 pub mod claims;
+pub mod close;
 pub mod error;
 pub mod frame;
 pub mod frames;

@@ -21,7 +21,12 @@ pub trait Outbox: Send + Sync + 'static {
     /// Queues a frame without waiting.
     fn offer(&self, frame: &Self::Frame) -> Offer;
     /// Asks the connection to close with this code and reason; later calls are ignored.
-    fn close(&self, code: u16, reason: &str);
+    fn close(&self, code: u16, reason: &str) {
+        self.close_from(code, reason, crate::core::close::Origin::Server);
+    }
+    /// [`Outbox::close`], saying who asked (a backend's Disconnect code passes through
+    /// unchanged on every endpoint).
+    fn close_from(&self, code: u16, reason: &str, origin: crate::core::close::Origin);
     /// Asks the connection to send a heartbeat ping.
     fn ping(&self);
 }
@@ -49,6 +54,30 @@ pub struct ConnInfo {
     pub connected_at_ms: i64,
     pub remote_addr: String,
     pub user_agent: String,
+    /// Which WebSocket protocol the connection speaks.
+    pub protocol: Protocol,
+}
+
+/// The client protocol of a connection (`Connection.protocol` in the gRPC API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// `GET /ws`, docs/protocol.md.
+    #[default]
+    Native,
+    /// The Centrifugo client protocol v2 in JSON.
+    CentrifugeJson,
+    /// The Centrifugo client protocol v2 in Protobuf.
+    CentrifugeProtobuf,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Native => "native",
+            Protocol::CentrifugeJson => "centrifuge-json",
+            Protocol::CentrifugeProtobuf => "centrifuge-protobuf",
+        }
+    }
 }
 
 const NO_EXPIRY: i64 = i64::MIN;
@@ -588,7 +617,7 @@ mod tests {
             got.push(frame.clone());
             Offer::Queued
         }
-        fn close(&self, code: u16, _reason: &str) {
+        fn close_from(&self, code: u16, _reason: &str, _origin: crate::core::close::Origin) {
             self.closed.lock().get_or_insert(code);
         }
         fn ping(&self) {}
@@ -606,6 +635,7 @@ mod tests {
                 connected_at_ms: 0,
                 remote_addr: String::new(),
                 user_agent: String::new(),
+                protocol: Default::default(),
             },
             None,
             TestOutbox {

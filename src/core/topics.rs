@@ -699,7 +699,7 @@ mod tests {
             g.push(f.to_string());
             Offer::Queued
         }
-        fn close(&self, _: u16, _: &str) {}
+        fn close_from(&self, _: u16, _: &str, _: crate::core::close::Origin) {}
         fn ping(&self) {}
     }
 
@@ -715,6 +715,7 @@ mod tests {
                 connected_at_ms: 0,
                 remote_addr: String::new(),
                 user_agent: String::new(),
+                protocol: Default::default(),
             },
             None,
             Rec {

@@ -17,6 +17,7 @@ use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use crate::core::close::Origin;
 use crate::core::registry::{Offer, Outbox};
 
 pub use crate::core::frame::{Frame, SharedFrame};
@@ -30,6 +31,7 @@ const KEEP_CAPACITY: usize = 64;
 pub struct CloseRequest {
     pub code: u16,
     pub reason: String,
+    pub origin: Origin,
 }
 
 /// What the connection's task is asked to do besides writing queued frames.
@@ -47,7 +49,12 @@ pub struct WsOutbox {
     close: Mutex<Option<CloseRequest>>,
     ping: AtomicBool,
     notify: Notify,
+    /// How this connection's protocol says a close (see [`WsOutbox::with_dialect`]).
+    dialect: Option<CloseDialect>,
 }
+
+/// Turns the core's close code and reason into the ones a protocol sends.
+pub type CloseDialect = fn(u16, &str, Origin) -> (u16, String);
 
 #[derive(Default)]
 struct Queue {
@@ -66,6 +73,16 @@ impl WsOutbox {
             close: Mutex::new(None),
             ping: AtomicBool::new(false),
             notify: Notify::new(),
+            dialect: None,
+        }
+    }
+
+    /// An outbox whose close requests are translated by `dialect` when they are made (the
+    /// Centrifugo endpoint's codes), so every path that closes sends the same code.
+    pub fn with_dialect(capacity: usize, dialect: CloseDialect) -> Self {
+        WsOutbox {
+            dialect: Some(dialect),
+            ..WsOutbox::new(capacity)
         }
     }
 
@@ -87,6 +104,15 @@ impl WsOutbox {
             Poll::Ready(n)
         })
         .await
+    }
+
+    /// Moves up to `max` queued frames into `batch` without waiting; returns how many. Only
+    /// the connection's own task calls this.
+    pub fn try_recv_many(&self, batch: &mut Vec<SharedFrame>, max: usize) -> usize {
+        let mut q = self.queue.lock();
+        let n = q.frames.len().min(max);
+        batch.extend(q.frames.drain(..n));
+        n
     }
 
     /// The task has ended: drop what is queued and refuse further offers.
@@ -147,12 +173,17 @@ impl Outbox for WsOutbox {
         Offer::Queued
     }
 
-    fn close(&self, code: u16, reason: &str) {
+    fn close_from(&self, code: u16, reason: &str, origin: Origin) {
         let mut slot = self.close.lock();
         if slot.is_none() {
+            let (code, reason) = match self.dialect {
+                Some(d) => d(code, reason, origin),
+                None => (code, reason.to_owned()),
+            };
             *slot = Some(CloseRequest {
                 code,
-                reason: reason.to_owned(),
+                reason,
+                origin,
             });
             drop(slot);
             self.notify.notify_one();

@@ -11,28 +11,22 @@ use futures_util::SinkExt;
 
 use crate::clock::{mono_ms, now_ms};
 use crate::core::claims::Identity;
+use crate::core::close::{
+    ABNORMAL as CLOSE_ABNORMAL, GOING_AWAY as CLOSE_GOING_AWAY, RATE_LIMITED as CLOSE_RATE_LIMITED,
+    TOO_LARGE as CLOSE_TOO_LARGE, TOO_MANY_BAD_FRAMES as CLOSE_TOO_MANY_BAD_FRAMES,
+    TOO_MANY_CONNECTIONS as CLOSE_TOO_MANY_CONNECTIONS, TRY_AGAIN_LATER as CLOSE_TRY_AGAIN_LATER,
+    UNAUTHORIZED as CLOSE_UNAUTHORIZED,
+};
 use crate::core::frames::{self, ClientFrame, ErrorCode};
 use crate::core::rate::TokenBucket;
 use crate::core::registry::{Conn, ConnInfo};
 use crate::core::topic;
 use crate::core::topics::SubscribeRefused;
-use crate::hub::{Admission, ConnectError, Hub, SubscribeError, CLOSE_GOING_AWAY};
+use crate::hub::{Admission, ConnectError, Hub, SubscribeError};
 use crate::node::WsConn;
 use crate::ws::outbox::{Control, SharedFrame, WsOutbox};
 use axum::extract::ws::Utf8Bytes;
 
-pub const CLOSE_UNAUTHORIZED: u16 = 4001;
-pub const CLOSE_TOO_MANY_BAD_FRAMES: u16 = 4400;
-pub const CLOSE_TOO_LARGE: u16 = 1009;
-pub const CLOSE_RATE_LIMITED: u16 = 4029;
-/// Addition to the contract: a first-frame-authenticated connection over
-/// `max_connections_per_user` (an upgrade with its token in the URL or header gets HTTP 429).
-pub const CLOSE_TOO_MANY_CONNECTIONS: u16 = 4429;
-/// The cluster broker could not be reached when the connection was accepted (RFC 6455's
-/// "try again later").
-pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
-/// What a connection that ends without a close frame is recorded with.
-pub const CLOSE_ABNORMAL: u16 = 1006;
 /// How long the close handshake may take before the TCP connection is dropped.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most frames taken from the queue for one flush.
@@ -45,9 +39,9 @@ pub struct Peer {
 }
 
 /// How a connection ended.
-struct Ended {
-    code: u16,
-    reason: String,
+pub(crate) struct Ended {
+    pub(crate) code: u16,
+    pub(crate) reason: String,
 }
 
 /// Runs one connection to its end.
@@ -78,6 +72,7 @@ pub async fn run(
             connected_at_ms: now_ms(),
             remote_addr: peer.remote_addr,
             user_agent: peer.user_agent,
+            protocol: crate::core::registry::Protocol::Native,
         },
         identity.expires_at_ms,
         outbox,
@@ -180,7 +175,7 @@ async fn first_frame_auth(socket: &mut WebSocket, hub: &Hub) -> Option<Identity>
 }
 
 /// The next text or binary frame; `Err(close code)` when the socket ends or fails first.
-async fn next_data_frame(socket: &mut WebSocket) -> Result<Message, u16> {
+pub(crate) async fn next_data_frame(socket: &mut WebSocket) -> Result<Message, u16> {
     loop {
         match socket.recv().await {
             Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => return Ok(m),
@@ -192,7 +187,7 @@ async fn next_data_frame(socket: &mut WebSocket) -> Result<Message, u16> {
 }
 
 /// The close code a read error calls for: 1009 for a frame over the size limit.
-fn error_code(e: axum::Error) -> u16 {
+pub(crate) fn error_code(e: axum::Error) -> u16 {
     match e.into_inner().downcast::<tungstenite::Error>() {
         Ok(e) if matches!(*e, tungstenite::Error::Capacity(_)) => CLOSE_TOO_LARGE,
         _ => CLOSE_ABNORMAL,
@@ -283,7 +278,7 @@ fn text_of(f: &SharedFrame) -> Utf8Bytes {
     Utf8Bytes::try_from(f.bytes().clone()).unwrap_or_default()
 }
 
-fn lost(reason: &str) -> Ended {
+pub(crate) fn lost(reason: &str) -> Ended {
     Ended {
         code: CLOSE_ABNORMAL,
         reason: reason.to_owned(),
@@ -306,7 +301,7 @@ async fn close_now(
 /// socket that does not drain never holds up a close.
 ///
 /// Boxed: inline, its state would be paid by every idle connection's future.
-fn write<'a, I>(
+pub(crate) fn write<'a, I>(
     socket: &'a mut WebSocket,
     conn: &'a WsConn,
     messages: I,
@@ -425,7 +420,7 @@ async fn on_text(hub: &Hub, conn: &Arc<WsConn>, text: &str) -> Reply {
 /// connection is dropped with the socket.
 ///
 /// Boxed: it is rare, and inline it would grow every connection's idle future.
-fn close<'a>(
+pub(crate) fn close<'a>(
     socket: &'a mut WebSocket,
     code: u16,
     reason: &'a str,

@@ -4,6 +4,7 @@ mod common;
 
 mod auth;
 mod bench;
+mod centrifuge;
 mod cli;
 mod cluster;
 mod delivery;

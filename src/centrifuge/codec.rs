@@ -1,0 +1,318 @@
+//! The two encodings of the Centrifugo protocol: JSON (commands and replies one per line,
+//! text frames) and Protobuf (each message varint-length-delimited, binary frames). Decoding
+//! a client frame, encoding a reply, and the pushes of a shared message frame, made once per
+//! frame and protocol (cached in the frame) and then shared by every recipient. Pure.
+
+use bytes::Bytes;
+use prost::Message as _;
+
+use super::wire::{Command, Message, Publication, Push, Reply};
+use crate::core::frame::{Frame, MessageHead};
+use crate::core::registry::Protocol;
+
+/// The most commands one client frame may carry (a connect and a subscribe per allowed
+/// subscription fit easily).
+pub const MAX_COMMANDS_PER_FRAME: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Json,
+    Protobuf,
+}
+
+/// Why a client frame could not be read (the connection is closed with 3501).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(pub String);
+
+impl Codec {
+    pub fn protocol(self) -> Protocol {
+        match self {
+            Codec::Json => Protocol::CentrifugeJson,
+            Codec::Protobuf => Protocol::CentrifugeProtobuf,
+        }
+    }
+
+    /// The commands of one client frame, in order. JSON frames must be text, Protobuf frames
+    /// binary (the caller says which it got).
+    pub fn decode(self, frame: &[u8], binary: bool) -> Result<Vec<Command>, DecodeError> {
+        let mut commands = Vec::new();
+        match self {
+            Codec::Json => {
+                if binary {
+                    return Err(DecodeError(
+                        "a binary frame on the JSON protocol (use text frames, or the \
+                         centrifuge-protobuf subprotocol)"
+                            .into(),
+                    ));
+                }
+                for (n, line) in frame.split(|b| *b == b'\n').enumerate() {
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    if line.trim_ascii_start().first() != Some(&b'{') {
+                        return Err(DecodeError(format!("command {}: not a JSON object", n + 1)));
+                    }
+                    let cmd: Command = serde_json::from_slice(line)
+                        .map_err(|e| DecodeError(format!("command {}: {e}", n + 1)))?;
+                    commands.push(cmd);
+                    if commands.len() > MAX_COMMANDS_PER_FRAME {
+                        return Err(too_many());
+                    }
+                }
+            }
+            Codec::Protobuf => {
+                if !binary {
+                    return Err(DecodeError(
+                        "a text frame on the Protobuf protocol (use binary frames)".into(),
+                    ));
+                }
+                let mut buf = frame;
+                while !buf.is_empty() {
+                    let cmd = Command::decode_length_delimited(&mut buf)
+                        .map_err(|e| DecodeError(format!("command {}: {e}", commands.len() + 1)))?;
+                    commands.push(cmd);
+                    if commands.len() > MAX_COMMANDS_PER_FRAME {
+                        return Err(too_many());
+                    }
+                }
+            }
+        }
+        if commands.is_empty() {
+            return Err(DecodeError("an empty frame".into()));
+        }
+        Ok(commands)
+    }
+
+    /// One reply or push, encoded.
+    pub fn encode(self, reply: &Reply) -> Bytes {
+        match self {
+            // Serializing our own types, whose `data` is our own valid JSON, cannot fail; an
+            // empty output would read as a ping, so the fallback is never sent in practice.
+            Codec::Json => Bytes::from(serde_json::to_vec(reply).unwrap_or_default()),
+            Codec::Protobuf => Bytes::from(reply.encode_length_delimited_to_vec()),
+        }
+    }
+
+    /// The server's ping: a reply with neither id nor push.
+    pub fn ping(self) -> Bytes {
+        match self {
+            Codec::Json => Bytes::from_static(b"{}"),
+            Codec::Protobuf => Bytes::from_static(&[0]),
+        }
+    }
+
+    /// The push a shared message frame becomes (a publication push for a topic publication,
+    /// a message push otherwise), made once per frame and codec. `None` for a control frame.
+    pub fn message_push(self, frame: &Frame) -> Option<&Bytes> {
+        let head = message_head(frame)?;
+        let alt = frame.alt();
+        let slot = match self {
+            Codec::Json => &alt.json,
+            Codec::Protobuf => &alt.protobuf,
+        };
+        slot.get_or_init(|| Some(self.push_of(head))).as_ref()
+    }
+
+    fn push_of(self, head: &MessageHead) -> Bytes {
+        match (self, &head.topic) {
+            (Codec::Json, None) => {
+                let mut b = Vec::with_capacity(head.data.len() + 32);
+                b.extend_from_slice(b"{\"push\":{\"message\":{\"data\":");
+                b.extend_from_slice(&head.data);
+                b.extend_from_slice(b"}}}");
+                Bytes::from(b)
+            }
+            (Codec::Json, Some(topic)) => {
+                let channel = serde_json::Value::from(topic.as_ref()).to_string();
+                let mut b = Vec::with_capacity(head.data.len() + channel.len() + 64);
+                b.extend_from_slice(b"{\"push\":{\"channel\":");
+                b.extend_from_slice(channel.as_bytes());
+                b.extend_from_slice(b",\"pub\":{\"data\":");
+                b.extend_from_slice(&head.data);
+                b.extend_from_slice(format!(",\"offset\":{}}}}}}}", head.offset).as_bytes());
+                Bytes::from(b)
+            }
+            (Codec::Protobuf, topic) => {
+                let push = match topic {
+                    None => Push {
+                        message: Some(Message {
+                            data: head.data.clone(),
+                        }),
+                        ..Default::default()
+                    },
+                    Some(t) => Push {
+                        channel: t.to_string(),
+                        publication: Some(Publication {
+                            data: head.data.clone(),
+                            offset: head.offset,
+                        }),
+                        ..Default::default()
+                    },
+                };
+                self.encode(&Reply {
+                    push: Some(push),
+                    ..Default::default()
+                })
+            }
+        }
+    }
+}
+
+/// A message frame taken apart, made once per frame; `None` for a control frame.
+pub fn message_head(frame: &Frame) -> Option<&MessageHead> {
+    if !frame.is_message() {
+        return None;
+    }
+    frame
+        .alt()
+        .head
+        .get_or_init(|| crate::core::message::head(frame.bytes()))
+        .as_ref()
+}
+
+fn too_many() -> DecodeError {
+    DecodeError(format!(
+        "more than {MAX_COMMANDS_PER_FRAME} commands in one frame"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::centrifuge::wire::{ConnectRequest, SubscribeRequest};
+    use crate::core::message::{encode, validate, MessageInput, TopicPosition};
+
+    fn message(topic: Option<&str>) -> Frame {
+        let input = MessageInput {
+            kind: "chat",
+            payload_json: r#"{"text":"hi"}"#,
+            id: "",
+        };
+        let m = validate("message", input, 1000).unwrap();
+        let pos = topic.map(|topic| TopicPosition {
+            topic,
+            offset: 42,
+            epoch: "e1",
+        });
+        Frame::from(encode(&m, "m1", 7, pos))
+    }
+
+    #[test]
+    fn json_commands_one_per_line_unknown_fields_ignored() {
+        let frame = b"{\"id\":1,\"connect\":{\"token\":\"t\",\"name\":\"js\",\"headers\":{}}}\n\
+            {\"id\":2,\"subscribe\":{\"channel\":\"news\",\"flag\":1,\"recover\":true,\"offset\":5,\"epoch\":\"e\"}}\n{}";
+        let cmds = Codec::Json.decode(frame, false).unwrap();
+        assert_eq!(cmds.len(), 3);
+        assert_eq!(cmds[0].connect.as_ref().unwrap().token, "t");
+        let s = cmds[1].subscribe.as_ref().unwrap();
+        assert_eq!(
+            (s.channel.as_str(), s.recover, s.offset, s.epoch.as_str()),
+            ("news", true, 5, "e")
+        );
+        assert_eq!(cmds[2], Command::default());
+        assert!(Codec::Json.decode(b"", false).is_err());
+        assert!(Codec::Json.decode(b"{\"id\":1", false).is_err());
+        assert!(Codec::Json.decode(b"{}", true).is_err());
+        assert!(Codec::Json.decode(b"[]", false).is_err());
+    }
+
+    #[test]
+    fn protobuf_commands_are_length_delimited() {
+        let a = Command {
+            id: 1,
+            connect: Some(ConnectRequest { token: "t".into() }),
+            ..Default::default()
+        };
+        let b = Command {
+            id: 2,
+            subscribe: Some(SubscribeRequest {
+                channel: "news".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut frame = a.encode_length_delimited_to_vec();
+        frame.extend(b.encode_length_delimited_to_vec());
+        assert_eq!(Codec::Protobuf.decode(&frame, true).unwrap(), vec![a, b]);
+        assert!(Codec::Protobuf
+            .decode(&frame[..frame.len() - 1], true)
+            .is_err());
+        assert!(Codec::Protobuf.decode(&frame, false).is_err());
+        // A pong: one empty message.
+        assert_eq!(
+            Codec::Protobuf.decode(&[0], true).unwrap(),
+            vec![Command::default()]
+        );
+    }
+
+    #[test]
+    fn json_pushes_carry_the_message_object() {
+        let direct = message(None);
+        assert_eq!(
+            Codec::Json.message_push(&direct).unwrap().as_ref(),
+            br#"{"push":{"message":{"data":{"type":"chat","payload":{"text":"hi"},"id":"m1","ts":7}}}}"#
+        );
+        let publication = message(Some("news"));
+        assert_eq!(
+            Codec::Json.message_push(&publication).unwrap().as_ref(),
+            br#"{"push":{"channel":"news","pub":{"data":{"type":"chat","payload":{"text":"hi"},"id":"m1","ts":7},"offset":42}}}"#
+        );
+        // Made once: the second call returns the same bytes.
+        let a = Codec::Json.message_push(&publication).unwrap().as_ptr();
+        assert_eq!(a, Codec::Json.message_push(&publication).unwrap().as_ptr());
+        let control = Frame::from(crate::core::frames::pong(None));
+        assert!(Codec::Json.message_push(&control).is_none());
+    }
+
+    #[test]
+    fn protobuf_pushes_decode_to_the_same_content() {
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct P {
+            #[prost(message, optional, tag = "4")]
+            push: Option<Q>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct Q {
+            #[prost(string, tag = "2")]
+            channel: String,
+            #[prost(message, optional, tag = "4")]
+            publication: Option<R>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct R {
+            #[prost(bytes = "vec", tag = "4")]
+            data: Vec<u8>,
+            #[prost(uint64, tag = "6")]
+            offset: u64,
+        }
+        let f = message(Some("news"));
+        let mut bytes = Codec::Protobuf.message_push(&f).unwrap().clone();
+        let got = P::decode_length_delimited(&mut bytes).unwrap();
+        let q = got.push.unwrap();
+        let r = q.publication.unwrap();
+        assert_eq!((q.channel.as_str(), r.offset), ("news", 42));
+        assert_eq!(
+            r.data,
+            br#"{"type":"chat","payload":{"text":"hi"},"id":"m1","ts":7}"#
+        );
+        assert_eq!(Codec::Protobuf.ping().as_ref(), &[0]);
+    }
+
+    #[test]
+    fn control_frames_are_never_taken_for_messages() {
+        use crate::core::frames;
+        let v = serde_json::json!(1);
+        for f in [
+            frames::subscribed("t", 1, "e", Some(true), Some(&v)),
+            frames::unsubscribed("t", None),
+            frames::pong(None),
+            frames::error(frames::ErrorCode::Forbidden, "m", None),
+            frames::connected("n.1", "u", None, 1),
+            frames::refreshed(None, None),
+        ] {
+            assert!(!Frame::from(f).is_message());
+        }
+        assert!(message(None).is_message());
+    }
+}

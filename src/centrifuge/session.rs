@@ -1,0 +1,669 @@
+//! One Centrifugo-protocol connection's task: the `connect` command (authentication, within
+//! `auth_timeout_ms`), registration, then one loop like the native one: it writes what the
+//! core queues (through the [`Translator`]), answers commands in order, sends protocol pings
+//! when the sweeper asks, and closes with a code the SDKs read right. No lock is held across a
+//! socket write; the registry is touched only to register and unregister.
+//!
+//! Replies keep command order: before each command, what the core has queued so far (the
+//! replies of earlier subscribe and unsubscribe commands, which the core queues before it
+//! returns) is translated first.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use futures_util::SinkExt;
+use serde_json::Value;
+
+use super::codec::Codec;
+use super::translate::Translator;
+use super::wire::{
+    ClientInfo, Command, ConnectResult, Error, HistoryRequest, HistoryResult, PresenceResult,
+    PresenceStatsResult, Publication, RefreshResult, Reply,
+};
+use crate::clock::{mono_ms, now_ms};
+use crate::core::claims::{AuthError, Identity};
+use crate::core::close::{self, centrifuge_codes as cc};
+use crate::core::frames::Since;
+use crate::core::rate::TokenBucket;
+use crate::core::registry::{Conn, ConnInfo};
+use crate::core::topics::SubscribeRefused;
+use crate::core::{message, topic, CoreError};
+use crate::hub::{Admission, ConnectError, Hub, SubscribeError};
+use crate::node::WsConn;
+use crate::ws::outbox::{Control, SharedFrame, WsOutbox};
+use crate::ws::session::{close, error_code, lost, next_data_frame, write, Ended, Peer};
+
+/// The server version the connect reply names.
+const VERSION: &str = concat!("boundary-realtime ", env!("CARGO_PKG_VERSION"));
+/// The most frames taken from the queue for one flush.
+const WRITE_BATCH: usize = 128;
+/// Connect commands answered 109 (token expired) before the socket is given up.
+const MAX_CONNECT_ATTEMPTS: u32 = 3;
+
+/// Centrifugo error codes (the SDKs act on them: 109 refreshes the token, 100 and any
+/// `temporary` error retry, the rest are final for the command).
+mod code {
+    pub const INTERNAL: u32 = 100;
+    pub const PERMISSION_DENIED: u32 = 103;
+    pub const ALREADY_SUBSCRIBED: u32 = 105;
+    pub const LIMIT_EXCEEDED: u32 = 106;
+    pub const BAD_REQUEST: u32 = 107;
+    pub const NOT_AVAILABLE: u32 = 108;
+    pub const TOKEN_EXPIRED: u32 = 109;
+    pub const UNRECOVERABLE_POSITION: u32 = 112;
+}
+
+/// A close the session decides on: a Centrifugo code and reason.
+type Closing = (u16, &'static str);
+
+/// What the connect command brought.
+struct Start {
+    identity: Identity,
+    id: u32,
+    rest: Vec<Command>,
+}
+
+/// Runs one connection to its end.
+pub async fn run(
+    mut socket: WebSocket,
+    hub: Arc<Hub>,
+    codec: Codec,
+    peer: Peer,
+    _admitted: Admission,
+) {
+    let Some(start) = Box::pin(await_connect(&mut socket, &hub, codec)).await else {
+        return;
+    };
+    let identity = start.identity;
+    let (id, seq) = hub.local().next_conn_id();
+    let outbox = WsOutbox::with_dialect(hub.config.limits.send_queue, close::centrifuge);
+    let conn: Arc<WsConn> = Arc::new(Conn::new(
+        ConnInfo {
+            id,
+            seq,
+            user_id: identity.user_id,
+            roles: identity.roles,
+            topic_patterns: identity.topics,
+            metadata: identity.metadata,
+            connected_at_ms: now_ms(),
+            remote_addr: peer.remote_addr,
+            user_agent: peer.user_agent,
+            protocol: codec.protocol(),
+        },
+        identity.expires_at_ms,
+        outbox,
+    ));
+    let max_per_user = hub.config.limits.max_connections_per_user as usize;
+    if let Err(e) = hub.connect(&conn, max_per_user).await {
+        match e {
+            ConnectError::TooMany(_) => {
+                hub.local().metrics.handshake("too_many_connections");
+                close(&mut socket, cc::CONNECTION_LIMIT, "connection limit").await;
+            }
+            ConnectError::Unavailable(why) => {
+                hub.local().metrics.handshake("cluster_unavailable");
+                let reply = error_reply(codec, start.id, code::INTERNAL, &why, true);
+                if send_all(&mut socket, &conn, codec, vec![reply])
+                    .await
+                    .is_ok()
+                {
+                    close(&mut socket, cc::INTERNAL, "internal server error").await;
+                }
+            }
+        }
+        return;
+    }
+    if hub.is_shutting_down() {
+        // Shutdown began while we registered: its sweep may have missed us.
+        hub.local()
+            .close(&conn, close::GOING_AWAY, "server shutting down");
+    }
+    let now = now_ms();
+    let (expires, ttl) = ttl_of(conn.expires_at_ms(), now).unwrap_or((true, 1));
+    let ping_s = (hub.config.limits.ping_interval_ms / 1000).clamp(1, u64::from(u32::MAX)) as u32;
+    let connected = codec.encode(&Reply {
+        id: start.id,
+        connect: Some(ConnectResult {
+            client: conn.info.id.clone(),
+            version: VERSION.to_owned(),
+            expires,
+            ttl,
+            subs: Default::default(),
+            ping: ping_s,
+            pong: true,
+        }),
+        ..Default::default()
+    });
+    let ended = serve(&mut socket, &hub, &conn, codec, connected, start.rest).await;
+    conn.outbox.finish();
+    hub.local().unregister(seq, ended.code, &ended.reason);
+}
+
+/// `(expires, ttl)` for a token's `exp`: `(false, 0)` without one, the whole seconds left
+/// (at least 1) before it; `None` once it has passed.
+fn ttl_of(expires_at_ms: Option<i64>, now_ms: i64) -> Option<(bool, u32)> {
+    match expires_at_ms {
+        None => Some((false, 0)),
+        Some(exp) if exp <= now_ms => None,
+        Some(exp) => {
+            let secs = ((exp - now_ms) / 1000).clamp(1, i64::from(u32::MAX));
+            Some((true, secs as u32))
+        }
+    }
+}
+
+/// Waits for the first command, `connect`, within `auth_timeout_ms`. An expired token is
+/// answered with error 109 (the SDK fetches a new one and connects again); any other bad
+/// token closes with 3500, which the SDKs do not retry.
+async fn await_connect(socket: &mut WebSocket, hub: &Hub, codec: Codec) -> Option<Start> {
+    let metrics = &hub.local().metrics;
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(hub.config.limits.auth_timeout_ms);
+    let mut shutdown = hub.shutdown_signal();
+    let mut attempts = 0;
+    loop {
+        let next = tokio::select! {
+            r = tokio::time::timeout_at(deadline, next_data_frame(socket)) => r,
+            _ = async { let _ = shutdown.wait_for(|down| *down).await; } => {
+                close(socket, cc::SHUTDOWN, "shutdown").await;
+                return None;
+            }
+        };
+        let msg = match next {
+            Err(_) => {
+                metrics.handshake("timeout");
+                close(socket, cc::STALE, "stale").await;
+                return None;
+            }
+            Ok(Err(code)) => {
+                metrics.handshake("abandoned");
+                if code == close::TOO_LARGE {
+                    close(socket, close::TOO_LARGE, "message size limit exceeded").await;
+                }
+                return None;
+            }
+            Ok(Ok(m)) => m,
+        };
+        let decoded = match &msg {
+            Message::Text(t) => codec.decode(t.as_bytes(), false),
+            Message::Binary(b) => codec.decode(b, true),
+            _ => continue,
+        };
+        let mut commands = match decoded {
+            Ok(c) => c,
+            Err(_) => {
+                metrics.handshake("malformed");
+                close(socket, cc::BAD_REQUEST, "bad request").await;
+                return None;
+            }
+        };
+        let first = commands.remove(0);
+        let (Some(connect), true) = (first.connect, first.id > 0) else {
+            metrics.handshake("missing");
+            close(socket, cc::BAD_REQUEST, "bad request").await;
+            return None;
+        };
+        let verified = hub.auth.verify(&connect.token).await;
+        let expired = match verified {
+            Ok(identity) => {
+                if ttl_of(identity.expires_at_ms, now_ms()).is_some() {
+                    metrics.handshake("ok");
+                    return Some(Start {
+                        identity,
+                        id: first.id,
+                        rest: commands,
+                    });
+                }
+                true
+            }
+            Err(AuthError::Expired) => true,
+            Err(e) => {
+                metrics.handshake(e.label());
+                close(socket, cc::INVALID_TOKEN, "invalid token").await;
+                return None;
+            }
+        };
+        debug_assert!(expired);
+        metrics.handshake("expired");
+        attempts += 1;
+        let reply = error_reply(codec, first.id, code::TOKEN_EXPIRED, "token expired", false);
+        let sent = socket.send(to_message(codec, reply)).await.is_ok();
+        if !sent || attempts >= MAX_CONNECT_ATTEMPTS {
+            return None;
+        }
+    }
+}
+
+/// The connection loop.
+async fn serve(
+    socket: &mut WebSocket,
+    hub: &Hub,
+    conn: &Arc<WsConn>,
+    codec: Codec,
+    connected: Bytes,
+    first: Vec<Command>,
+) -> Ended {
+    let mut t = Translator::new(codec);
+    let mut out = vec![connected];
+    let mut bad = 0u32;
+    let limits = &hub.config.limits;
+    if let Err(c) = Box::pin(commands(hub, conn, &mut t, first, &mut out, &mut bad)).await {
+        let _ = send_all(socket, conn, codec, out).await;
+        return close_now(hub, socket, conn, c).await;
+    }
+    if let Err(ended) = send_all(socket, conn, codec, std::mem::take(&mut out)).await {
+        return ended;
+    }
+    let mut bucket = TokenBucket::new(
+        limits.client_rate,
+        limits.client_rate.saturating_mul(2),
+        mono_ms(),
+    );
+    let mut batch: Vec<SharedFrame> = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            ctl = conn.outbox.control() => match ctl {
+                // Already in this protocol's codes (the outbox's dialect).
+                Control::Close(req) => return close(socket, req.code, &req.reason).await,
+                Control::Ping => {
+                    if let Err(ended) = send_all(socket, conn, codec, vec![codec.ping()]).await {
+                        return ended;
+                    }
+                }
+            },
+            _ = conn.outbox.recv_many(&mut batch, WRITE_BATCH) => {
+                for f in batch.drain(..) {
+                    t.frame(&f, &mut out);
+                }
+                if let Err(ended) = send_all(socket, conn, codec, std::mem::take(&mut out)).await {
+                    return ended;
+                }
+            }
+            msg = socket.recv() => {
+                conn.touch(now_ms());
+                if !bucket.take(mono_ms()) {
+                    return close_now(hub, socket, conn, (cc::TOO_MANY_REQUESTS, "too many requests")).await;
+                }
+                let decoded = match msg {
+                    Some(Ok(Message::Text(text))) => codec.decode(text.as_bytes(), false),
+                    Some(Ok(Message::Binary(b))) => codec.decode(&b, true),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(frame))) => {
+                        let (code, reason) = frame
+                            .map(|f| (f.code, f.reason.to_string()))
+                            .unwrap_or((1005, String::new()));
+                        // Let tungstenite send its close reply, then end.
+                        let _ = tokio::time::timeout(crate::ws::session::CLOSE_TIMEOUT, socket.flush()).await;
+                        return Ended { code, reason };
+                    }
+                    Some(Err(e)) => match error_code(e) {
+                        close::TOO_LARGE => {
+                            return close_now(hub, socket, conn, (close::TOO_LARGE, "message size limit exceeded")).await;
+                        }
+                        _ => return lost("read failed"),
+                    },
+                    None => return lost("connection lost"),
+                };
+                let Ok(cmds) = decoded else {
+                    return close_now(hub, socket, conn, (cc::BAD_REQUEST, "bad request")).await;
+                };
+                let outcome = Box::pin(commands(hub, conn, &mut t, cmds, &mut out, &mut bad)).await;
+                if let Err(ended) = send_all(socket, conn, codec, std::mem::take(&mut out)).await {
+                    return ended;
+                }
+                if let Err(c) = outcome {
+                    return close_now(hub, socket, conn, c).await;
+                }
+                if bad >= limits.max_bad_frames {
+                    return close_now(hub, socket, conn, (cc::BAD_REQUEST, "bad request")).await;
+                }
+            }
+        }
+    }
+}
+
+/// Answers `cmds` in order into `out`, after what the core has queued so far.
+async fn commands(
+    hub: &Hub,
+    conn: &Arc<WsConn>,
+    t: &mut Translator,
+    cmds: Vec<Command>,
+    out: &mut Vec<Bytes>,
+    bad: &mut u32,
+) -> Result<(), Closing> {
+    for cmd in cmds {
+        drain(conn, t, out);
+        command(hub, conn, t, cmd, out, bad).await?;
+    }
+    drain(conn, t, out);
+    Ok(())
+}
+
+/// Translates what the core has queued so far (without waiting).
+fn drain(conn: &WsConn, t: &mut Translator, out: &mut Vec<Bytes>) {
+    let mut batch = Vec::new();
+    conn.outbox.try_recv_many(&mut batch, usize::MAX);
+    for f in &batch {
+        t.frame(f, out);
+    }
+}
+
+async fn command(
+    hub: &Hub,
+    conn: &Arc<WsConn>,
+    t: &mut Translator,
+    cmd: Command,
+    out: &mut Vec<Bytes>,
+    bad: &mut u32,
+) -> Result<(), Closing> {
+    let codec = t.codec();
+    let id = cmd.id;
+    let mut fail = |code: u32, message: &str, temporary: bool| {
+        out.push(error_reply(codec, id, code, message, temporary));
+    };
+    if id == 0 {
+        return match cmd {
+            c if c == Command::default() => Ok(()), // a pong
+            Command { send: Some(_), .. } => Err((3508, "not available")),
+            _ => Err((cc::BAD_REQUEST, "bad request")),
+        };
+    }
+    if cmd.connect.is_some() {
+        *bad += 1;
+        fail(code::BAD_REQUEST, "already connected", false);
+    } else if let Some(s) = cmd.subscribe {
+        let ch = s.channel;
+        if s.kind != 0 {
+            fail(
+                code::NOT_AVAILABLE,
+                "not available: only stream subscriptions are supported",
+                false,
+            );
+        } else if let Err(e) = topic::validate_name("channel", &ch) {
+            *bad += 1;
+            fail(code::BAD_REQUEST, &e.to_string(), false);
+        } else if t.has(&ch) {
+            fail(code::ALREADY_SUBSCRIBED, "already subscribed", false);
+        } else if !allowed(hub, conn, &ch) {
+            fail(code::PERMISSION_DENIED, "permission denied", false);
+        } else {
+            let since = s.recover.then(|| Since {
+                offset: s.offset,
+                epoch: s.epoch.clone(),
+            });
+            t.expect(id, &ch, s.recover);
+            let max = hub.config.topics.max_subscriptions;
+            let r = hub
+                .subscribe(conn, &ch, since.as_ref(), Some(&Value::from(id)), max)
+                .await;
+            match r {
+                Ok(()) | Err(SubscribeError::Refused(SubscribeRefused::Closing)) => {}
+                Err(SubscribeError::Refused(SubscribeRefused::TooMany)) => {
+                    t.cancel(id);
+                    fail(
+                        code::LIMIT_EXCEEDED,
+                        &format!("limit exceeded: at most {max} subscriptions"),
+                        false,
+                    );
+                }
+                Err(SubscribeError::Unavailable(why)) => {
+                    t.cancel(id);
+                    fail(code::INTERNAL, &why, true);
+                }
+            }
+        }
+    } else if let Some(u) = cmd.unsubscribe {
+        // Never fails: the SDKs reconnect when an unsubscribe is refused.
+        if topic::validate_name("channel", &u.channel).is_ok() {
+            hub.unsubscribe(conn, &u.channel, Some(&Value::from(id)));
+        } else {
+            out.push(codec.encode(&Reply {
+                id,
+                unsubscribe: Some(Default::default()),
+                ..Default::default()
+            }));
+        }
+    } else if cmd.publish.is_some() {
+        fail(
+            code::PERMISSION_DENIED,
+            "permission denied: clients do not publish here; backends publish through the gRPC API",
+            false,
+        );
+    } else if let Some((p, stats)) = cmd
+        .presence
+        .map(|p| (p, false))
+        .or(cmd.presence_stats.map(|p| (p, true)))
+    {
+        if !t.subscribed(&p.channel) {
+            fail(
+                code::PERMISSION_DENIED,
+                "permission denied: subscribe to the channel first",
+                false,
+            );
+        } else {
+            match hub.presence(&p.channel).await {
+                Ok((subs, users)) => {
+                    let reply = if stats {
+                        Reply {
+                            id,
+                            presence_stats: Some(PresenceStatsResult {
+                                num_clients: subs.len() as u32,
+                                num_users: users as u32,
+                            }),
+                            ..Default::default()
+                        }
+                    } else {
+                        let presence = subs
+                            .into_iter()
+                            .map(|c| {
+                                let info = ClientInfo {
+                                    user: c.user_id,
+                                    client: c.connection_id.clone(),
+                                };
+                                (c.connection_id, info)
+                            })
+                            .collect();
+                        Reply {
+                            id,
+                            presence: Some(PresenceResult { presence }),
+                            ..Default::default()
+                        }
+                    };
+                    out.push(codec.encode(&reply));
+                }
+                Err(e) => fail_core(&mut fail, &e),
+            }
+        }
+    } else if let Some(h) = cmd.history {
+        if !(t.subscribed(&h.channel) || allowed(hub, conn, &h.channel)) {
+            fail(code::PERMISSION_DENIED, "permission denied", false);
+        } else {
+            match history(hub, &h).await {
+                Ok(Ok(r)) => out.push(codec.encode(&Reply {
+                    id,
+                    history: Some(r),
+                    ..Default::default()
+                })),
+                Ok(Err((c, m))) => fail(c, m, false),
+                Err(e) => fail_core(&mut fail, &e),
+            }
+        }
+    } else if cmd.ping.is_some() {
+        out.push(codec.encode(&Reply {
+            id,
+            ping: Some(Default::default()),
+            ..Default::default()
+        }));
+    } else if let Some(r) = cmd.refresh {
+        if r.token.is_empty() {
+            return Err((cc::BAD_REQUEST, "bad request"));
+        }
+        match hub.auth.verify(&r.token).await {
+            Ok(idt) if idt.user_id == conn.info.user_id => {
+                let Some((expires, ttl)) = ttl_of(idt.expires_at_ms, now_ms()) else {
+                    return Err((cc::EXPIRED, "connection expired"));
+                };
+                conn.set_expires_at_ms(idt.expires_at_ms);
+                out.push(codec.encode(&Reply {
+                    id,
+                    refresh: Some(RefreshResult {
+                        client: conn.info.id.clone(),
+                        version: VERSION.to_owned(),
+                        expires,
+                        ttl,
+                    }),
+                    ..Default::default()
+                }));
+            }
+            Ok(_) => return Err((cc::INVALID_TOKEN, "invalid token")),
+            Err(AuthError::Expired) => return Err((cc::EXPIRED, "connection expired")),
+            Err(_) => return Err((cc::INVALID_TOKEN, "invalid token")),
+        }
+    } else if cmd.send.is_some() {
+        fail(
+            code::NOT_AVAILABLE,
+            "not available: send is not supported",
+            false,
+        );
+    } else if cmd.rpc.is_some() {
+        fail(
+            code::NOT_AVAILABLE,
+            "not available: rpc is not supported; call your backend directly",
+            false,
+        );
+    } else if cmd.sub_refresh.is_some() {
+        fail(
+            code::NOT_AVAILABLE,
+            "not available: subscription tokens are not supported",
+            false,
+        );
+    } else {
+        *bad += 1;
+        fail(code::BAD_REQUEST, "bad request: unknown command", false);
+    }
+    Ok(())
+}
+
+/// Whether the connection may subscribe to (and read the history of) `channel`.
+fn allowed(hub: &Hub, conn: &WsConn, channel: &str) -> bool {
+    topic::allowed(&conn.info.topic_patterns, channel)
+        || topic::allowed(&hub.config.topics.public, channel)
+}
+
+fn fail_core(fail: &mut impl FnMut(u32, &str, bool), e: &CoreError) {
+    match e {
+        CoreError::InvalidArgument { .. } => fail(code::BAD_REQUEST, &e.to_string(), false),
+        _ => fail(code::INTERNAL, &e.to_string(), true),
+    }
+}
+
+/// The history command: `limit` 0 gives only the stream top, a negative limit everything
+/// kept; `since` is exclusive (and must name the current epoch); `reverse` walks back from the
+/// top, or from `since`.
+async fn history(
+    hub: &Hub,
+    h: &HistoryRequest,
+) -> Result<Result<HistoryResult, (u32, &'static str)>, CoreError> {
+    let page = hub.history(&h.channel, 0, 1000).await?;
+    if let Some(s) = &h.since {
+        if !s.epoch.is_empty() && s.epoch != page.epoch {
+            return Ok(Err((
+                code::UNRECOVERABLE_POSITION,
+                "unrecoverable position",
+            )));
+        }
+    }
+    let limit = if h.limit < 0 {
+        usize::MAX
+    } else {
+        h.limit as usize
+    };
+    let since = h.since.as_ref().map(|s| s.offset);
+    let kept = page.publications.into_iter();
+    let chosen: Vec<_> = if h.reverse {
+        kept.rev()
+            .filter(|p| since.is_none_or(|s| p.offset < s))
+            .take(limit)
+            .collect()
+    } else {
+        kept.filter(|p| since.is_none_or(|s| p.offset > s))
+            .take(limit)
+            .collect()
+    };
+    Ok(Ok(HistoryResult {
+        publications: chosen
+            .into_iter()
+            .map(|p| Publication {
+                data: Bytes::from(message::object(
+                    &p.kind,
+                    &p.payload_json,
+                    &p.message_id,
+                    p.published_at_ms,
+                )),
+                offset: p.offset,
+            })
+            .collect(),
+        epoch: page.epoch,
+        offset: page.latest,
+    }))
+}
+
+fn error_reply(codec: Codec, id: u32, code: u32, message: &str, temporary: bool) -> Bytes {
+    codec.encode(&Reply {
+        id,
+        error: Some(Error {
+            code,
+            message: message.to_owned(),
+            temporary,
+        }),
+        ..Default::default()
+    })
+}
+
+fn to_message(codec: Codec, b: Bytes) -> Message {
+    match codec {
+        // Our JSON encoder writes UTF-8; the fallback (an empty text) is never reached.
+        Codec::Json => Message::Text(Utf8Bytes::try_from(b).unwrap_or_default()),
+        Codec::Protobuf => Message::Binary(b),
+    }
+}
+
+/// Writes `out` (each a WebSocket message), fed then flushed once.
+async fn send_all(
+    socket: &mut WebSocket,
+    conn: &WsConn,
+    codec: Codec,
+    out: Vec<Bytes>,
+) -> Result<(), Ended> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    write(
+        socket,
+        conn,
+        out.into_iter().map(move |b| to_message(codec, b)),
+    )
+    .await
+}
+
+/// Takes the connection out of the registry at once, then runs the close handshake.
+async fn close_now(hub: &Hub, socket: &mut WebSocket, conn: &WsConn, c: Closing) -> Ended {
+    hub.local().unregister(conn.info.seq, c.0, c.1);
+    close(socket, c.0, c.1).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_rounds_down_and_is_never_zero() {
+        assert_eq!(ttl_of(None, 5), Some((false, 0)));
+        assert_eq!(ttl_of(Some(10_999), 1_000), Some((true, 9)));
+        assert_eq!(ttl_of(Some(1_500), 1_000), Some((true, 1)));
+        assert_eq!(ttl_of(Some(1_000), 1_000), None);
+    }
+}
