@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every test of the project, on a fresh machine: the Rust suites (unit, property, end to end
 # over loopback), the JavaScript client against the real binary (node --test), the demo page in
-# headless Chromium, and the Python and Node backend examples against a live server.
+# headless Chromium, the Python and Node backend examples against a live server, and the official
+# Centrifugo SDKs (centrifuge-js from npm, centrifuge-python from PyPI) against the Centrifugo
+# endpoint.
 # Needs: the Rust toolchain, Node.js with npm, Python 3, Debian's chromium (or CHROMIUM=path) and
 # redis-server (the cluster tests start their own); it checks for them first.
 # JS packages come from the lockfiles (npm ci); Python packages go to target/py-venv.
@@ -33,6 +35,9 @@ export BOUNDARY_BIN="$PWD/target/debug/boundary-realtime"
 step "JS client tests (node --test, against the real server)"
 (cd clients/js && npm ci --no-audit --no-fund --loglevel=error && npm test)
 
+step "the Centrifugo SDKs against the real server: centrifuge-js (JSON and Protobuf builds)"
+(cd clients/js && npm run test:centrifuge)
+
 step "demo page in headless Chromium"
 (cd clients/js && CHROMIUM="$CHROMIUM" npm run test:e2e)
 
@@ -40,8 +45,11 @@ step "backend examples (Python and Node) against a live server"
 if [ ! -x target/py-venv/bin/python ]; then
   python3 -m venv target/py-venv
 fi
-target/py-venv/bin/pip install --quiet --disable-pip-version-check -r examples/python/requirements.txt
+target/py-venv/bin/pip install --quiet --disable-pip-version-check -r examples/python/requirements.txt -r tests/sdk/requirements.txt
 (cd examples/node && npm ci --no-audit --no-fund --loglevel=error)
 (cd clients/js && PYTHON="$PWD/../../target/py-venv/bin/python" npm run test:examples)
+
+step "the Centrifugo SDKs against the real server: centrifuge-python (JSON and Protobuf)"
+target/py-venv/bin/python -W ignore::ResourceWarning tests/sdk/centrifuge_python_test.py
 
 step "all tests passed"

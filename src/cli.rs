@@ -288,13 +288,21 @@ fn print_dev_banner(server: &Server, config: &Config) {
     .unwrap_or_else(|e| format!("<cannot mint: {e}>"));
     let key = config.grpc.api_keys.first().cloned().unwrap_or_default();
     let ws = format!("ws://{}/ws", server.http_addr);
+    let centrifuge = if config.centrifuge.enabled {
+        format!(
+            "\n  Centrifugo ws://{}{}   (for the Centrifugo SDKs, docs/centrifuge.md)",
+            server.http_addr, config.centrifuge.path
+        )
+    } else {
+        String::new()
+    };
     let grpc = server.grpc_addr;
     println!(
         r#"
 boundary-realtime dev mode: loopback only, a random secret and API key for this run,
 WebSocket upgrades accepted from any Origin (`serve` allows only the same host by default).
 
-  WebSocket  {ws}
+  WebSocket  {ws}{centrifuge}
   gRPC       {grpc}   (plaintext, reflection on)
   API key    {key}
   Token      {token}

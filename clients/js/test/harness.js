@@ -26,6 +26,7 @@ export async function startServer() {
     await new Promise((r) => setTimeout(r, 20));
   }
   const ws = out.match(/WebSocket\s+(ws:\/\/\S+)/)[1];
+  const centrifugeUrl = out.match(/Centrifugo\s+(ws:\/\/\S+)/)[1];
   const grpcAddr = out.match(/gRPC\s+(\S+)/)[1];
   const apiKey = out.match(/^\s+API key\s+(\S+)$/m)[1];
   const secret = out.match(/REALTIME_JWT__SECRET=(\S+)/)[1];
@@ -51,6 +52,7 @@ export async function startServer() {
       .trim();
   return {
     ws,
+    centrifugeUrl,
     grpcAddr,
     apiKey,
     devToken,
