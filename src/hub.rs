@@ -229,7 +229,8 @@ impl Hub {
 
     /// Subscribes a connection to `topic`. With `since`, missed publications are queued
     /// first; the `subscribed` reply (carrying `reference`) follows them in the same queue.
-    /// `max` caps the connection's subscriptions (0: no cap).
+    /// `max` caps the connection's subscriptions (0: no cap). With `listen`, the connection
+    /// also gets the topic's join and leave notices (its own join first).
     pub async fn subscribe(
         &self,
         conn: &Arc<WsConn>,
@@ -237,6 +238,7 @@ impl Hub {
         since: Option<&Since>,
         reference: Option<&serde_json::Value>,
         max: usize,
+        listen: bool,
     ) -> Result<(), SubscribeError> {
         if conn.has_topic(topic) {
             // Already subscribed: answer with the current position, nothing replayed.
@@ -297,6 +299,9 @@ impl Hub {
         if let Some(j) = joined {
             self.local.close_slow(&j.overflowed);
             if !conn.is_closing() {
+                if listen {
+                    self.local.topics.listen(topic, conn.info.seq);
+                }
                 self.local
                     .emit_topic_event(EventKind::Subscribed, conn, topic);
             }
@@ -348,7 +353,8 @@ impl Hub {
                         .close_from(c, *code, reason, close::Origin::Backend)
                 }
                 Command::Subscribe { topic } => {
-                    self.subscribe(c, topic, None, None, 0).await.is_ok() && c.has_topic(topic)
+                    self.subscribe(c, topic, None, None, 0, false).await.is_ok()
+                        && c.has_topic(topic)
                 }
                 Command::Unsubscribe { topic } => self.unsubscribe(c, topic, None),
             };

@@ -27,6 +27,9 @@ pub type WsConn = Conn<WsOutbox>;
 
 /// Where this node's events go besides its own watchers (other nodes' watchers).
 pub type EventSink = Box<dyn Fn(&Event) + Send + Sync>;
+/// Where join and leave notices of a topic go (this node's listeners, or every node's): the
+/// topic and a maker of the notice (made only when someone may listen).
+pub type PresenceSink = Box<dyn Fn(&str, &dyn Fn() -> SharedFrame) + Send + Sync>;
 
 pub struct LocalNode {
     pub id: String,
@@ -38,6 +41,7 @@ pub struct LocalNode {
     /// Set while a watcher on another node wants this node's events.
     export_events: AtomicBool,
     event_sink: OnceLock<EventSink>,
+    presence_sink: OnceLock<PresenceSink>,
     on_leave: OnceLock<LeaveHook>,
     next_seq: AtomicU64,
     msg_prefix: String,
@@ -68,6 +72,7 @@ impl LocalNode {
             events: broadcast::channel(event_buffer.max(1)).0,
             export_events: AtomicBool::new(false),
             event_sink: OnceLock::new(),
+            presence_sink: OnceLock::new(),
             on_leave: OnceLock::new(),
             next_seq: AtomicU64::new(seq_start),
             msg_prefix,
@@ -101,6 +106,17 @@ impl LocalNode {
         let _ = self.event_sink.set(sink);
     }
 
+    /// Sets where join and leave notices go (once, by the cluster family).
+    pub fn set_presence_sink(&self, sink: PresenceSink) {
+        let _ = self.presence_sink.set(sink);
+    }
+
+    /// Queues a join or leave notice to this node's listeners of `topic`.
+    pub fn offer_listeners(&self, topic: &str, frame: &SharedFrame) {
+        let slow = self.topics.offer_listeners(topic, frame);
+        self.close_slow(&slow);
+    }
+
     /// Whether this node's events are sent to the other nodes' watchers.
     pub fn set_export_events(&self, on: bool) {
         self.export_events.store(on, Ordering::Release);
@@ -118,8 +134,21 @@ impl LocalNode {
     }
 
     /// Tells watchers a connection subscribed to or left `topic`.
+    /// A connection subscribed to or left a topic: tells watchers, and the topic's join/leave
+    /// listeners wherever they are.
     pub fn emit_topic_event(&self, kind: EventKind, conn: &WsConn, topic: &str) {
         self.emit_topic(kind, conn, Some(topic), 0, "");
+        if let Some(sink) = self.presence_sink.get() {
+            let joined = kind == EventKind::Subscribed;
+            sink(topic, &|| {
+                shared(frames::presence(
+                    joined,
+                    topic,
+                    &conn.info.user_id,
+                    &conn.info.id,
+                ))
+            });
+        }
     }
 
     fn emit_topic(

@@ -397,7 +397,14 @@ async fn command(
             t.expect(id, &ch, s.recover);
             let max = hub.config.topics.max_subscriptions;
             let r = hub
-                .subscribe(conn, &ch, since.as_ref(), Some(&Value::from(id)), max)
+                .subscribe(
+                    conn,
+                    &ch,
+                    since.as_ref(),
+                    Some(&Value::from(id)),
+                    max,
+                    s.join_leave,
+                )
                 .await;
             match r {
                 Ok(()) | Err(SubscribeError::Refused(SubscribeRefused::Closing)) => {}

@@ -12,7 +12,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::codec::{message_head, Codec};
-use super::wire::{Publication, Push, Reply, Subscribe, SubscribeResult, Unsubscribe};
+use super::wire::{
+    ClientInfo, Join, Publication, Push, Reply, Subscribe, SubscribeResult, Unsubscribe,
+};
 use crate::core::frame::Frame;
 
 /// Unsubscribe push codes: 2000 ends the subscription, 2500 asks the SDK to subscribe again
@@ -58,6 +60,10 @@ struct Control {
     recovered: Option<bool>,
     #[serde(rename = "ref")]
     reference: Option<u32>,
+    #[serde(default)]
+    user_id: String,
+    #[serde(default)]
+    connection_id: String,
 }
 
 impl Translator {
@@ -134,11 +140,30 @@ impl Translator {
                 }));
             }
             ("unsubscribed", None) if self.subs.remove(c.topic.as_str()).is_some() => {
-                out.push(self.unsubscribe_push(
-                    c.topic,
-                    UNSUBSCRIBE_SERVER,
-                    "server unsubscribe",
-                ));
+                out.push(self.unsubscribe_push(c.topic, UNSUBSCRIBE_SERVER, "server unsubscribe"));
+            }
+            // Queued only to subscribers that asked for them (`join_leave`).
+            (op @ ("join" | "leave"), None) if self.subs.contains_key(c.topic.as_str()) => {
+                let info = Some(Join {
+                    info: Some(ClientInfo {
+                        user: c.user_id,
+                        client: c.connection_id,
+                    }),
+                });
+                let (join, leave) = if op == "join" {
+                    (info, None)
+                } else {
+                    (None, info)
+                };
+                out.push(self.codec.encode(&Reply {
+                    push: Some(Push {
+                        channel: c.topic,
+                        join,
+                        leave,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }));
             }
             // Nothing else is queued to a connection by the core.
             _ => {}

@@ -50,6 +50,16 @@ pub struct Memory {
 
 impl Memory {
     pub fn new(local: Arc<LocalNode>, limits: HistoryLimits) -> Arc<Self> {
+        // Joins and leaves reach this node's listeners only (one node). Weak: the sink lives
+        // in the node it points to.
+        let weak = Arc::downgrade(&local);
+        local.set_presence_sink(Box::new(move |topic, make| {
+            if let Some(l) = weak.upgrade() {
+                if l.topics.has_listeners(topic) {
+                    l.offer_listeners(topic, &make());
+                }
+            }
+        }));
         Arc::new(Memory {
             local,
             limits,

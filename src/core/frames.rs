@@ -187,6 +187,19 @@ pub fn refreshed(expires_at_ms: Option<i64>, reference: Option<&Value>) -> Strin
     )
 }
 
+/// `{"op":"join"|"leave","topic":...,"user_id":...,"connection_id":...}`: a subscriber came or
+/// went. Queued only to connections that listen for it (the Centrifugo endpoint's
+/// `join_leave`); not part of the native protocol.
+pub fn presence(joined: bool, topic: &str, user_id: &str, connection_id: &str) -> String {
+    json!({
+        "op": if joined { "join" } else { "leave" },
+        "topic": topic,
+        "user_id": user_id,
+        "connection_id": connection_id,
+    })
+    .to_string()
+}
+
 /// Error codes a client can receive in `{"op":"error","code":...}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {

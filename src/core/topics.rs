@@ -34,6 +34,8 @@ pub const MAX_PENDING: usize = 1024;
 struct Sub<O> {
     conn: Arc<Conn<O>>,
     after: u64,
+    /// Wants join and leave notices for this topic.
+    listen: bool,
 }
 
 struct Joiner<O: Outbox> {
@@ -52,6 +54,8 @@ struct Stream {
 
 struct TopicState<O: Outbox> {
     subscribers: BTreeMap<u64, Sub<O>>,
+    /// How many subscribers listen for joins and leaves.
+    listeners: usize,
     joining: Vec<Joiner<O>>,
     stream: Option<Stream>,
     pending: BTreeMap<u64, O::Frame>,
@@ -245,6 +249,7 @@ where
             self.count.fetch_add(1, Ordering::Relaxed);
             Arc::new(Mutex::new(TopicState {
                 subscribers: BTreeMap::new(),
+                listeners: 0,
                 joining: Vec::new(),
                 stream: None,
                 pending: BTreeMap::new(),
@@ -401,7 +406,14 @@ where
             overflowed.push(Arc::clone(&conn));
         }
         let after = (next - 1).max(reply_offset);
-        t.subscribers.insert(ticket.seq, Sub { conn, after });
+        t.subscribers.insert(
+            ticket.seq,
+            Sub {
+                conn,
+                after,
+                listen: false,
+            },
+        );
         Some(Joined {
             offset: reply_offset,
             epoch: reply_epoch,
@@ -566,6 +578,45 @@ where
         true
     }
 
+    /// Makes a subscriber of `topic` a listener for its joins and leaves; false when it is not
+    /// subscribed.
+    pub fn listen(&self, topic: &str, seq: u64) -> bool {
+        let Some(state) = self.get(topic) else {
+            return false;
+        };
+        let mut t = state.lock();
+        let Some(sub) = t.subscribers.get_mut(&seq) else {
+            return false;
+        };
+        if !sub.listen {
+            sub.listen = true;
+            t.listeners += 1;
+        }
+        true
+    }
+
+    /// Whether some subscriber of `topic` on this node listens for joins and leaves.
+    pub fn has_listeners(&self, topic: &str) -> bool {
+        self.get(topic).is_some_and(|s| s.lock().listeners > 0)
+    }
+
+    /// Queues a join or leave notice to the listeners of `topic`; returns those whose queue
+    /// was full (they are slow consumers).
+    pub fn offer_listeners(&self, topic: &str, frame: &O::Frame) -> Vec<Arc<Conn<O>>> {
+        let mut overflowed = Vec::new();
+        let Some(state) = self.get(topic) else {
+            return overflowed;
+        };
+        let t = state.lock();
+        if t.listeners == 0 {
+            return overflowed;
+        }
+        for sub in t.subscribers.values().filter(|s| s.listen) {
+            push_overflow(&sub.conn, frame, &mut overflowed);
+        }
+        overflowed
+    }
+
     /// Unsubscribes a closing connection from everything; returns the topics it left.
     pub fn leave_all(&self, conn: &Conn<O>) -> Vec<String> {
         let topics: Vec<String> = std::mem::take(&mut *conn.topic_set()).into_iter().collect();
@@ -580,7 +631,9 @@ where
             return;
         };
         let mut t = state.lock();
-        t.subscribers.remove(&seq);
+        if t.subscribers.remove(&seq).is_some_and(|s| s.listen) {
+            t.listeners -= 1;
+        }
         t.joining.retain(|j| j.conn.info.seq != seq);
         let empty = t.is_empty();
         drop(t);

@@ -383,7 +383,10 @@ async fn on_text(hub: &Hub, conn: &Arc<WsConn>, text: &str) -> Reply {
                 return Reply::Ok(frames::error(ErrorCode::Forbidden, &msg, r));
             }
             let max = hub.config.topics.max_subscriptions;
-            match hub.subscribe(conn, &topic, since.as_ref(), r, max).await {
+            match hub
+                .subscribe(conn, &topic, since.as_ref(), r, max, false)
+                .await
+            {
                 Ok(()) | Err(SubscribeError::Refused(SubscribeRefused::Closing)) => Reply::None,
                 Err(SubscribeError::Refused(SubscribeRefused::TooMany)) => {
                     Reply::Ok(frames::error(

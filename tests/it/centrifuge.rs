@@ -21,13 +21,13 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::common::*;
 
-struct Cf {
+pub(crate) struct Cf {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     /// Replies and pushes read but not yet taken.
     backlog: std::collections::VecDeque<Value>,
 }
 
-async fn open(s: &TestServer, subprotocol: Option<&str>) -> Cf {
+pub(crate) async fn open(s: &TestServer, subprotocol: Option<&str>) -> Cf {
     let mut req = format!("ws://{}/connection/websocket", s.http)
         .into_client_request()
         .unwrap();
@@ -52,7 +52,7 @@ async fn open(s: &TestServer, subprotocol: Option<&str>) -> Cf {
 }
 
 impl Cf {
-    async fn send(&mut self, commands: &[Value]) {
+    pub(crate) async fn send(&mut self, commands: &[Value]) {
         let text: Vec<String> = commands.iter().map(|c| c.to_string()).collect();
         self.ws
             .send(Message::Text(text.join("\n").into()))
@@ -61,7 +61,7 @@ impl Cf {
     }
 
     /// The next reply or push (a text frame may hold several, one per line).
-    async fn next(&mut self) -> Value {
+    pub(crate) async fn next(&mut self) -> Value {
         let deadline = tokio::time::Instant::now() + WAIT;
         while self.backlog.is_empty() {
             let m = tokio::time::timeout_at(deadline, self.ws.next())
@@ -79,7 +79,7 @@ impl Cf {
         self.backlog.pop_front().unwrap()
     }
 
-    async fn next_close(&mut self) -> (u16, String) {
+    pub(crate) async fn next_close(&mut self) -> (u16, String) {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let m = tokio::time::timeout_at(deadline, self.ws.next())
@@ -97,7 +97,7 @@ impl Cf {
 }
 
 /// Opens a JSON connection and connects with `token`; returns it and the connect result.
-async fn connected(s: &TestServer, token: &str) -> (Cf, Value) {
+pub(crate) async fn connected(s: &TestServer, token: &str) -> (Cf, Value) {
     let mut cf = open(s, None).await;
     cf.send(&[json!({"id":1,"connect":{"token":token,"name":"test"}})])
         .await;
@@ -106,7 +106,7 @@ async fn connected(s: &TestServer, token: &str) -> (Cf, Value) {
     (cf, r["connect"].clone())
 }
 
-fn news_token(user: &str) -> String {
+pub(crate) fn news_token(user: &str) -> String {
     sign(
         Algorithm::HS256,
         json!({"sub": user, "exp": now_s() + 3600, "topics": ["news", "chat:*"]}),
@@ -566,4 +566,64 @@ async fn protobuf_connect_subscribe_and_publication() {
         .unwrap()
         .into_inner();
     assert_eq!(list.connections[0].protocol, "centrifuge-protobuf");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_and_leave_reach_the_subscribers_that_asked() {
+    let s = start().await;
+    let (mut a, ca) = connected(&s, &news_token("ann")).await;
+    let ida = ca["client"].as_str().unwrap().to_owned();
+    a.send(&[json!({"id":2,"subscribe":{"channel":"news","join_leave":true}})])
+        .await;
+    assert!(a.next().await["subscribe"].is_object());
+    assert_eq!(
+        a.next().await,
+        json!({"push":{"channel":"news","join":{"info":{"user":"ann","client":ida}}}}),
+        "its own join first"
+    );
+    // A subscriber that did not ask hears nothing of it; a native client's join counts too.
+    let (mut b, cb) = connected(&s, &news_token("bob")).await;
+    let idb = cb["client"].as_str().unwrap().to_owned();
+    b.send(&[json!({"id":2,"subscribe":{"channel":"news"}})])
+        .await;
+    assert!(b.next().await["subscribe"].is_object());
+    assert_eq!(
+        a.next().await,
+        json!({"push":{"channel":"news","join":{"info":{"user":"bob","client":idb}}}})
+    );
+    let mut native = s.connect_token(&news_token("cat")).await;
+    native
+        .send_text(r#"{"op":"subscribe","topic":"news","ref":"1"}"#)
+        .await;
+    assert_eq!(native.next_json().await["op"], "subscribed");
+    assert_eq!(
+        a.next().await,
+        json!({"push":{"channel":"news","join":{"info":{"user":"cat","client":native.id}}}})
+    );
+    drop(native);
+    assert_eq!(a.next().await["push"]["leave"]["info"]["user"], "cat");
+    b.send(&[json!({"id":3,"unsubscribe":{"channel":"news"}})])
+        .await;
+    assert_eq!(b.next().await, json!({"id":3,"unsubscribe":{}}));
+    assert_eq!(
+        a.next().await,
+        json!({"push":{"channel":"news","leave":{"info":{"user":"bob","client":idb}}}})
+    );
+    b.send(&[json!({"id":4,"subscribe":{"channel":"news"}})])
+        .await;
+    assert!(b.next().await["subscribe"].is_object());
+    assert_eq!(
+        a.next().await["push"]["join"]["info"]["client"],
+        idb.as_str()
+    );
+    drop(b);
+    assert_eq!(
+        a.next().await,
+        json!({"push":{"channel":"news","leave":{"info":{"user":"bob","client":idb}}}}),
+        "a disconnect is a leave"
+    );
+    // Nothing else was queued: the next push is this publication.
+    let mut client = s.client().await;
+    client.publish(publish("news", "1")).await.unwrap();
+    assert_eq!(a.next().await["push"]["pub"]["offset"], 1);
 }

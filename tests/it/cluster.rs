@@ -386,6 +386,79 @@ async fn a_watcher_sees_every_nodes_events() {
     assert_eq!((e.kind, e.topic.as_str()), (Kind::Subscribed as i32, "t"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn centrifuge_connections_work_across_nodes() {
+    use crate::centrifuge::{connected, news_token};
+    use serde_json::json;
+    let redis = RedisProc::start();
+    let n = nodes(&redis, &["a", "b"]).await;
+    let mut via_a = n[0].client().await;
+    let mut events = via_a
+        .watch_events(authed(proto::WatchEventsRequest { kinds: vec![] }))
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut on_b, c) = connected(&n[1], &news_token("ann")).await;
+    let id = c["client"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("b."), "{id}");
+    let e = next_event(&mut events).await;
+    let conn = e.connection.unwrap();
+    assert_eq!(
+        (e.kind, conn.connection_id.as_str(), conn.protocol.as_str()),
+        (Kind::Connected as i32, id.as_str(), "centrifuge-json")
+    );
+    on_b.send(&[json!({"id":2,"subscribe":{"channel":"news","join_leave":true}})])
+        .await;
+    assert!(on_b.next().await["subscribe"].is_object());
+    assert_eq!(
+        on_b.next().await["push"]["join"]["info"]["client"],
+        id.as_str()
+    );
+    // A subscriber on the other node: its join and leave cross over.
+    let (mut on_a, ca) = connected(&n[0], &news_token("bob")).await;
+    let ida = ca["client"].as_str().unwrap().to_owned();
+    on_a.send(&[json!({"id":2,"subscribe":{"channel":"news"}})])
+        .await;
+    assert!(on_a.next().await["subscribe"].is_object());
+    assert_eq!(
+        on_b.next().await,
+        json!({"push":{"channel":"news","join":{"info":{"user":"bob","client":ida}}}})
+    );
+    let p = publish(&mut via_a, "news", "1", "").await;
+    assert_eq!(p.connections, 2);
+    assert_eq!(on_b.next().await["push"]["pub"]["offset"], 1);
+    assert_eq!(on_a.next().await["push"]["pub"]["offset"], 1);
+    assert_eq!(send_user(&mut via_a, "ann", "direct", "7").await, 1);
+    assert_eq!(on_b.next().await["push"]["message"]["data"]["payload"], 7);
+    let (all, _) = list_all(&mut via_a, 10).await;
+    let mut protocols: Vec<(String, String)> = all
+        .iter()
+        .map(|c| (c.connection_id.clone(), c.protocol.clone()))
+        .collect();
+    protocols.sort();
+    assert_eq!(
+        protocols,
+        vec![
+            (ida.clone(), "centrifuge-json".to_owned()),
+            (id.clone(), "centrifuge-json".to_owned())
+        ]
+    );
+    drop(on_a);
+    assert_eq!(
+        on_b.next().await["push"]["leave"]["info"]["client"],
+        ida.as_str()
+    );
+    via_a
+        .disconnect(authed(proto::DisconnectRequest {
+            code: 4500,
+            reason: "bye".into(),
+            target: Some(proto::disconnect_request::Target::ConnectionId(id)),
+        }))
+        .await
+        .unwrap();
+    assert_eq!(on_b.next_close().await, (4500, "bye".into()));
+}
+
 async fn redis_conn(redis: &RedisProc) -> redis::aio::MultiplexedConnection {
     redis::Client::open(redis.url())
         .unwrap()

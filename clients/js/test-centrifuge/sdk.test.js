@@ -219,6 +219,28 @@ for (const [build, Centrifuge, data, num] of builds) {
     client.disconnect();
   });
 
+  test(`${build}: joinLeave subscriptions see joins and leaves`, async () => {
+    const { client, rec, user } = setup("joins");
+    const topic = `room:j-${build}`;
+    const sub = client.newSubscription(topic, { joinLeave: true });
+    rec.on(sub, "sub.", [...subEvents, "join", "leave"]);
+    sub.subscribe();
+    client.connect();
+    await until("its own join", () => rec.of("sub.join").length === 1);
+    assert.equal(rec.of("sub.join")[0].info.user, user);
+    const other = setup("joiner");
+    const theirs = other.client.newSubscription(topic);
+    theirs.subscribe();
+    other.client.connect();
+    await until("the other's join", () => rec.of("sub.join").length === 2);
+    const joined = rec.of("sub.join")[1].info;
+    assert.equal(joined.user, other.user);
+    other.client.disconnect();
+    await until("the other's leave", () => rec.of("sub.leave").length === 1);
+    assert.equal(rec.of("sub.leave")[0].info.client, joined.client);
+    client.disconnect();
+  });
+
   test(`${build}: presence, presence stats and history`, async () => {
     const { client, rec, user } = setup("presence");
     const topic = `room:${build}`;

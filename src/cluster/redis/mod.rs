@@ -180,6 +180,21 @@ impl RedisCluster {
                 });
             }
         }));
+        // Joins and leaves go on the topic's channel, which every node holding the topic
+        // hears (this one included); each offers them to its own listeners.
+        let weak = Arc::downgrade(&cluster);
+        local.set_presence_sink(Box::new(move |topic, make| {
+            if let Some(c) = weak.upgrade() {
+                let head = Header::Presence {
+                    topic: topic.to_owned(),
+                };
+                let msg = wire::encode(&head, make().bytes());
+                let channel = wire::topic_channel(topic);
+                tokio::spawn(async move {
+                    let _ = c.publish_raw(&channel, msg).await;
+                });
+            }
+        }));
         tokio::spawn(supervisor::run(Arc::clone(&cluster), ops_rx));
         tokio::spawn(members::heartbeat(Arc::clone(&cluster)));
         tokio::spawn(interest::dissolver(Arc::clone(&cluster)));
@@ -428,6 +443,11 @@ impl RedisCluster {
                 }
                 if rid > 0 {
                     self.reply(&from, rid, Response::Count(a.queued + a.waiting));
+                }
+            }
+            Header::Presence { topic } => {
+                if let Some(frame) = frame_of(body) {
+                    self.local.offer_listeners(&topic, &frame);
                 }
             }
             Header::Req { from, rid, req } => match req {

@@ -111,6 +111,10 @@ pub enum Header {
         offset: u64,
         epoch: String,
     },
+    /// A join or leave notice of a topic (the body), for the nodes' listeners.
+    Presence {
+        topic: String,
+    },
     Req {
         from: String,
         rid: u64,
