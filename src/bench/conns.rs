@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::tally::{self, Counts, Order};
-use super::{unix_ns, BenchError};
+use super::{unix_ns, BenchError, WireProtocol};
 
 /// Connections opened from one source address at most (Linux's default ephemeral range holds
 /// about 28,000 ports per source/destination pair).
@@ -40,10 +40,11 @@ pub type Ws = WebSocketStream<TcpStream>;
 pub struct Target {
     pub url: String,
     pub addr: SocketAddr,
+    pub protocol: WireProtocol,
 }
 
 impl Target {
-    pub async fn resolve(url: &str) -> Result<Target, BenchError> {
+    pub async fn resolve(url: &str, protocol: WireProtocol) -> Result<Target, BenchError> {
         let bad = |why: &str| BenchError::Usage(format!("--ws-url {url:?}: {why}"));
         let rest = match url.split_once("://") {
             Some(("ws", rest)) => rest,
@@ -68,6 +69,7 @@ impl Target {
         Ok(Target {
             url: url.to_owned(),
             addr,
+            protocol,
         })
     }
 
@@ -195,10 +197,21 @@ async fn open_inner(
         .as_str()
         .into_client_request()
         .map_err(|e| BenchError::Usage(format!("--ws-url {:?}: {e}", target.url)))?;
-    let bearer = format!("Bearer {token}")
-        .parse()
-        .map_err(|_| BenchError::Usage("the token is not a valid header value".into()))?;
-    request.headers_mut().insert("authorization", bearer);
+    match target.protocol {
+        WireProtocol::Native => {
+            let bearer = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| BenchError::Usage("the token is not a valid header value".into()))?;
+            request.headers_mut().insert("authorization", bearer);
+        }
+        WireProtocol::CentrifugeJson => {}
+        WireProtocol::CentrifugeProtobuf => {
+            request.headers_mut().insert(
+                "sec-websocket-protocol",
+                tungstenite::http::HeaderValue::from_static("centrifuge-protobuf"),
+            );
+        }
+    }
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0);
@@ -215,6 +228,10 @@ async fn open_inner(
             }
             other => unreachable(other.to_string()),
         })?;
+    if target.protocol != WireProtocol::Native {
+        super::centrifuge::start(&mut ws, target.protocol, token, topic).await?;
+        return Ok(ws);
+    }
     expect_op(&mut ws, "connected").await?;
     if let Some(topic) = topic {
         let op = serde_json::json!({"op": "subscribe", "topic": topic, "ref": 1}).to_string();
@@ -285,6 +302,23 @@ pub async fn read(mut ws: Ws, i: usize, stats: Arc<Stats>, mut stop: watch::Rece
         tokio::select! {
             biased;
             msg = ws.next() => match msg {
+                Some(Ok(Message::Binary(b))) => {
+                    if b.as_ref() == [0] {
+                        // A Centrifugo Protobuf ping: answer with an empty command.
+                        let _ = ws.send(Message::Binary(b)).await;
+                    } else if let Some((seq, sent_ns)) = tally::parse_bytes(&b) {
+                        let now = unix_ns();
+                        let seen = order.see(seq);
+                        let latency_us = (now.saturating_sub(sent_ns) / 1000).max(1);
+                        let mut s = shard.lock();
+                        s.counts.record(seen, now);
+                        s.hist.saturating_record(latency_us);
+                    }
+                }
+                Some(Ok(Message::Text(t))) if t.as_str() == "{}" => {
+                    // A Centrifugo JSON ping: answer with an empty command.
+                    let _ = ws.send(Message::text("{}")).await;
+                }
                 Some(Ok(Message::Text(t))) => {
                     if let Some((seq, sent_ns)) = tally::parse(t.as_str()) {
                         let now = unix_ns();

@@ -6,6 +6,7 @@
 //! [`tally`] is the pure counting; [`conns`] owns the sockets and reader tasks; [`procfs`]
 //! reads `/proc`; [`report`] formats the result. Every phase is bounded in time.
 
+pub mod centrifuge;
 pub mod conns;
 pub mod procfs;
 pub mod report;
@@ -46,6 +47,21 @@ pub enum Mode {
     Topic,
 }
 
+const DEFAULT_WS_URL: &str = "ws://127.0.0.1:8080/ws";
+const DEFAULT_CENTRIFUGE_URL: &str = "ws://127.0.0.1:8080/connection/websocket";
+
+/// The WebSocket protocol of the load's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WireProtocol {
+    /// `GET /ws` (docs/protocol.md).
+    Native,
+    /// The Centrifugo client protocol v2 in JSON (docs/centrifuge.md).
+    CentrifugeJson,
+    /// The Centrifugo client protocol v2 in Protobuf.
+    CentrifugeProtobuf,
+}
+
 /// The `bench` command line.
 #[derive(Debug, Clone, Args)]
 pub struct Options {
@@ -54,8 +70,12 @@ pub struct Options {
     pub mode: Mode,
     /// The nodes' WebSocket endpoints (repeat the flag or separate with commas): connection i
     /// goes to the i-th modulo their number, so a cluster's nodes share the connections.
-    #[arg(long, value_delimiter = ',', default_value = "ws://127.0.0.1:8080/ws")]
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_WS_URL)]
     pub ws_url: Vec<String>,
+    /// The protocol the connections speak: ours, or the Centrifugo protocol in JSON or
+    /// Protobuf (then the default --ws-url is the Centrifugo endpoint).
+    #[arg(long, value_enum, default_value_t = WireProtocol::Native)]
+    pub protocol: WireProtocol,
     /// The node's gRPC endpoint.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub grpc_url: String,
@@ -205,7 +225,12 @@ async fn run_inner(opts: &Options) -> Result<Report, BenchError> {
     let groups = opts.groups.clamp(1, opts.conns.max(1));
     let mut targets = Vec::with_capacity(opts.ws_url.len());
     for url in &opts.ws_url {
-        targets.push(Target::resolve(url).await?);
+        let url = match opts.protocol {
+            WireProtocol::Native => url.clone(),
+            _ if url == DEFAULT_WS_URL => DEFAULT_CENTRIFUGE_URL.to_owned(),
+            _ => url.clone(),
+        };
+        targets.push(Target::resolve(&url, opts.protocol).await?);
     }
     if targets.is_empty() {
         return Err(BenchError::Usage("give at least one --ws-url".into()));

@@ -26,6 +26,20 @@ pub fn parse(frame: &str) -> Option<(u64, u64)> {
     Some((seq, sent))
 }
 
+/// [`parse`] for a binary frame (the Centrifugo Protobuf pushes carry the message object's
+/// JSON bytes inside): from our payload's first key to the end of its valid UTF-8.
+pub fn parse_bytes(frame: &[u8]) -> Option<(u64, u64)> {
+    let key = SEQ_KEY.as_bytes();
+    let at = frame.windows(key.len()).position(|w| w == key)?;
+    let rest = &frame[at..];
+    let text = match std::str::from_utf8(rest) {
+        Ok(t) => t,
+        // Valid up to there by the error's own account.
+        Err(e) => std::str::from_utf8(&rest[..e.valid_up_to()]).ok()?,
+    };
+    parse(text)
+}
+
 const FRAME_PREFIX: &str = "{\"type\":\"bench\",\"payload\":{\"seq\":";
 const SEQ_KEY: &str = "{\"seq\":";
 const SENT_KEY: &str = ",\"sent_ns\":";

@@ -220,3 +220,27 @@ async fn grpc_url_takes_host_port_and_durations_are_human() {
         .expect("refused");
     assert!(bad.to_string().contains("--hold"), "{bad}");
 }
+
+/// The same smoke run over the Centrifugo endpoint, in JSON and in Protobuf.
+#[tokio::test]
+async fn the_centrifugo_protocols_count_exactly_too() {
+    let server = start().await;
+    let url = format!("ws://{}/connection/websocket", server.http);
+    let grpc = format!("http://{}", server.grpc);
+    for protocol in ["centrifuge-json", "centrifuge-protobuf"] {
+        for (mode, expected) in SMOKE_CASES {
+            let mut args = vec![mode, "--protocol", protocol];
+            args.extend(SMOKE_ARGS);
+            let opts = options_with(&url, &grpc, &args);
+            let r = bench::run(&opts)
+                .await
+                .unwrap_or_else(|e| panic!("{protocol} {mode}: {e}"));
+            assert_eq!(r.connect.opened, 12, "{protocol} {mode}");
+            assert_eq!(r.calls.errors, 0, "{protocol} {mode}");
+            assert_eq!(r.deliveries.received, expected, "{protocol} {mode}");
+            assert_eq!(r.deliveries.lost, 0, "{protocol} {mode}");
+            assert_eq!(r.deliveries.out_of_order, 0, "{protocol} {mode}");
+            assert_eq!(r.deliveries.duplicates, 0, "{protocol} {mode}");
+        }
+    }
+}
