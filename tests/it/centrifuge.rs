@@ -627,3 +627,51 @@ async fn join_and_leave_reach_the_subscribers_that_asked() {
     client.publish(publish("news", "1")).await.unwrap();
     assert_eq!(a.next().await["push"]["pub"]["offset"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_native_limits_apply_with_the_sdks_codes() {
+    let mut c = config();
+    c.limits.max_connections_per_user = 1;
+    c.limits.client_rate = 5;
+    let s = start_with(c).await;
+    // Origin: the same check as /ws.
+    let mut req = format!("ws://{}/connection/websocket", s.http)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 403)
+        }
+        other => panic!("expected 403, got {other:?}"),
+    }
+    // Connections per user: terminal 3504.
+    let (mut first, _) = connected(&s, &news_token("ann")).await;
+    let mut second = open(&s, None).await;
+    second
+        .send(&[json!({"id":1,"connect":{"token":news_token("ann")}})])
+        .await;
+    assert_eq!(second.next_close().await, (3504, "connection limit".into()));
+    // The client rate: 3013, which the SDKs retry later.
+    for i in 0..20 {
+        let _ = first
+            .ws
+            .send(Message::Text(
+                json!({"id": 10 + i, "ping": {}}).to_string().into(),
+            ))
+            .await;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let code = loop {
+        match tokio::time::timeout_at(deadline, first.ws.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Close(Some(f)))) => break (u16::from(f.code), f.reason.to_string()),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close, got {other:?}"),
+        }
+    };
+    assert_eq!(code, (3013, "too many requests".into()));
+}
