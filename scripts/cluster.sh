@@ -11,7 +11,7 @@ command -v redis-server >/dev/null || { echo "needs redis-server (apt-get instal
 cargo build --release --quiet
 B=$PWD/target/release/boundary-realtime
 mkdir -p target/cluster
-SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 KEY=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 PIDS=()
 stop() { trap - EXIT INT TERM; echo; echo "stopping"; kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }

@@ -11,7 +11,7 @@ cargo build --release --quiet
 OUT=target/cluster-budget
 rm -rf "$OUT"; mkdir -p "$OUT"
 B=./target/release/boundary-realtime
-SECRET=cluster-budget-secret-$RANDOM$RANDOM$RANDOM$RANDOM
+SECRET=cluster-budget-secret-$(date +%s%N)-$RANDOM$RANDOM$RANDOM$RANDOM
 KEY=cluster-budget-key-$RANDOM$RANDOM$RANDOM
 RPORT=16399
 ulimit -n 20000 2>/dev/null || true

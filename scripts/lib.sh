@@ -3,7 +3,7 @@
 # Usage: . scripts/lib.sh; start_server NAME   (sets SECRET, KEY, PID; log in target/NAME-server.log)
 start_server() {
   local name=$1
-  SECRET=$name-secret-$RANDOM$RANDOM$RANDOM
+  SECRET=$name-secret-$(date +%s%N)-$RANDOM$RANDOM$RANDOM$RANDOM
   KEY=$name-api-key-$RANDOM$RANDOM$RANDOM
   ulimit -n 20000 2>/dev/null || true
   REALTIME_JWT__SECRET=$SECRET REALTIME_GRPC__API_KEYS=$KEY REALTIME_NODE__ID=$name \

@@ -41,7 +41,7 @@ step "the Centrifugo SDKs against the real server: centrifuge-js (JSON and Proto
 step "demo page in headless Chromium"
 (cd clients/js && CHROMIUM="$CHROMIUM" npm run test:e2e)
 
-step "backend examples (Python and Node) against a live server"
+step "backend examples (Python and Node) and the docs' snippets (README, grpc-api.md) against a live server"
 if [ ! -x target/py-venv/bin/python ]; then
   python3 -m venv target/py-venv
 fi

@@ -16,17 +16,43 @@ use crate::core::ids::validate_node_id;
 
 /// An invalid configuration: which key, and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {key}: {message}")]
 pub struct ConfigError {
     pub key: String,
     pub message: String,
+    /// Further problems found in the same check (`validate` reports them all at once).
+    pub more: Vec<ConfigError>,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.more.is_empty() {
+            return write!(f, "invalid configuration: {}: {}", self.key, self.message);
+        }
+        write!(
+            f,
+            "invalid configuration ({} problems):",
+            self.more.len() + 1
+        )?;
+        for e in std::iter::once(self).chain(&self.more) {
+            write!(f, "\n  {}: {}", e.key, e.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    /// One problem: the key at fault and what is wrong with it.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+            more: Vec::new(),
+        }
+    }
 }
 
 fn err(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: key.into(),
-        message: message.into(),
-    }
+    ConfigError::new(key, message)
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -335,7 +361,14 @@ fn layered(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Config, 
     for (key, value) in overrides {
         fig = fig.merge((*key, value.as_str()));
     }
-    fig.extract().map_err(figment_error)
+    fig.extract().map_err(|e| {
+        let mut e = figment_error(e);
+        // A syntax error has no key: name the file.
+        if let (Some(path), "config") = (file, e.key.as_str()) {
+            e.key = path.display().to_string();
+        }
+        e
+    })
 }
 
 fn figment_error(e: figment::Error) -> ConfigError {
@@ -351,11 +384,45 @@ fn figment_error(e: figment::Error) -> ConfigError {
             }
         })
         .unwrap_or_default();
-    let message = format!("{}{source}", e.kind);
+    let message = match &e.kind {
+        figment::error::Kind::UnknownField(name, expected) => {
+            let mut m = format!("unknown key {name:?}");
+            if let Some(near) = closest(name, expected) {
+                m.push_str(&format!(" (did you mean {near:?}?)"));
+            }
+            format!("{m}; this section has: {}{source}", expected.join(", "))
+        }
+        kind => format!("{kind}{source}"),
+    };
     ConfigError {
         key: if key.is_empty() { "config".into() } else { key },
         message,
+        more: Vec::new(),
     }
+}
+
+/// The expected name nearest to `name` (at most two edits away), for "did you mean".
+fn closest<'a>(name: &str, expected: &[&'a str]) -> Option<&'a str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    }
+    expected
+        .iter()
+        .map(|e| (distance(name, e), *e))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, e)| e)
 }
 
 /// The algorithms `[jwt] algorithm` accepts.
@@ -363,8 +430,33 @@ pub const ALGORITHMS: &str =
     "HS256|HS384|HS512|RS256|RS384|RS512|PS256|PS384|PS512|ES256|ES384|EdDSA";
 
 impl Config {
-    /// Checks every key whose type alone does not make it valid.
+    /// Checks every key whose type alone does not make it valid, and reports every problem
+    /// found (the first of each section), not only the first.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems: Vec<ConfigError> = [
+            self.check_node_and_http(),
+            self.check_topics(),
+            self.check_api_keys(),
+            self.verifier_config().map(drop),
+            self.http_tls().map(drop),
+            self.grpc_tls().map(drop),
+            self.check_limits(),
+            self.check_centrifuge(),
+            self.check_broker_and_log(),
+        ]
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let mut first = problems.remove(0);
+        first.more = problems;
+        Err(first)
+    }
+
+    /// `[node]`, the listeners and `http.allowed_origins`.
+    fn check_node_and_http(&self) -> Result<(), ConfigError> {
         if !self.node.id.is_empty() {
             validate_node_id(&self.node.id).map_err(|m| err("node.id", m))?;
         }
@@ -381,6 +473,11 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// `[topics] public`.
+    fn check_topics(&self) -> Result<(), ConfigError> {
         for p in &self.topics.public {
             let literal = p.replace('*', "x");
             if crate::core::topic::validate_name("topics.public", &literal).is_err() {
@@ -392,6 +489,11 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// `[grpc] api_keys`.
+    fn check_api_keys(&self) -> Result<(), ConfigError> {
         if self.grpc.api_keys.is_empty() && !self.grpc.allow_unauthenticated {
             return Err(err(
                 "grpc.api_keys",
@@ -404,9 +506,11 @@ impl Config {
                 "each key must be at least 16 characters",
             ));
         }
-        self.verifier_config()?;
-        self.http_tls()?;
-        self.grpc_tls()?;
+        Ok(())
+    }
+
+    /// `[limits]`, `[topics]` numbers and `[grpc]` buffers.
+    fn check_limits(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
         for (key, value, min) in [
             ("grpc.watch_buffer", self.grpc.watch_buffer as u64, 1),
@@ -437,6 +541,11 @@ impl Config {
         if l.send_queue > 1 << 20 {
             return Err(err("limits.send_queue", "must be at most 1048576"));
         }
+        Ok(())
+    }
+
+    /// `[centrifuge]`.
+    fn check_centrifuge(&self) -> Result<(), ConfigError> {
         if self.centrifuge.enabled {
             let p = &self.centrifuge.path;
             let reserved = ["/ws", "/healthz", "/readyz", "/metrics"];
@@ -453,6 +562,11 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// `[broker]` and `[log]`.
+    fn check_broker_and_log(&self) -> Result<(), ConfigError> {
         match self.broker.kind.as_str() {
             "memory" => {}
             "redis" => {
@@ -556,6 +670,22 @@ impl Config {
                 return Err(err(
                     "jwt.secret",
                     format!("is required for {}", j.algorithm),
+                ));
+            }
+            // RFC 7518 section 3.2: a key at least as long as the hash output.
+            let min = match j.algorithm.as_str() {
+                "HS384" => 48,
+                "HS512" => 64,
+                _ => 32,
+            };
+            if j.secret.len() < min {
+                return Err(err(
+                    "jwt.secret",
+                    format!(
+                        "is {} bytes; {} needs at least {min} (RFC 7518 section 3.2); make one with `openssl rand -hex 32`",
+                        j.secret.len(),
+                        j.algorithm
+                    ),
                 ));
             }
             if !j.public_key_file.is_empty() {
@@ -729,7 +859,7 @@ mod tests {
 
     fn base() -> Config {
         let mut c = Config::default();
-        c.jwt.secret = "s".into();
+        c.jwt.secret = "0123456789abcdef0123456789abcdef".into();
         c.grpc.api_keys = vec!["0123456789abcdef".into()];
         c
     }
@@ -801,6 +931,45 @@ mod tests {
         let mut c = base();
         c.http.allowed_origins = vec!["example.com".into()];
         assert_eq!(key_of(&c), "http.allowed_origins");
+        let mut c = base();
+        c.centrifuge.path = "/ws".into();
+        assert_eq!(key_of(&c), "centrifuge.path");
+    }
+
+    #[test]
+    fn short_hmac_secrets_are_refused() {
+        let mut c = base();
+        c.jwt.secret = "x".into();
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, "jwt.secret");
+        assert!(
+            e.message.contains("at least 32") && e.message.contains("RFC 7518"),
+            "{e}"
+        );
+        c.jwt.secret = "0123456789abcdef0123456789abcdef".into();
+        c.jwt.algorithm = "HS512".into();
+        assert!(c.validate().unwrap_err().message.contains("at least 64"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut c = Config::default();
+        c.limits.send_queue = 0;
+        let e = c.validate().unwrap_err();
+        let keys: Vec<&str> = std::iter::once(&e)
+            .chain(&e.more)
+            .map(|e| e.key.as_str())
+            .collect();
+        assert_eq!(keys, ["grpc.api_keys", "jwt.secret", "limits.send_queue"]);
+        let text = e.to_string();
+        assert!(
+            text.starts_with("invalid configuration (3 problems):"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  jwt.secret: is required for HS256"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -810,7 +979,7 @@ mod tests {
                 "rt.toml",
                 r#"
                 [jwt]
-                secret = "from-file"
+                secret = "from-file-0123456789abcdef0123456789"
                 [grpc]
                 api_keys = ["file-key-0123456789"]
                 [limits]
@@ -822,7 +991,10 @@ mod tests {
                 "REALTIME_GRPC__API_KEYS",
                 "k1-0123456789abcdef,k2-0123456789abcdef",
             );
-            jail.set_env("REALTIME_JWT__SECRET", "12345");
+            jail.set_env(
+                "REALTIME_JWT__SECRET",
+                "from-env-0123456789abcdef0123456789",
+            );
             let c = load(
                 Some(Path::new("rt.toml")),
                 &[("http.listen", "127.0.0.1:9".into())],
@@ -833,7 +1005,7 @@ mod tests {
                 c.grpc.api_keys,
                 vec!["k1-0123456789abcdef", "k2-0123456789abcdef"]
             );
-            assert_eq!(c.jwt.secret, "12345");
+            assert_eq!(c.jwt.secret, "from-env-0123456789abcdef0123456789");
             assert_eq!(c.http.listen, "127.0.0.1:9");
             Ok(())
         });
@@ -844,7 +1016,16 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.create_file("a.toml", "[limits]\nsend_que = 3\n")?;
             let e = load(Some(Path::new("a.toml")), &[]).unwrap_err();
-            assert!(e.to_string().contains("send_que"), "{e}");
+            assert_eq!(e.key, "limits.send_que");
+            assert!(
+                e.message.starts_with("unknown key \"send_que\" (did you mean \"send_queue\"?); this section has: send_queue, max_frame_bytes"),
+                "{e}"
+            );
+            assert!(!e.message.contains('`'), "{e}");
+            jail.create_file("s.toml", "[limits\nsend_queue = 3\n")?;
+            let e = load(Some(Path::new("s.toml")), &[]).unwrap_err();
+            assert_eq!(e.key, "s.toml", "a syntax error names the file: {e}");
+            assert!(e.message.contains("line 1"), "{e}");
             jail.create_file("b.toml", "[limits]\nsend_queue = \"lots\"\n")?;
             let e = load(Some(Path::new("b.toml")), &[]).unwrap_err();
             assert_eq!(e.key, "limits.send_queue", "{e}");

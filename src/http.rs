@@ -16,6 +16,7 @@ use crate::hub::Hub;
 const DEMO_HTML: &str = include_str!("../clients/js/demo/index.html");
 const DEMO_JS: &str = include_str!("../clients/js/demo/demo.js");
 const CLIENT_JS: &str = include_str!("../clients/js/realtime.js");
+const FAVICON: &str = include_str!("../clients/js/demo/favicon.svg");
 /// The page loads only its own scripts and talks only to this host.
 const DEMO_CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
@@ -38,7 +39,11 @@ pub fn router(hub: Arc<Hub>) -> Router {
                 "/demo/demo.js",
                 get(|| async { asset("text/javascript; charset=utf-8", DEMO_JS) }),
             )
-            .route("/demo/realtime.js", get(client_library));
+            .route("/demo/realtime.js", get(client_library))
+            .route(
+                "/demo/favicon.svg",
+                get(|| async { asset("image/svg+xml", FAVICON) }),
+            );
     }
     router.with_state(hub)
 }

@@ -168,10 +168,7 @@ impl Server {
             let identity = tonic::transport::Identity::from_pem(id.cert_pem, id.key_pem);
             builder = builder
                 .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-                .map_err(|e| ConfigError {
-                    key: "grpc.tls_cert_file".into(),
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| ConfigError::new("grpc.tls_cert_file", e.to_string()))?;
         }
         // TCP_NODELAY on every accepted gRPC connection: a reply written while another is
         // unacknowledged must not wait out the client's delayed ACK (40 ms).

@@ -40,10 +40,7 @@ pub fn load_identity(
     cert_file: &str,
     key_file: &str,
 ) -> Result<PemIdentity, ConfigError> {
-    let err = |key: &str, message: String| ConfigError {
-        key: format!("{section}.{key}"),
-        message,
-    };
+    let err = |key: &str, message: String| ConfigError::new(format!("{section}.{key}"), message);
     let cert_pem = std::fs::read(cert_file)
         .map_err(|e| err("tls_cert_file", format!("cannot read {cert_file}: {e}")))?;
     let key_pem = std::fs::read(key_file)
@@ -74,10 +71,7 @@ pub fn load_identity(
 /// A rustls server configuration for HTTP/1.1 (the WebSocket listener).
 pub fn http_server_config(id: &PemIdentity) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
     install_crypto_provider();
-    let err = |message: String| ConfigError {
-        key: "http.tls_cert_file".into(),
-        message,
-    };
+    let err = |message: String| ConfigError::new("http.tls_cert_file", message);
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&id.cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| err(e.to_string()))?;

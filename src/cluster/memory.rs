@@ -12,7 +12,7 @@ use parking_lot::{Mutex, RwLock};
 use super::{
     BoxFuture, Broker, Command, ConnSnapshot, Control, Cursor, EncodeAt, HistoryPage, HistoryStore,
     Interest, Kept, ListFilter, ListPage, NewPublication, Present, Published, Route, Selector,
-    StatsPart,
+    StatsPart, META_TTL_MS,
 };
 use crate::core::frame::{shared, SharedFrame};
 use crate::core::ids::parse_conn_id;
@@ -30,6 +30,15 @@ const SHARDS: usize = 32;
 pub struct HistoryLimits {
     pub size: usize,
     pub ttl_ms: u64,
+}
+
+/// Whether a topic's state may go: nothing kept, and either it had publications (they have
+/// all expired, so a subscriber that missed them must be told: the topic restarts with a new
+/// epoch) or it never had any and has not been used for [`META_TTL_MS`] (so a quiet topic keeps
+/// its epoch across reconnects, as in Redis).
+fn forgettable(h: &History<SharedFrame>, now_ms: i64) -> bool {
+    h.is_empty()
+        && (h.latest() > 0 || now_ms - h.touched_ms >= i64::try_from(META_TTL_MS).unwrap_or(0))
 }
 
 /// A fresh epoch for a topic whose history starts (again).
@@ -108,7 +117,7 @@ impl Memory {
             for (name, h) in shard.read().iter() {
                 let mut h = h.lock();
                 h.evict(now_ms);
-                if h.is_empty() && !self.local.topics.is_held(name) {
+                if forgettable(&h, now_ms) && !self.local.topics.is_held(name) {
                     empty.push(name.clone());
                 }
             }
@@ -117,7 +126,9 @@ impl Memory {
             }
             let mut map = shard.write();
             for name in empty {
-                let gone = map.get(&name).is_some_and(|h| h.lock().is_empty())
+                let gone = map
+                    .get(&name)
+                    .is_some_and(|h| forgettable(&h.lock(), now_ms))
                     && !self.local.topics.is_held(&name);
                 if gone {
                     map.remove(&name);
@@ -217,7 +228,9 @@ impl HistoryStore for Memory {
     ) -> BoxFuture<'_, Result<HistoryRead<SharedFrame>, CoreError>> {
         let h = self.topic(topic);
         let mut h = h.lock();
-        h.evict(crate::clock::now_ms());
+        let now = crate::clock::now_ms();
+        h.evict(now);
+        h.touched_ms = now;
         let latest = h.latest();
         let (pubs, complete) = match since {
             Some(s) if s <= latest => {
@@ -272,7 +285,15 @@ impl HistoryStore for Memory {
     fn kept_topics(&self) -> BoxFuture<'_, Result<Vec<u64>, CoreError>> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
-            out.extend(shard.read().keys().map(|k| super::name_hash(k)));
+            // Topics with publications (a topic only subscribed to or read has no state to
+            // count, as in Redis's topic index).
+            out.extend(
+                shard
+                    .read()
+                    .iter()
+                    .filter(|(_, h)| h.lock().latest() > 0)
+                    .map(|(k, _)| super::name_hash(k)),
+            );
         }
         Box::pin(std::future::ready(Ok(out)))
     }

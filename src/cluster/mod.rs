@@ -224,6 +224,10 @@ pub struct HistoryPage {
     pub latest: u64,
 }
 
+/// How long a topic's position (epoch and latest offset) outlives its last use, at least: a
+/// quiet topic keeps its epoch across reconnects, so a client that saw everything recovers.
+pub const META_TTL_MS: u64 = 24 * 3600 * 1000;
+
 /// Deliveries, and the interest that routes them to this node.
 pub trait Broker: Send + Sync + 'static {
     /// Queues `frame` to every connection `route` names, on every node. Returns how many

@@ -75,6 +75,9 @@ pub struct History<F> {
     ids: HashMap<String, u64>,
     size: usize,
     ttl_ms: i64,
+    /// When the topic was last read or written (the store keeps an unused topic's position
+    /// for a while after, so quiet topics keep their epoch; see the memory store's sweep).
+    pub touched_ms: i64,
 }
 
 /// What recovering from a position gives.
@@ -95,6 +98,7 @@ impl<F: Clone> History<F> {
             ids: HashMap::new(),
             size,
             ttl_ms: i64::try_from(ttl_ms).unwrap_or(i64::MAX),
+            touched_ms: 0,
         }
     }
 
@@ -125,6 +129,7 @@ impl<F: Clone> History<F> {
     pub fn push(&mut self, p: Publication<F>, now_ms: i64) {
         debug_assert_eq!(p.offset, self.latest + 1);
         self.latest = p.offset;
+        self.touched_ms = now_ms;
         if self.size == 0 {
             return;
         }

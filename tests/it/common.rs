@@ -24,7 +24,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tonic::transport::Channel;
 use tonic::Request;
 
-pub const SECRET: &str = "test-secret-0123456789abcdef";
+pub const SECRET: &str = "test-secret-0123456789abcdef-0123456789abcdef-0123456789abcdef-01";
 pub const API_KEY: &str = "test-api-key-0123456789";
 pub const WAIT: Duration = Duration::from_secs(10);
 

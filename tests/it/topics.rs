@@ -572,6 +572,7 @@ async fn the_subscription_cap_answers_an_error_and_keeps_the_connection() {
 async fn a_topic_with_no_subscriber_and_expired_history_is_forgotten() {
     let mut c = config();
     c.topics.history_ttl_ms = 300;
+    c.topics.public = vec!["quiet".into()];
     c.limits.ping_interval_ms = 100; // the sweeper ticks every 25 ms
     c.limits.pong_timeout_ms = 100;
     let s = start_with(c).await;
@@ -595,6 +596,11 @@ async fn a_topic_with_no_subscriber_and_expired_history_is_forgotten() {
         1,
         "kept while its history lives"
     );
+    // A quiet topic (never published) that its subscriber leaves keeps its position.
+    let mut ws = s.connect("q", &[]).await;
+    let quiet = sub(&mut ws, "quiet", None, "1").await;
+    assert_eq!(quiet["op"], "subscribed", "{quiet}");
+    drop(ws);
     eventually("the topic to be forgotten", || {
         let client = client.clone();
         async move { topics(client).await == 0 }
@@ -621,4 +627,12 @@ async fn a_topic_with_no_subscriber_and_expired_history_is_forgotten() {
         .into_inner();
     assert_eq!(again.offset, 1);
     assert_ne!(again.epoch, first.epoch);
+    // The sweeps that forgot "brief" kept "quiet": a client that saw all of it recovers.
+    let mut ws = s.connect("q", &[]).await;
+    let since = json!({"offset": 0, "epoch": quiet["epoch"]});
+    let back = sub(&mut ws, "quiet", Some(since), "2").await;
+    assert_eq!(
+        (back["recovered"].clone(), back["epoch"].clone()),
+        (json!(true), quiet["epoch"].clone())
+    );
 }

@@ -39,9 +39,15 @@ after(async () => {
 test("the demo page connects, shows a gRPC message, and recovers missed publications after a drop", async () => {
   const page = await browser.newPage({ viewport: { width: 900, height: 640 } });
   const pageErrors = [];
+  const notFound = [];
   page.on("pageerror", (e) => pageErrors.push(e.message));
+  page.on("response", (r) => r.status() >= 400 && notFound.push(`${r.status()} ${r.url()}`));
   await page.goto(server.demoUrl);
   await page.waitForSelector('#state[data-state="connected"]', { timeout: 10000 });
+  // It subscribed to "news" by itself (the topic the dev banner publishes to).
+  await page.waitForSelector('#topics li[data-topic="news"]');
+  // The footer's command names this page's user.
+  assert.match(await page.textContent("#send-example"), /"user_id":"dev-user"/);
 
   // A direct message over gRPC appears on the page.
   const sent = await server.call("SendToUser", {
@@ -51,12 +57,13 @@ test("the demo page connects, shows a gRPC message, and recovers missed publicat
   assert.equal(sent.connections, 1);
   await page.waitForSelector('#messages li[data-kind="hello"]:has-text("hi from gRPC")');
 
-  // Subscribe through the page's form; a publication arrives.
-  await page.fill("#topic", "news");
-  await page.click("#subscribe");
-  await page.waitForSelector('#topics li[data-topic="news"]');
+  // A publication to news arrives; the form subscribes to another topic.
   await server.call("Publish", { topic: "news", message: msg("headline", { n: 1 }) });
   await page.waitForSelector('#messages li[data-kind="news#1"]');
+  assert.match(await page.textContent('#messages li[data-kind="news#1"] time'), /\d:\d\d/);
+  await page.fill("#topic", "orders:42");
+  await page.click("#subscribe");
+  await page.waitForSelector('#topics li[data-topic="orders:42"]');
 
   // Hold the page's next token request, so the publications below happen while it is away.
   await page.evaluate((token) => {
@@ -81,8 +88,34 @@ test("the demo page connects, shows a gRPC message, and recovers missed publicat
   assert.ok(!kinds.includes("unrecovered"), kinds.join(","));
   assert.notEqual(await page.textContent("#conn"), first);
   assert.deepEqual(pageErrors, []);
+  assert.deepEqual(notFound, [], "no request failed (the favicon included)");
   const shot = process.env.DEMO_SCREENSHOT
     ? path.resolve(process.env.DEMO_SCREENSHOT)
     : path.join(root, "target/e2e/demo.png");
   await page.screenshot({ path: shot });
+});
+
+test("a refused token is not retried: the page asks for another, then connects with it", async () => {
+  const page = await browser.newPage();
+  const pageErrors = [];
+  page.on("pageerror", (e) => pageErrors.push(e.message));
+  let upgrades = 0;
+  page.on("websocket", () => upgrades++);
+  await page.goto(server.demoUrl.replace(/#token=.*/, "#token=not-a-token"));
+  await page.waitForSelector("#token-form:not([hidden])");
+  assert.match(await page.textContent("#refused"), /refused the token/);
+  await page.waitForSelector('#state[data-state="closed"]');
+  // Given time to retry, it does not.
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal(upgrades, 1);
+  assert.equal(await page.locator('#messages li[data-kind="error"]').count(), 1);
+  await page.fill("#token", server.devToken);
+  await page.click("#token-form button");
+  await page.waitForSelector('#state[data-state="connected"]');
+  await page.waitForSelector('#topics li[data-topic="news"]');
+  // Clear empties the list.
+  await page.click("#clear");
+  assert.equal(await page.locator("#messages li").count(), 0);
+  assert.equal(await page.textContent("#count"), "(0)");
+  assert.deepEqual(pageErrors, []);
 });

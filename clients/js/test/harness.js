@@ -44,10 +44,16 @@ export async function startServer() {
     new Promise((resolve, reject) =>
       client[method](req, meta, (err, res) => (err ? reject(err) : resolve(res))),
     );
-  const token = (sub, { ttl = 3600, topics = [] } = {}) =>
-    execFileSync(BIN, ["token", "--sub", sub, "--ttl", String(ttl), ...topics.flatMap((t) => ["--topic", t])], {
-      env: { ...process.env, REALTIME_JWT__SECRET: secret },
-    })
+  const token = (sub, { ttl = 3600, topics = [], roles = [] } = {}) =>
+    execFileSync(
+      BIN,
+      [
+        "token", "--sub", sub, "--ttl", String(ttl),
+        ...topics.flatMap((t) => ["--topic", t]),
+        ...roles.flatMap((r) => ["--role", r]),
+      ],
+      { env: { ...process.env, REALTIME_JWT__SECRET: secret } },
+    )
       .toString()
       .trim();
   return {

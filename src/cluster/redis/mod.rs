@@ -54,8 +54,7 @@ use wire::{Header, Request, Response};
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a request waits for the nodes' replies.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(1);
-/// How long the topic index and a topic's meta outlive its last publication, at least.
-const META_TTL_MS: u64 = 24 * 3600 * 1000;
+use crate::cluster::META_TTL_MS;
 
 struct Pending {
     expected: Option<usize>,
