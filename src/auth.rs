@@ -10,7 +10,7 @@ use parking_lot::RwLock;
 
 use crate::clock::now_ms;
 use crate::config::{Config, ConfigError};
-use crate::core::claims::{AuthError, Identity, KeyMaterial, KeySet, Verifier};
+use crate::core::claims::{AuthError, Identity, KeyMaterial, KeySet, Verifier, VerifierConfig};
 
 /// The largest JWKS document accepted.
 const MAX_JWKS_BYTES: usize = 1 << 20;
@@ -43,8 +43,7 @@ fn err(key: &str, message: impl Into<String>) -> ConfigError {
 
 impl Authenticator {
     /// Builds the verifier; with a JWKS, fetches it once (an error names the key at fault).
-    pub async fn new(config: &Config) -> Result<Self, ConfigError> {
-        let cfg = config.verifier_config()?;
+    pub async fn new(config: &Config, cfg: VerifierConfig) -> Result<Self, ConfigError> {
         let verifier = Verifier::new(&cfg).map_err(|e| err("jwt", e.0))?;
         let j = &config.jwt;
         let jwks = match cfg.key {

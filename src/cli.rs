@@ -23,7 +23,7 @@ pub struct Cli {
     command: Command,
     /// Log format: human or json (overrides [log] format).
     #[arg(long, global = true)]
-    log_format: Option<String>,
+    log_format: Option<crate::config::LogFormat>,
     /// Log filter, e.g. info or boundary_realtime=debug (overrides [log] level; RUST_LOG wins).
     #[arg(long, global = true)]
     log_level: Option<String>,
@@ -101,15 +101,16 @@ fn run(cli: Cli) -> Result<(), String> {
                 overrides.push(("grpc.listen", v));
             }
             if let Some(v) = cli.log_format {
-                overrides.push(("log.format", v));
+                overrides.push(("log.format", v.as_str().to_owned()));
             }
             if let Some(v) = cli.log_level {
                 overrides.push(("log.level", v));
             }
-            let config = config::load(config.as_deref(), &overrides).map_err(|e| e.to_string())?;
+            let (config, checked) =
+                config::load(config.as_deref(), &overrides).map_err(|e| e.to_string())?;
             if check_config {
                 println!(
-                    "configuration is valid: http {}, grpc {}, jwt {}, broker {}",
+                    "configuration is valid: http {}, grpc {}, jwt {:?}, broker {}",
                     config.http.listen,
                     config.grpc.listen,
                     config.jwt.algorithm,
@@ -117,8 +118,8 @@ fn run(cli: Cli) -> Result<(), String> {
                 );
                 return Ok(());
             }
-            crate::telemetry::init(&config.log.format, &config.log.level);
-            runtime()?.block_on(serve(config, None))
+            crate::telemetry::init(config.log.format, &config.log.level);
+            runtime()?.block_on(serve(config, checked, None))
         }
         Command::Dev {
             http_listen,
@@ -143,9 +144,9 @@ fn run(cli: Cli) -> Result<(), String> {
             if let Some(v) = cli.log_level {
                 config.log.level = v;
             }
-            config.validate().map_err(|e| e.to_string())?;
-            crate::telemetry::init(&config.log.format, &config.log.level);
-            runtime()?.block_on(serve(config, Some(print_dev_banner)))
+            let checked = config.validate().map_err(|e| e.to_string())?;
+            crate::telemetry::init(config.log.format, &config.log.level);
+            runtime()?.block_on(serve(config, checked, Some(print_dev_banner)))
         }
         Command::Token {
             config,
@@ -189,17 +190,13 @@ pub fn mint(
     topics: &[String],
     ttl: u64,
 ) -> Result<String, String> {
-    let alg = &config.jwt.algorithm;
-    let algorithm = match alg.as_str() {
-        "HS256" => jsonwebtoken::Algorithm::HS256,
-        "HS384" => jsonwebtoken::Algorithm::HS384,
-        "HS512" => jsonwebtoken::Algorithm::HS512,
-        other => {
-            return Err(format!(
-                "jwt.algorithm is {other}: token signs only with an HS* secret"
-            ))
-        }
-    };
+    use jsonwebtoken::Algorithm::{HS256, HS384, HS512};
+    let algorithm = config.jwt.algorithm;
+    if !matches!(algorithm, HS256 | HS384 | HS512) {
+        return Err(format!(
+            "jwt.algorithm is {algorithm:?}: token signs only with an HS* secret"
+        ));
+    }
     if config.jwt.secret.is_empty() {
         return Err(
             "jwt.secret is not configured: set it in the config file or REALTIME_JWT__SECRET"
@@ -231,8 +228,12 @@ pub fn mint(
     .map_err(|e| format!("cannot sign the token: {e}"))
 }
 
-async fn serve(config: Config, banner: Option<fn(&Server, &Config)>) -> Result<(), String> {
-    let server = Server::start(config.clone())
+async fn serve(
+    config: Config,
+    checked: config::Checked,
+    banner: Option<fn(&Server, &Config)>,
+) -> Result<(), String> {
+    let server = Server::start_checked(config.clone(), checked)
         .await
         .map_err(|e| e.to_string())?;
     if let Some(banner) = banner {

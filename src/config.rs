@@ -15,7 +15,7 @@ use crate::core::claims::{KeyMaterial, VerifierConfig};
 use crate::core::ids::validate_node_id;
 
 /// An invalid configuration: which key, and what is wrong with it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub struct ConfigError {
     pub key: String,
     pub message: String,
@@ -163,7 +163,7 @@ impl Default for GrpcConfig {
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JwtConfig {
-    pub algorithm: String,
+    pub algorithm: jsonwebtoken::Algorithm,
     #[serde(deserialize_with = "lenient::string")]
     pub secret: String,
     pub public_key_file: String,
@@ -208,7 +208,7 @@ impl std::fmt::Debug for JwtConfig {
 impl Default for JwtConfig {
     fn default() -> Self {
         JwtConfig {
-            algorithm: "HS256".into(),
+            algorithm: jsonwebtoken::Algorithm::HS256,
             secret: String::new(),
             public_key_file: String::new(),
             jwks_file: String::new(),
@@ -297,10 +297,50 @@ impl Default for CentrifugeConfig {
     }
 }
 
+/// `[broker] kind`: where deliveries, history and membership live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerKind {
+    /// One node, everything in memory.
+    #[default]
+    Memory,
+    /// Cluster mode on Redis (docs/cluster.md).
+    Redis,
+}
+
+impl std::fmt::Display for BrokerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BrokerKind::Memory => "memory",
+            BrokerKind::Redis => "redis",
+        })
+    }
+}
+
+/// `[log] format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Lines for people (coloured on a terminal only).
+    #[default]
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Human => "human",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
-    pub kind: String,
+    pub kind: BrokerKind,
     pub redis_url: String,
     pub node_ttl_ms: u64,
 }
@@ -308,7 +348,7 @@ pub struct BrokerConfig {
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
-            kind: "memory".into(),
+            kind: BrokerKind::Memory,
             redis_url: "redis://127.0.0.1:6379".into(),
             node_ttl_ms: 15_000,
         }
@@ -320,16 +360,34 @@ impl Default for BrokerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
-    pub format: String,
+    pub format: LogFormat,
     pub level: String,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            format: "human".into(),
+            format: LogFormat::Human,
             level: "info".into(),
         }
+    }
+}
+
+/// What validation read from the files a configuration names, for the server to use as is.
+pub struct Checked {
+    pub verifier: VerifierConfig,
+    pub http_tls: Option<crate::tls::PemIdentity>,
+    pub grpc_tls: Option<crate::tls::PemIdentity>,
+}
+
+/// Key material stays out of debug output.
+impl std::fmt::Debug for Checked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checked")
+            .field("algorithm", &self.verifier.algorithm)
+            .field("http_tls", &self.http_tls.is_some())
+            .field("grpc_tls", &self.grpc_tls.is_some())
+            .finish()
     }
 }
 
@@ -340,10 +398,13 @@ pub fn load_unchecked(file: Option<&Path>) -> Result<Config, ConfigError> {
 
 /// Loads the configuration: defaults, then `file`, then the environment, then `overrides`
 /// (dotted key and value, from flags). Validates the result.
-pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Config, ConfigError> {
+pub fn load(
+    file: Option<&Path>,
+    overrides: &[(&str, String)],
+) -> Result<(Config, Checked), ConfigError> {
     let config = layered(file, overrides)?;
-    config.validate()?;
-    Ok(config)
+    let checked = config.validate()?;
+    Ok((config, checked))
 }
 
 fn layered(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Config, ConfigError> {
@@ -432,27 +493,43 @@ pub const ALGORITHMS: &str =
 impl Config {
     /// Checks every key whose type alone does not make it valid, and reports every problem
     /// found (the first of each section), not only the first.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    ///
+    /// The files the configuration names (the JWT public key, the TLS certificates and keys)
+    /// are read here, once; what they hold comes back in [`Checked`] for the server to use.
+    pub fn validate(&self) -> Result<Checked, ConfigError> {
+        let verifier = self.verifier_config();
+        let http_tls = self.http_tls();
+        let grpc_tls = self.grpc_tls();
         let mut problems: Vec<ConfigError> = [
             self.check_node_and_http(),
             self.check_topics(),
             self.check_api_keys(),
-            self.verifier_config().map(drop),
-            self.http_tls().map(drop),
-            self.grpc_tls().map(drop),
-            self.check_limits(),
-            self.check_centrifuge(),
-            self.check_broker_and_log(),
         ]
         .into_iter()
+        .chain([
+            verifier.as_ref().map(drop).map_err(ConfigError::clone),
+            http_tls.as_ref().map(drop).map_err(ConfigError::clone),
+            grpc_tls.as_ref().map(drop).map_err(ConfigError::clone),
+        ])
+        .chain([
+            self.check_limits(),
+            self.check_centrifuge(),
+            self.check_broker(),
+        ])
         .filter_map(Result::err)
         .collect();
-        if problems.is_empty() {
-            return Ok(());
+        match (verifier, http_tls, grpc_tls) {
+            (Ok(verifier), Ok(http_tls), Ok(grpc_tls)) if problems.is_empty() => Ok(Checked {
+                verifier,
+                http_tls,
+                grpc_tls,
+            }),
+            _ => {
+                let mut first = problems.remove(0);
+                first.more = problems;
+                Err(first)
+            }
         }
-        let mut first = problems.remove(0);
-        first.more = problems;
-        Err(first)
     }
 
     /// `[node]`, the listeners and `http.allowed_origins`.
@@ -565,31 +642,18 @@ impl Config {
         Ok(())
     }
 
-    /// `[broker]` and `[log]`.
-    fn check_broker_and_log(&self) -> Result<(), ConfigError> {
-        match self.broker.kind.as_str() {
-            "memory" => {}
-            "redis" => {
-                if let Err(e) = ::redis::Client::open(self.broker.redis_url.as_str()) {
-                    return Err(err(
-                        "broker.redis_url",
-                        format!("is not a Redis URL (redis://host:port/db): {e}"),
-                    ));
-                }
-                if self.broker.node_ttl_ms < 1000 {
-                    return Err(err("broker.node_ttl_ms", "must be at least 1000"));
-                }
-            }
-            other => {
+    /// `[broker]`.
+    fn check_broker(&self) -> Result<(), ConfigError> {
+        if self.broker.kind == BrokerKind::Redis {
+            if let Err(e) = ::redis::Client::open(self.broker.redis_url.as_str()) {
                 return Err(err(
-                    "broker.kind",
-                    format!("{other:?} is not memory or redis"),
-                ))
+                    "broker.redis_url",
+                    format!("is not a Redis URL (redis://host:port/db): {e}"),
+                ));
             }
-        }
-        match self.log.format.as_str() {
-            "human" | "json" => {}
-            other => return Err(err("log.format", format!("{other:?} is not human or json"))),
+            if self.broker.node_ttl_ms < 1000 {
+                return Err(err("broker.node_ttl_ms", "must be at least 1000"));
+            }
         }
         Ok(())
     }
@@ -617,13 +681,10 @@ impl Config {
 
     /// What the token verifier needs, reading the public key file when the algorithm uses one.
     pub fn verifier_config(&self) -> Result<VerifierConfig, ConfigError> {
+        use jsonwebtoken::Algorithm::{HS256, HS384, HS512};
         let j = &self.jwt;
-        let algorithm: jsonwebtoken::Algorithm = j.algorithm.parse().map_err(|_| {
-            err(
-                "jwt.algorithm",
-                format!("{:?} is not one of {ALGORITHMS}", j.algorithm),
-            )
-        })?;
+        let algorithm = j.algorithm;
+        let hmac = matches!(algorithm, HS256 | HS384 | HS512);
         let uses_jwks = !j.jwks_file.is_empty() || !j.jwks_url.is_empty();
         let key = if uses_jwks {
             let key = if j.jwks_file.is_empty() {
@@ -634,13 +695,10 @@ impl Config {
             if !j.jwks_file.is_empty() && !j.jwks_url.is_empty() {
                 return Err(err("jwt.jwks_url", "set jwks_file or jwks_url, not both"));
             }
-            if j.algorithm.starts_with("HS") {
+            if hmac {
                 return Err(err(
                     key,
-                    format!(
-                        "{} uses jwt.secret; a JWKS needs RS*, PS*, ES* or EdDSA",
-                        j.algorithm
-                    ),
+                    format!("{algorithm:?} uses jwt.secret; a JWKS needs RS*, PS*, ES* or EdDSA"),
                 ));
             }
             if !j.public_key_file.is_empty() {
@@ -665,33 +723,29 @@ impl Config {
                 }
             }
             KeyMaterial::Jwks
-        } else if j.algorithm.starts_with("HS") {
+        } else if hmac {
             if j.secret.is_empty() {
-                return Err(err(
-                    "jwt.secret",
-                    format!("is required for {}", j.algorithm),
-                ));
+                return Err(err("jwt.secret", format!("is required for {algorithm:?}")));
             }
             // RFC 7518 section 3.2: a key at least as long as the hash output.
-            let min = match j.algorithm.as_str() {
-                "HS384" => 48,
-                "HS512" => 64,
+            let min = match algorithm {
+                HS384 => 48,
+                HS512 => 64,
                 _ => 32,
             };
             if j.secret.len() < min {
                 return Err(err(
                     "jwt.secret",
                     format!(
-                        "is {} bytes; {} needs at least {min} (RFC 7518 section 3.2); make one with `openssl rand -hex 32`",
+                        "is {} bytes; {algorithm:?} needs at least {min} (RFC 7518 section 3.2); make one with `openssl rand -hex 32`",
                         j.secret.len(),
-                        j.algorithm
                     ),
                 ));
             }
             if !j.public_key_file.is_empty() {
                 return Err(err(
                     "jwt.public_key_file",
-                    format!("must be empty for {} (it uses jwt.secret)", j.algorithm),
+                    format!("must be empty for {algorithm:?} (it uses jwt.secret)"),
                 ));
             }
             KeyMaterial::Secret(j.secret.as_bytes().to_vec())
@@ -699,7 +753,7 @@ impl Config {
             if j.public_key_file.is_empty() {
                 return Err(err(
                     "jwt.public_key_file",
-                    format!("is required for {}", j.algorithm),
+                    format!("is required for {algorithm:?}"),
                 ));
             }
             let pem = std::fs::read(PathBuf::from(&j.public_key_file)).map_err(|e| {
@@ -719,7 +773,7 @@ impl Config {
             leeway_ms: j.leeway_ms,
         };
         crate::core::claims::Verifier::new(&cfg).map_err(|e| {
-            let key = if j.algorithm.starts_with("HS") {
+            let key = if hmac {
                 "jwt.secret"
             } else {
                 "jwt.public_key_file"
@@ -760,11 +814,18 @@ pub fn effective_max_connections(limits: &LimitsConfig) -> usize {
         .unwrap_or(100_000)
 }
 
-/// The soft `Max open files` of this process, from /proc (Linux).
+/// The soft limit on open files of this process (`getrlimit(RLIMIT_NOFILE)`).
 fn open_file_limit() -> Option<usize> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we own and pass by pointer.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    if !ok || lim.rlim_cur == libc::RLIM_INFINITY {
+        return None;
+    }
+    usize::try_from(lim.rlim_cur).ok()
 }
 
 fn parse_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
@@ -881,10 +942,10 @@ mod tests {
         assert_eq!(c.node.shutdown_timeout_ms, 10000);
         assert_eq!(c.http.listen, "0.0.0.0:8080");
         assert_eq!(c.grpc.listen, "0.0.0.0:50051");
-        assert_eq!(c.jwt.algorithm, "HS256");
+        assert_eq!(c.jwt.algorithm, jsonwebtoken::Algorithm::HS256);
         assert!(c.jwt.require_exp);
         assert_eq!(c.topics.history_size, 100);
-        assert_eq!(c.broker.kind, "memory");
+        assert_eq!(c.broker.kind, BrokerKind::Memory);
         assert!(base().validate().is_ok());
     }
 
@@ -902,10 +963,7 @@ mod tests {
         c.grpc.api_keys = vec!["short".into()];
         assert_eq!(key_of(&c), "grpc.api_keys");
         let mut c = base();
-        c.jwt.algorithm = "none".into();
-        assert_eq!(key_of(&c), "jwt.algorithm");
-        let mut c = base();
-        c.jwt.algorithm = "RS256".into();
+        c.jwt.algorithm = jsonwebtoken::Algorithm::RS256;
         assert_eq!(key_of(&c), "jwt.public_key_file");
         let mut c = base();
         c.http.listen = "nowhere".into();
@@ -917,15 +975,12 @@ mod tests {
         c.node.id = "a.b".into();
         assert_eq!(key_of(&c), "node.id");
         let mut c = base();
-        c.broker.kind = "kafka".into();
-        assert_eq!(key_of(&c), "broker.kind");
-        let mut c = base();
-        c.broker.kind = "redis".into();
+        c.broker.kind = BrokerKind::Redis;
         assert!(c.validate().is_ok(), "the default URL is a Redis URL");
         c.broker.redis_url = "http://127.0.0.1:6379".into();
         assert_eq!(key_of(&c), "broker.redis_url");
         let mut c = base();
-        c.broker.kind = "redis".into();
+        c.broker.kind = BrokerKind::Redis;
         c.broker.node_ttl_ms = 10;
         assert_eq!(key_of(&c), "broker.node_ttl_ms");
         let mut c = base();
@@ -947,7 +1002,7 @@ mod tests {
             "{e}"
         );
         c.jwt.secret = "0123456789abcdef0123456789abcdef".into();
-        c.jwt.algorithm = "HS512".into();
+        c.jwt.algorithm = jsonwebtoken::Algorithm::HS512;
         assert!(c.validate().unwrap_err().message.contains("at least 64"));
     }
 
@@ -995,7 +1050,7 @@ mod tests {
                 "REALTIME_JWT__SECRET",
                 "from-env-0123456789abcdef0123456789",
             );
-            let c = load(
+            let (c, _) = load(
                 Some(Path::new("rt.toml")),
                 &[("http.listen", "127.0.0.1:9".into())],
             )
@@ -1031,6 +1086,26 @@ mod tests {
             assert_eq!(e.key, "limits.send_queue", "{e}");
             let e = load(Some(Path::new("missing.toml")), &[]).unwrap_err();
             assert_eq!(e.key, "--config");
+            // Enumerations are parsed when loaded, and a bad value names its key.
+            for (file, text, key) in [
+                ("k.toml", "[broker]\nkind = \"kafka\"\n", "broker.kind"),
+                ("f.toml", "[log]\nformat = \"xml\"\n", "log.format"),
+                ("a.toml", "[jwt]\nalgorithm = \"none\"\n", "jwt.algorithm"),
+            ] {
+                jail.create_file(file, text)?;
+                let e = load(Some(Path::new(file)), &[]).unwrap_err();
+                assert_eq!(e.key, key, "{e}");
+            }
+            jail.create_file("r.toml", "[broker]\nkind = \"redis\"\n[log]\nformat = \"json\"\n[jwt]\nalgorithm = \"HS512\"\n")?;
+            let c = load_unchecked(Some(Path::new("r.toml"))).unwrap();
+            assert_eq!(
+                (c.broker.kind, c.log.format, c.jwt.algorithm),
+                (
+                    BrokerKind::Redis,
+                    LogFormat::Json,
+                    jsonwebtoken::Algorithm::HS512
+                )
+            );
             Ok(())
         });
     }

@@ -16,13 +16,10 @@ pub fn worth_trimming(peak_since_trim: usize, now_len: usize, ms_since_trim: i64
 /// Returns free heap pages to the operating system (glibc only; elsewhere a no-op).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn trim() {
-    extern "C" {
-        fn malloc_trim(pad: usize) -> i32;
-    }
     // SAFETY: glibc's malloc_trim takes a byte count, locks each arena itself and touches only
     // the allocator's own free memory; it is safe to call from any thread at any time.
     unsafe {
-        malloc_trim(0);
+        libc::malloc_trim(0);
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tonic_health::ServingStatus;
 
 use crate::auth::Authenticator;
-use crate::config::{Config, ConfigError};
+use crate::config::{Checked, Config, ConfigError};
 use crate::core::ids::sanitize_node_id;
 use crate::grpc::{GrpcDoor, FILE_DESCRIPTOR_SET, SERVICE_NAME};
 use crate::hub::Hub;
@@ -101,9 +101,15 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
 }
 
 impl Server {
-    /// Binds both listeners and starts serving. The configuration must be valid.
+    /// Validates the configuration, binds both listeners and starts serving.
     pub async fn start(config: Config) -> Result<Server, StartError> {
-        config.validate()?;
+        let checked = config.validate()?;
+        Server::start_checked(config, checked).await
+    }
+
+    /// [`Server::start`] with a configuration already validated (by `config::load`): the
+    /// files it names are not read again.
+    pub async fn start_checked(config: Config, checked: Checked) -> Result<Server, StartError> {
         let node_id = resolve_node_id(&config.node.id);
         let http_listener = bind("http.listen", config.http_addr()).await?;
         let grpc_listener = bind("grpc.listen", config.grpc_addr()).await?;
@@ -113,9 +119,12 @@ impl Server {
         };
         let http_addr = local("http.listen", &http_listener, config.http_addr())?;
         let grpc_addr = local("grpc.listen", &grpc_listener, config.grpc_addr())?;
-        let auth = Arc::new(Authenticator::new(&config).await?);
-        let http_tls = config.http_tls()?;
-        let grpc_tls = config.grpc_tls()?;
+        let Checked {
+            verifier,
+            http_tls,
+            grpc_tls,
+        } = checked;
+        let auth = Arc::new(Authenticator::new(&config, verifier).await?);
         let local = Arc::new(new_local_node(node_id, config.grpc.watch_buffer));
         let cluster = crate::cluster::build(&config, Arc::clone(&local)).await?;
         let hub = Hub::new(config, Arc::clone(&auth), local, cluster.family.clone());

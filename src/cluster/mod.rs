@@ -354,8 +354,8 @@ pub async fn build(
         size: config.topics.history_size,
         ttl_ms: config.topics.history_ttl_ms,
     };
-    match config.broker.kind.as_str() {
-        "redis" => {
+    match config.broker.kind {
+        crate::config::BrokerKind::Redis => {
             let r = redis::RedisCluster::start(config, local)
                 .await
                 .map_err(|e| crate::server::StartError::Broker(e.to_string()))?;
@@ -365,7 +365,7 @@ pub async fn build(
                 redis: Some(r),
             })
         }
-        _ => {
+        crate::config::BrokerKind::Memory => {
             let m = memory::Memory::new(local, limits);
             Ok(Built {
                 family: Family::of(&m),

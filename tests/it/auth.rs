@@ -251,7 +251,7 @@ async fn rs256_and_es256_tokens_verify_with_a_pem_public_key_and_hs_confusion_fa
         ("ES256", Algorithm::ES256, "ec_private.pem", "ec_public.pem"),
     ] {
         let mut c = config();
-        c.jwt.algorithm = alg.into();
+        c.jwt.algorithm = alg.parse().unwrap();
         c.jwt.secret = String::new();
         c.jwt.public_key_file = keys(public);
         let s = start_with(c).await;

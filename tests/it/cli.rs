@@ -312,7 +312,7 @@ fn token_refuses_a_zero_ttl() {
 #[test]
 fn the_example_configuration_loads_and_check_config_says_so() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/realtime.example.toml");
-    let c = boundary_realtime::config::load(Some(std::path::Path::new(example)), &[])
+    let (c, _) = boundary_realtime::config::load(Some(std::path::Path::new(example)), &[])
         .expect("the shipped example is a valid configuration");
     let mut defaults = boundary_realtime::config::Config::default();
     defaults.jwt.secret = c.jwt.secret.clone();

@@ -15,7 +15,7 @@ use crate::common::*;
 fn node_config(redis: &RedisProc, id: &str) -> Config {
     let mut c = config();
     c.node.id = id.into();
-    c.broker.kind = "redis".into();
+    c.broker.kind = boundary_realtime::config::BrokerKind::Redis;
     c.broker.redis_url = redis.url();
     c.broker.node_ttl_ms = 1500;
     c.topics.public = vec!["**".into()];

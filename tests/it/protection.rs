@@ -353,7 +353,7 @@ async fn every_key_type_verifies_from_a_pem_file() {
     ];
     for (name, alg, (private, public)) in cases {
         let mut c = config();
-        c.jwt.algorithm = name.into();
+        c.jwt.algorithm = name.parse().unwrap();
         c.jwt.secret = String::new();
         c.jwt.public_key_file = keys(public);
         let s = start_with(c).await;
