@@ -29,7 +29,7 @@ struct Jwks {
     source: Source,
     algorithm: jsonwebtoken::Algorithm,
     keys: RwLock<Arc<KeySet>>,
-    client: reqwest::Client,
+    client: HttpClient,
     timeout: Duration,
     min_refetch: Duration,
     refresh: Duration,
@@ -54,10 +54,7 @@ impl Authenticator {
                 } else {
                     (Source::File(j.jwks_file.clone()), "jwt.jwks_file")
                 };
-                let client = reqwest::Client::builder()
-                    .timeout(Duration::from_millis(j.jwks_timeout_ms))
-                    .build()
-                    .map_err(|e| err(key, format!("cannot build an HTTP client: {e}")))?;
+                let client = http_client();
                 let timeout = Duration::from_millis(j.jwks_timeout_ms);
                 let first = fetch(&client, &source, timeout, cfg.algorithm)
                     .await
@@ -140,8 +137,31 @@ impl Jwks {
     }
 }
 
+/// The HTTP(S) client for JWKS URLs: hyper's, with rustls and the system's root certificates.
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Empty<bytes::Bytes>,
+>;
+
+fn http_client() -> HttpClient {
+    crate::tls::install_crypto_provider();
+    let roots = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
+        Ok(b) => b,
+        Err(e) => {
+            // Only https URLs need them; an http URL (or a file) still works.
+            tracing::warn!(error = %e, "no system root certificates: https JWKS URLs will fail");
+            let tls = rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls)
+        }
+    };
+    let https = roots.https_or_http().enable_http1().build();
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https)
+}
+
 async fn fetch(
-    client: &reqwest::Client,
+    client: &HttpClient,
     source: &Source,
     timeout: Duration,
     algorithm: jsonwebtoken::Algorithm,
@@ -151,30 +171,47 @@ async fn fetch(
             .await
             .map_err(|_| format!("reading {path} timed out"))?
             .map_err(|e| format!("cannot read {path}: {e}"))?,
-        Source::Url(url) => {
-            let resp = client
-                .get(url)
-                .send()
-                .await
-                .map_err(|e| format!("cannot fetch {url}: {e}"))?;
-            if !resp.status().is_success() {
-                return Err(format!("{url} answered {}", resp.status()));
-            }
-            if resp
-                .content_length()
-                .is_some_and(|n| n as usize > MAX_JWKS_BYTES)
-            {
-                return Err(format!("{url}: the JWKS is over {MAX_JWKS_BYTES} bytes"));
-            }
-            let bytes = resp
-                .bytes()
-                .await
-                .map_err(|e| format!("cannot read {url}: {e}"))?;
-            if bytes.len() > MAX_JWKS_BYTES {
-                return Err(format!("{url}: the JWKS is over {MAX_JWKS_BYTES} bytes"));
-            }
-            bytes.to_vec()
-        }
+        Source::Url(url) => tokio::time::timeout(timeout, get(client, url))
+            .await
+            .map_err(|_| format!("fetching {url} timed out"))??,
     };
     KeySet::from_jwks(&body, algorithm).map_err(|e| e.0)
+}
+
+/// An error and its causes, `a: b: c` (hyper's own message alone says only "client error").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
+}
+
+/// GET `url`: a 2xx body of at most [`MAX_JWKS_BYTES`].
+async fn get(client: &HttpClient, url: &str) -> Result<Vec<u8>, String> {
+    use http_body_util::BodyExt;
+    let uri: axum::http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url} is not a URL: {e}"))?;
+    let resp = client
+        .get(uri)
+        .await
+        .map_err(|e| format!("cannot fetch {url}: {}", chain(&e)))?;
+    if !resp.status().is_success() {
+        return Err(format!("{url} answered {}", resp.status()));
+    }
+    let body = http_body_util::Limited::new(resp.into_body(), MAX_JWKS_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                format!("{url}: the JWKS is over {MAX_JWKS_BYTES} bytes")
+            } else {
+                format!("cannot read {url}: {e}")
+            }
+        })?;
+    Ok(body.to_bytes().to_vec())
 }
