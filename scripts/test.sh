@@ -28,8 +28,9 @@ fi
 step "cargo test"
 cargo test --locked
 
-step "build the binary the JS tests start"
-cargo build --locked --bin boundary-realtime
+# The JS, browser and SDK tests start the binary `cargo test` just built for the Rust tests
+# (building it again with `cargo build` would compile the crate a second time: the test build's
+# dependency features differ).
 export BOUNDARY_BIN="$PWD/target/debug/boundary-realtime"
 
 step "JS client tests (node --test, against the real server)"

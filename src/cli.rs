@@ -71,6 +71,7 @@ enum Command {
         ttl: u64,
     },
     /// Measure a running node: connections, deliveries/s, latency, server memory and CPU.
+    #[cfg(feature = "load-tool")]
     Bench(crate::bench::Options),
 }
 
@@ -160,6 +161,7 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("{token}");
             Ok(())
         }
+        #[cfg(feature = "load-tool")]
         Command::Bench(opts) => {
             let report = runtime()?
                 .block_on(crate::bench::run(&opts))

@@ -64,13 +64,24 @@ where
     }
 }
 
+/// This machine's host name (`gethostname(2)`).
+fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into the buffer we own.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    std::str::from_utf8(&buf[..end]).ok().map(str::to_owned)
+}
+
 /// The node id: the configured one, or the host name plus a random suffix.
 pub fn resolve_node_id(configured: &str) -> String {
     if !configured.is_empty() {
         return configured.to_owned();
     }
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
+    let host = hostname()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_default();
     format!(
