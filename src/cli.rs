@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use jsonwebtoken::{EncodingKey, Header};
+use secrecy::ExposeSecret;
 
 use crate::clock::now_ms;
 use crate::config::{self, Config};
@@ -132,8 +133,8 @@ fn run(cli: Cli) -> Result<(), String> {
             let mut config = Config::default();
             config.http.listen = http_listen.to_string();
             config.grpc.listen = grpc_listen.to_string();
-            config.jwt.secret = crate::random::hex(32);
-            config.grpc.api_keys = vec![crate::random::hex(16)];
+            config.jwt.secret = crate::random::hex(32).into();
+            config.grpc.api_keys = vec![crate::random::hex(16).into()];
             config.node.id = "dev".into();
             // Loopback only, and every socket still needs a token: let a browser console on any
             // page connect (the quick start pastes the snippet into one).
@@ -199,7 +200,7 @@ pub fn mint(
             "jwt.algorithm is {algorithm:?}: token signs only with an HS* secret"
         ));
     }
-    if config.jwt.secret.is_empty() {
+    if config.jwt.secret.expose_secret().is_empty() {
         return Err(
             "jwt.secret is not configured: set it in the config file or REALTIME_JWT__SECRET"
                 .into(),
@@ -225,7 +226,7 @@ pub fn mint(
     jsonwebtoken::encode(
         &Header::new(algorithm),
         &claims,
-        &EncodingKey::from_secret(config.jwt.secret.as_bytes()),
+        &EncodingKey::from_secret(config.jwt.secret.expose_secret().as_bytes()),
     )
     .map_err(|e| format!("cannot sign the token: {e}"))
 }
@@ -289,7 +290,13 @@ fn print_dev_banner(server: &Server, config: &Config) {
         24 * 3600,
     )
     .unwrap_or_else(|e| format!("<cannot mint: {e}>"));
-    let key = config.grpc.api_keys.first().cloned().unwrap_or_default();
+    // The dev banner prints this run's secret and key on purpose: they exist only for it.
+    let key = config
+        .grpc
+        .api_keys
+        .first()
+        .map(|k| k.expose_secret().to_owned())
+        .unwrap_or_default();
     let ws = format!("ws://{}/ws", server.http_addr);
     let centrifuge = if config.centrifuge.enabled {
         format!(
@@ -339,7 +346,7 @@ PATH as boundary-realtime):
 
 Ctrl-C stops the server.
 "#,
-        secret = config.jwt.secret,
+        secret = config.jwt.secret.expose_secret(),
         http = server.http_addr,
         me = this_binary(),
     );

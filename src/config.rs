@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::core::claims::{KeyMaterial, VerifierConfig};
@@ -112,12 +113,16 @@ impl Default for HttpConfig {
     }
 }
 
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GrpcConfig {
     pub listen: String,
-    #[serde(deserialize_with = "lenient::list")]
-    pub api_keys: Vec<String>,
+    /// Secrets: kept as `SecretString` (redacted in debug output, zeroed when dropped).
+    #[serde(
+        deserialize_with = "lenient::secret_list",
+        serialize_with = "lenient::redacted_list"
+    )]
+    pub api_keys: Vec<SecretString>,
     pub allow_unauthenticated: bool,
     /// Events a WatchEvents stream may fall behind before it is ended with RESOURCE_EXHAUSTED
     /// (an addition to the contract's keys).
@@ -128,22 +133,6 @@ pub struct GrpcConfig {
     /// Addition: PEM certificate chain and key; both set turns TLS on for this listener.
     pub tls_cert_file: String,
     pub tls_key_file: String,
-}
-
-impl std::fmt::Debug for GrpcConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GrpcConfig")
-            .field("listen", &self.listen)
-            .field(
-                "api_keys",
-                &format_args!("[{} redacted]", self.api_keys.len()),
-            )
-            .field("allow_unauthenticated", &self.allow_unauthenticated)
-            .field("watch_buffer", &self.watch_buffer)
-            .field("max_concurrent_requests", &self.max_concurrent_requests)
-            .field("tls_cert_file", &self.tls_cert_file)
-            .finish()
-    }
 }
 
 impl Default for GrpcConfig {
@@ -160,12 +149,15 @@ impl Default for GrpcConfig {
     }
 }
 
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JwtConfig {
     pub algorithm: jsonwebtoken::Algorithm,
-    #[serde(deserialize_with = "lenient::string")]
-    pub secret: String,
+    #[serde(
+        deserialize_with = "lenient::secret",
+        serialize_with = "lenient::redacted"
+    )]
+    pub secret: SecretString,
     pub public_key_file: String,
     pub jwks_file: String,
     pub jwks_url: String,
@@ -182,34 +174,11 @@ pub struct JwtConfig {
     pub jwks_timeout_ms: u64,
 }
 
-impl std::fmt::Debug for JwtConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtConfig")
-            .field("algorithm", &self.algorithm)
-            .field(
-                "secret",
-                &if self.secret.is_empty() {
-                    ""
-                } else {
-                    "<redacted>"
-                },
-            )
-            .field("public_key_file", &self.public_key_file)
-            .field("issuer", &self.issuer)
-            .field("audience", &self.audience)
-            .field("require_exp", &self.require_exp)
-            .field("leeway_ms", &self.leeway_ms)
-            .field("jwks_file", &self.jwks_file)
-            .field("jwks_url", &self.jwks_url)
-            .finish()
-    }
-}
-
 impl Default for JwtConfig {
     fn default() -> Self {
         JwtConfig {
             algorithm: jsonwebtoken::Algorithm::HS256,
-            secret: String::new(),
+            secret: SecretString::default(),
             public_key_file: String::new(),
             jwks_file: String::new(),
             jwks_url: String::new(),
@@ -577,7 +546,12 @@ impl Config {
                 "at least one API key is required (or set grpc.allow_unauthenticated = true)",
             ));
         }
-        if self.grpc.api_keys.iter().any(|k| k.len() < 16) {
+        if self
+            .grpc
+            .api_keys
+            .iter()
+            .any(|k| k.expose_secret().len() < 16)
+        {
             return Err(err(
                 "grpc.api_keys",
                 "each key must be at least 16 characters",
@@ -724,7 +698,8 @@ impl Config {
             }
             KeyMaterial::Jwks
         } else if hmac {
-            if j.secret.is_empty() {
+            let secret = j.secret.expose_secret();
+            if secret.is_empty() {
                 return Err(err("jwt.secret", format!("is required for {algorithm:?}")));
             }
             // RFC 7518 section 3.2: a key at least as long as the hash output.
@@ -733,12 +708,12 @@ impl Config {
                 HS512 => 64,
                 _ => 32,
             };
-            if j.secret.len() < min {
+            if secret.len() < min {
                 return Err(err(
                     "jwt.secret",
                     format!(
                         "is {} bytes; {algorithm:?} needs at least {min} (RFC 7518 section 3.2); make one with `openssl rand -hex 32`",
-                        j.secret.len(),
+                        secret.len(),
                     ),
                 ));
             }
@@ -748,7 +723,7 @@ impl Config {
                     format!("must be empty for {algorithm:?} (it uses jwt.secret)"),
                 ));
             }
-            KeyMaterial::Secret(j.secret.as_bytes().to_vec())
+            KeyMaterial::Secret(secret.as_bytes().to_vec())
         } else {
             if j.public_key_file.is_empty() {
                 return Err(err(
@@ -836,7 +811,9 @@ fn parse_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
 /// Deserializers that accept what an environment variable gives: a comma-separated string
 /// for a list, and a number where a string is expected (`REALTIME_JWT__SECRET=12345`).
 mod lenient {
+    use secrecy::{ExposeSecret, SecretString};
     use serde::de::{self, Deserializer, SeqAccess, Visitor};
+    use serde::Serializer;
     use std::fmt;
 
     struct StringVisitor;
@@ -868,6 +845,34 @@ mod lenient {
 
     pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         d.deserialize_any(StringVisitor)
+    }
+
+    /// [`string`], kept secret.
+    pub fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
+        string(d).map(SecretString::from)
+    }
+
+    /// [`list`], each kept secret.
+    pub fn secret_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
+        list(d).map(|v| v.into_iter().map(SecretString::from).collect())
+    }
+
+    /// A secret is written out only as empty or `<redacted>` (the defaults layer and debug
+    /// dumps): never its value.
+    pub fn redacted<S: Serializer>(v: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(mask(v))
+    }
+
+    pub fn redacted_list<S: Serializer>(v: &[SecretString], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(mask))
+    }
+
+    fn mask(v: &SecretString) -> &'static str {
+        if v.expose_secret().is_empty() {
+            ""
+        } else {
+            "<redacted>"
+        }
     }
 
     struct ListVisitor;
@@ -925,6 +930,13 @@ mod tests {
         c
     }
 
+    #[test]
+    fn secrets_never_reach_debug_output_or_serialization() {
+        let c = base();
+        let shown = format!("{c:?} {}", serde_json::to_string(&c).unwrap());
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+    }
+
     fn key_of(c: &Config) -> String {
         c.validate().expect_err("should be invalid").key
     }
@@ -952,7 +964,7 @@ mod tests {
     #[test]
     fn each_invalid_key_is_named() {
         let mut c = base();
-        c.jwt.secret.clear();
+        c.jwt.secret = SecretString::default();
         assert_eq!(key_of(&c), "jwt.secret");
         let mut c = base();
         c.grpc.api_keys.clear();
@@ -1056,11 +1068,12 @@ mod tests {
             )
             .map_err(|e| e.to_string())?;
             assert_eq!(c.limits.send_queue, 16);
+            let keys: Vec<&str> = c.grpc.api_keys.iter().map(|k| k.expose_secret()).collect();
+            assert_eq!(keys, ["k1-0123456789abcdef", "k2-0123456789abcdef"]);
             assert_eq!(
-                c.grpc.api_keys,
-                vec!["k1-0123456789abcdef", "k2-0123456789abcdef"]
+                c.jwt.secret.expose_secret(),
+                "from-env-0123456789abcdef0123456789"
             );
-            assert_eq!(c.jwt.secret, "from-env-0123456789abcdef0123456789");
             assert_eq!(c.http.listen, "127.0.0.1:9");
             Ok(())
         });

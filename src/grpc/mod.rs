@@ -5,6 +5,7 @@
 mod convert;
 mod status;
 
+use secrecy::ExposeSecret;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -64,7 +65,7 @@ impl GrpcDoor {
             .api_keys
             .iter()
             .fold(subtle::Choice::from(0), |acc, k| {
-                acc | k.as_bytes().ct_eq(key.as_bytes())
+                acc | k.expose_secret().as_bytes().ct_eq(key.as_bytes())
             });
         if bool::from(matched) {
             Ok(())

@@ -252,7 +252,7 @@ async fn rs256_and_es256_tokens_verify_with_a_pem_public_key_and_hs_confusion_fa
     ] {
         let mut c = config();
         c.jwt.algorithm = alg.parse().unwrap();
-        c.jwt.secret = String::new();
+        c.jwt.secret = Default::default();
         c.jwt.public_key_file = keys(public);
         let s = start_with(c).await;
         let pem = std::fs::read(keys(private)).unwrap();

@@ -85,7 +85,7 @@ impl JwksServer {
 fn jwks_config(url: &str) -> boundary_realtime::config::Config {
     let mut c = config();
     c.jwt.algorithm = jsonwebtoken::Algorithm::ES256;
-    c.jwt.secret = String::new();
+    c.jwt.secret = Default::default();
     c.jwt.jwks_url = url.into();
     c.jwt.jwks_min_refetch_ms = 0;
     c
@@ -181,7 +181,7 @@ async fn a_jwks_file_works_and_is_reread_on_an_unknown_kid() {
     std::fs::write(&path, jwks(&[A])).unwrap();
     let mut c = config();
     c.jwt.algorithm = jsonwebtoken::Algorithm::ES256;
-    c.jwt.secret = String::new();
+    c.jwt.secret = Default::default();
     c.jwt.jwks_file = path.to_string_lossy().into_owned();
     c.jwt.jwks_min_refetch_ms = 0;
     let s = start_with(c).await;

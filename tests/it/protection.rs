@@ -354,7 +354,7 @@ async fn every_key_type_verifies_from_a_pem_file() {
     for (name, alg, (private, public)) in cases {
         let mut c = config();
         c.jwt.algorithm = name.parse().unwrap();
-        c.jwt.secret = String::new();
+        c.jwt.secret = Default::default();
         c.jwt.public_key_file = keys(public);
         let s = start_with(c).await;
         let pem = std::fs::read(keys(private)).unwrap();
