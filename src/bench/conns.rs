@@ -306,13 +306,8 @@ pub async fn read(mut ws: Ws, i: usize, stats: Arc<Stats>, mut stop: watch::Rece
                     if b.as_ref() == [0] {
                         // A Centrifugo Protobuf ping: answer with an empty command.
                         let _ = ws.send(Message::Binary(b)).await;
-                    } else if let Some((seq, sent_ns)) = tally::parse_bytes(&b) {
-                        let now = unix_ns();
-                        let seen = order.see(seq);
-                        let latency_us = (now.saturating_sub(sent_ns) / 1000).max(1);
-                        let mut s = shard.lock();
-                        s.counts.record(seen, now);
-                        s.hist.saturating_record(latency_us);
+                    } else if let Some(ours) = tally::parse_bytes(&b) {
+                        record(shard, &mut order, ours);
                     }
                 }
                 Some(Ok(Message::Text(t))) if t.as_str() == "{}" => {
@@ -320,13 +315,8 @@ pub async fn read(mut ws: Ws, i: usize, stats: Arc<Stats>, mut stop: watch::Rece
                     let _ = ws.send(Message::text("{}")).await;
                 }
                 Some(Ok(Message::Text(t))) => {
-                    if let Some((seq, sent_ns)) = tally::parse(t.as_str()) {
-                        let now = unix_ns();
-                        let seen = order.see(seq);
-                        let latency_us = (now.saturating_sub(sent_ns) / 1000).max(1);
-                        let mut s = shard.lock();
-                        s.counts.record(seen, now);
-                        s.hist.saturating_record(latency_us);
+                    if let Some(ours) = tally::parse(t.as_str()) {
+                        record(shard, &mut order, ours);
                     }
                 }
                 Some(Ok(Message::Close(frame))) => {
@@ -355,6 +345,16 @@ pub async fn read(mut ws: Ws, i: usize, stats: Arc<Stats>, mut stop: watch::Rece
             }
         }
     }
+}
+
+/// Counts one delivery of ours, `(seq, sent_ns)`, and its latency.
+fn record(shard: &Mutex<Shard>, order: &mut Order, (seq, sent_ns): (u64, u64)) {
+    let now = unix_ns();
+    let seen = order.see(seq);
+    let latency_us = (now.saturating_sub(sent_ns) / 1000).max(1);
+    let mut s = shard.lock();
+    s.counts.record(seen, now);
+    s.hist.saturating_record(latency_us);
 }
 
 /// Connection `i`'s place in the groups that role and topic calls address.

@@ -13,13 +13,11 @@ use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 
-use crate::core::origin;
 use crate::hub::Hub;
 use crate::tls::PeerAddr;
-use crate::ws::{json_error, session::Peer, MAX_WRITE_BUFFER, READ_BUFFER, WRITE_BUFFER};
 use codec::Codec;
 
 /// The subprotocols offered by the SDKs; none offered means JSON.
@@ -52,57 +50,23 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if hub.is_shutting_down() {
-        return json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the server is shutting down",
-        );
-    }
-    let origin = headers
-        .get(header::ORIGIN)
-        .map(|v| v.to_str().unwrap_or("\u{0}"));
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    if !origin::allowed(origin, host, &hub.config.http.allowed_origins) {
-        hub.local().metrics.handshake("origin_refused");
-        return json_error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this Origin may not open WebSockets here (see http.allowed_origins)",
-        );
+    if let Some(refused) = crate::ws::gate(&hub, &headers) {
+        return refused;
     }
     let ws = ws.protocols(SUBPROTOCOLS);
     let codec = codec_of(
         ws.selected_protocol().and_then(|p| p.to_str().ok()),
         query.as_deref(),
     );
-    let Some(admission) = hub.admit() else {
-        hub.local().metrics.handshake("node_full");
-        return json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "this node is full; try another",
-        );
+    let Some(admission) = crate::ws::admit(&hub) else {
+        return crate::ws::node_full();
     };
-    let peer = Peer {
-        remote_addr: remote.to_string(),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(256).collect())
-            .unwrap_or_default(),
-    };
-    let max = hub.config.limits.max_frame_bytes;
-    ws.read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(MAX_WRITE_BUFFER)
-        .max_frame_size(max)
-        .max_message_size(max)
-        .on_upgrade(move |socket| {
-            // Spawned, not awaited, as on the native door (it keeps idle connections small).
-            tokio::spawn(session::run(socket, hub, codec, peer, admission));
-            std::future::ready(())
-        })
+    let peer = crate::ws::peer(remote, &headers);
+    crate::ws::configure(ws, &hub).on_upgrade(move |socket| {
+        // Spawned, not awaited, as on the native door (it keeps idle connections small).
+        tokio::spawn(session::run(socket, hub, codec, peer, admission));
+        std::future::ready(())
+    })
 }
 
 #[cfg(test)]

@@ -27,13 +27,12 @@ use crate::core::claims::{AuthError, Identity};
 use crate::core::close::{self, centrifuge_codes as cc};
 use crate::core::frames::Since;
 use crate::core::rate::TokenBucket;
-use crate::core::registry::{Conn, ConnInfo};
 use crate::core::topics::SubscribeRefused;
 use crate::core::{message, topic, CoreError};
 use crate::hub::{Admission, ConnectError, Hub, SubscribeError};
 use crate::node::WsConn;
 use crate::ws::outbox::{Control, SharedFrame, WsOutbox};
-use crate::ws::session::{close, error_code, lost, next_data_frame, write, Ended, Peer};
+use crate::ws::session::{close, error_code, lost, new_conn, next_data_frame, write, Ended, Peer};
 
 /// The server version the connect reply names.
 const VERSION: &str = concat!("boundary-realtime ", env!("CARGO_PKG_VERSION"));
@@ -76,25 +75,9 @@ pub async fn run(
     let Some(start) = Box::pin(await_connect(&mut socket, &hub, codec)).await else {
         return;
     };
-    let identity = start.identity;
-    let (id, seq) = hub.local().next_conn_id();
     let outbox = WsOutbox::with_dialect(hub.config.limits.send_queue, close::centrifuge);
-    let conn: Arc<WsConn> = Arc::new(Conn::new(
-        ConnInfo {
-            id,
-            seq,
-            user_id: identity.user_id,
-            roles: identity.roles,
-            topic_patterns: identity.topics,
-            metadata: identity.metadata,
-            connected_at_ms: now_ms(),
-            remote_addr: peer.remote_addr,
-            user_agent: peer.user_agent,
-            protocol: codec.protocol(),
-        },
-        identity.expires_at_ms,
-        outbox,
-    ));
+    let conn = new_conn(&hub, start.identity, peer, codec.protocol(), outbox);
+    let seq = conn.info.seq;
     let max_per_user = hub.config.limits.max_connections_per_user as usize;
     if let Err(e) = hub.connect(&conn, max_per_user).await {
         match e {

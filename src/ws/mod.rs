@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::core::claims::AuthError;
 use crate::core::{origin, token};
-use crate::hub::Hub;
+use crate::hub::{Admission, Hub};
 use crate::tls::PeerAddr;
 
 /// Bytes tungstenite reads per socket read. A push server reads little (pongs, small ops), and
@@ -33,24 +33,8 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if hub.is_shutting_down() {
-        return json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the server is shutting down",
-        );
-    }
-    let origin = headers
-        .get(header::ORIGIN)
-        .map(|v| v.to_str().unwrap_or("\u{0}"));
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    if !origin::allowed(origin, host, &hub.config.http.allowed_origins) {
-        hub.local().metrics.handshake("origin_refused");
-        return json_error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this Origin may not open WebSockets here (see http.allowed_origins)",
-        );
+    if let Some(refused) = gate(&hub, &headers) {
+        return refused;
     }
     let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
     let token = match token::extract(query.as_deref(), authorization) {
@@ -81,34 +65,81 @@ pub async fn upgrade(
             );
         }
     }
-    let Some(admission) = hub.admit() else {
-        hub.local().metrics.handshake("node_full");
-        return json_error(
+    let Some(admission) = admit(&hub) else {
+        return node_full();
+    };
+    let peer = peer(remote, &headers);
+    configure(ws, &hub).on_upgrade(move |socket| {
+        // Spawn rather than await here: awaiting would keep the upgrade future and the
+        // session future alive together, a measured +2 KiB per connection.
+        tokio::spawn(session::run(socket, hub, identity, peer, admission));
+        std::future::ready(())
+    })
+}
+
+/// The checks every WebSocket upgrade passes first, on both endpoints: the node is not
+/// shutting down (503) and the Origin is allowed (403). Returns the refusal, if any.
+pub fn gate(hub: &Hub, headers: &HeaderMap) -> Option<Response> {
+    if hub.is_shutting_down() {
+        return Some(json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
-            "this node is full; try another",
-        );
-    };
-    let peer = session::Peer {
+            "the server is shutting down",
+        ));
+    }
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|v| v.to_str().unwrap_or("\u{0}"));
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if !origin::allowed(origin, host, &hub.config.http.allowed_origins) {
+        hub.local().metrics.handshake("origin_refused");
+        return Some(json_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this Origin may not open WebSockets here (see http.allowed_origins)",
+        ));
+    }
+    None
+}
+
+/// A place under the node's connection cap (counted as `node_full` when there is none).
+pub fn admit(hub: &Arc<Hub>) -> Option<Admission> {
+    let a = hub.admit();
+    if a.is_none() {
+        hub.local().metrics.handshake("node_full");
+    }
+    a
+}
+
+/// The answer to an upgrade the node has no room for.
+pub fn node_full() -> Response {
+    json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "this node is full; try another",
+    )
+}
+
+/// What the upgrade request says about the client.
+pub fn peer(remote: std::net::SocketAddr, headers: &HeaderMap) -> session::Peer {
+    session::Peer {
         remote_addr: remote.to_string(),
         user_agent: headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|s| s.chars().take(256).collect())
             .unwrap_or_default(),
-    };
+    }
+}
+
+/// The socket's buffers and size limits (the same on both endpoints).
+pub fn configure(ws: WebSocketUpgrade, hub: &Hub) -> WebSocketUpgrade {
     let max = hub.config.limits.max_frame_bytes;
     ws.read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_frame_size(max)
         .max_message_size(max)
-        .on_upgrade(move |socket| {
-            // Spawn rather than await here: awaiting would keep the upgrade future and the
-            // session future alive together, a measured +2 KiB per connection.
-            tokio::spawn(session::run(socket, hub, identity, peer, admission));
-            std::future::ready(())
-        })
 }
 
 fn refuse(hub: &Hub, e: &AuthError) -> Response {

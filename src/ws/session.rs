@@ -19,7 +19,7 @@ use crate::core::close::{
 };
 use crate::core::frames::{self, ClientFrame, ErrorCode};
 use crate::core::rate::TokenBucket;
-use crate::core::registry::{Conn, ConnInfo};
+use crate::core::registry::{Conn, ConnInfo, Protocol};
 use crate::core::topic;
 use crate::core::topics::SubscribeRefused;
 use crate::hub::{Admission, ConnectError, Hub, SubscribeError};
@@ -59,24 +59,9 @@ pub async fn run(
             None => return,
         },
     };
-    let (id, seq) = hub.local().next_conn_id();
     let outbox = WsOutbox::new(hub.config.limits.send_queue);
-    let conn: Arc<WsConn> = Arc::new(Conn::new(
-        ConnInfo {
-            id,
-            seq,
-            user_id: identity.user_id,
-            roles: identity.roles,
-            topic_patterns: identity.topics,
-            metadata: identity.metadata,
-            connected_at_ms: now_ms(),
-            remote_addr: peer.remote_addr,
-            user_agent: peer.user_agent,
-            protocol: crate::core::registry::Protocol::Native,
-        },
-        identity.expires_at_ms,
-        outbox,
-    ));
+    let conn = new_conn(&hub, identity, peer, Protocol::Native, outbox);
+    let seq = conn.info.seq;
     let max_per_user = hub.config.limits.max_connections_per_user as usize;
     if let Err(e) = hub.connect(&conn, max_per_user).await {
         let (code, close_code, reason, message) = match e {
@@ -119,6 +104,33 @@ pub async fn run(
     let ended = serve(&mut socket, &hub, &conn, connected).await;
     conn.outbox.finish();
     hub.local().unregister(seq, ended.code, &ended.reason);
+}
+
+/// A connection for an authenticated identity, with this node's next id (both endpoints).
+pub(crate) fn new_conn(
+    hub: &Hub,
+    identity: Identity,
+    peer: Peer,
+    protocol: Protocol,
+    outbox: WsOutbox,
+) -> Arc<WsConn> {
+    let (id, seq) = hub.local().next_conn_id();
+    Arc::new(Conn::new(
+        ConnInfo {
+            id,
+            seq,
+            user_id: identity.user_id,
+            roles: identity.roles,
+            topic_patterns: identity.topics,
+            metadata: identity.metadata,
+            connected_at_ms: now_ms(),
+            remote_addr: peer.remote_addr,
+            user_agent: peer.user_agent,
+            protocol,
+        },
+        identity.expires_at_ms,
+        outbox,
+    ))
 }
 
 /// Waits for `{"op":"auth","token":...}` within `auth_timeout`. On failure, answers
