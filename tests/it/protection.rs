@@ -286,24 +286,32 @@ async fn grpc_sheds_load_with_resource_exhausted_instead_of_queueing() {
         .connect()
         .await
         .unwrap();
-    // Hold the one slot: a call whose request body never arrives.
-    let mut holder = tonic::client::Grpc::new(channel.clone());
-    holder.ready().await.unwrap();
-    let mut req = tonic::Request::new(futures_util::stream::pending::<GetStatsRequest>());
-    req.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {API_KEY}").parse().unwrap(),
+    // Hold the one slot: a call whose request body never arrives. (If a probe below held the
+    // slot when it arrived, the holder itself is shed: start another.)
+    let hold = |channel: tonic::transport::Channel| async move {
+        let mut holder = tonic::client::Grpc::new(channel);
+        holder.ready().await.unwrap();
+        let mut req = tonic::Request::new(futures_util::stream::pending::<GetStatsRequest>());
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {API_KEY}").parse().unwrap(),
+        );
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/boundary.realtime.v1.RealtimeService/GetStats",
+        );
+        let codec = tonic_prost::ProstCodec::<GetStatsRequest, Stats>::default();
+        holder.client_streaming(req, path, codec).await
+    };
+    let mut held = tokio::spawn(hold(channel.clone()));
+    let mut client = boundary_realtime::proto::realtime_service_client::RealtimeServiceClient::new(
+        channel.clone(),
     );
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
-        "/boundary.realtime.v1.RealtimeService/GetStats",
-    );
-    let codec = tonic_prost::ProstCodec::<GetStatsRequest, Stats>::default();
-    let held = tokio::spawn(async move { holder.client_streaming(req, path, codec).await });
-    let mut client =
-        boundary_realtime::proto::realtime_service_client::RealtimeServiceClient::new(channel);
     // Once the holder's call reached the server, the next call is refused, not queued.
     let deadline = Instant::now() + WAIT;
     let code = loop {
+        if held.is_finished() {
+            held = tokio::spawn(hold(channel.clone()));
+        }
         if let Err(e) = client.get_stats(authed(GetStatsRequest {})).await {
             break e.code();
         }
