@@ -455,10 +455,6 @@ fn closest<'a>(name: &str, expected: &[&'a str]) -> Option<&'a str> {
         .map(|(_, e)| e)
 }
 
-/// The algorithms `[jwt] algorithm` accepts.
-pub const ALGORITHMS: &str =
-    "HS256|HS384|HS512|RS256|RS384|RS512|PS256|PS384|PS512|ES256|ES384|EdDSA";
-
 impl Config {
     /// Checks every key whose type alone does not make it valid, and reports every problem
     /// found (the first of each section), not only the first.

@@ -111,7 +111,7 @@ impl Codec {
             Codec::Json => &alt.json,
             Codec::Protobuf => &alt.protobuf,
         };
-        slot.get_or_init(|| Some(self.push_of(head))).as_ref()
+        Some(slot.get_or_init(|| self.push_of(head)))
     }
 
     fn push_of(self, head: &MessageHead) -> Bytes {

@@ -23,10 +23,10 @@ pub struct Frame {
 pub struct AltEncodings {
     /// A message frame taken apart: `None` when the frame is not a message.
     pub head: OnceLock<Option<MessageHead>>,
-    /// The JSON encoding; `None` when the frame has none (it is not a message).
-    pub json: OnceLock<Option<Bytes>>,
+    /// The JSON encoding (made only for message frames).
+    pub json: OnceLock<Bytes>,
     /// The Protobuf encoding, likewise.
-    pub protobuf: OnceLock<Option<Bytes>>,
+    pub protobuf: OnceLock<Bytes>,
 }
 
 /// A message frame taken apart: the message object alone (`{"type","payload","id","ts"}`)
