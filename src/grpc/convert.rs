@@ -39,5 +39,6 @@ pub fn event(e: &Event) -> proto::Event {
         close_code: u32::from(e.close_code),
         close_reason: e.close_reason.clone(),
         at: Some(timestamp(e.at_ms)),
+        user_id: e.conn.user_id.clone(),
     }
 }

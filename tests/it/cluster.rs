@@ -227,6 +227,7 @@ async fn questions_and_commands_are_cluster_wide() {
     let p = via_b
         .presence(authed(proto::PresenceRequest {
             topic: "room".into(),
+            ..Default::default()
         }))
         .await
         .unwrap()
@@ -665,6 +666,7 @@ async fn a_killed_node_disappears_and_a_live_one_stays() {
     let p = via_a
         .presence(authed(proto::PresenceRequest {
             topic: "room".into(),
+            ..Default::default()
         }))
         .await
         .unwrap()
@@ -681,6 +683,7 @@ async fn a_killed_node_disappears_and_a_live_one_stays() {
             let p = c
                 .presence(authed(proto::PresenceRequest {
                     topic: "room".into(),
+                    ..Default::default()
                 }))
                 .await
                 .unwrap()

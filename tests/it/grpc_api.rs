@@ -492,6 +492,7 @@ async fn watch_events_streams_connects_and_disconnects_filtered_by_kind() {
         (id.as_str(), "watched")
     );
     assert_eq!(c.roles, vec!["r1"]);
+    assert_eq!(e.user_id, "watched");
     client
         .disconnect(authed(DisconnectRequest {
             target: Some(disconnect_request::Target::ConnectionId(id.clone())),
@@ -706,4 +707,72 @@ impl tonic::codec::Decoder for GarbageCodec {
     ) -> Result<Option<Garbage>, tonic::Status> {
         Ok(Some(Garbage))
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_not_built_yet_answers_unimplemented_naming_it() {
+    let s = start().await;
+    let mut client = s.client().await;
+    let unimplemented = |e: tonic::Status, what: &str| {
+        assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
+        assert!(e.message().starts_with(what), "{e:?}");
+    };
+    let publish = PublishRequest {
+        topic: "t".into(),
+        message: msg("m", "1"),
+    };
+    let e = client
+        .publish_batch(authed(PublishBatchRequest {
+            items: vec![publish.clone()],
+        }))
+        .await
+        .unwrap_err();
+    unimplemented(e, "PublishBatch");
+    let e = client
+        .publish_stream(authed(futures_util::stream::iter(vec![publish])))
+        .await
+        .unwrap_err();
+    unimplemented(e, "PublishStream");
+    let e = client
+        .get_users(authed(GetUsersRequest {
+            user_ids: vec!["u".into()],
+        }))
+        .await
+        .unwrap_err();
+    unimplemented(e, "GetUsers");
+    let e = client
+        .presence(authed(PresenceRequest {
+            topic: "t".into(),
+            page_size: 10,
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    unimplemented(e, "paged Presence");
+    let e = client
+        .watch_events(authed(WatchEventsRequest {
+            kinds: vec![event::Kind::UserOnline as i32],
+        }))
+        .await
+        .unwrap_err();
+    unimplemented(e, "USER_ONLINE");
+    // The key is still checked first.
+    let e = client
+        .get_users(Request::new(GetUsersRequest {
+            user_ids: vec!["u".into()],
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    // SendResponse's stream position stays empty until user streams exist.
+    let _ws = s.connect("u", &[]).await;
+    let r = client
+        .send_to_user(authed(SendToUserRequest {
+            user_id: "u".into(),
+            message: msg("m", "1"),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.connections, r.offset, r.epoch.as_str()), (1, 0, ""));
 }

@@ -400,11 +400,26 @@ async fn presence_history_server_side_subscribe_and_events() {
     let p = client
         .presence(authed(PresenceRequest {
             topic: "team".into(),
+            ..Default::default()
         }))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((p.clients.len(), p.users), (3, 2));
+    assert_eq!((p.clients.len(), p.users, p.connections), (3, 2, 3));
+    assert_eq!(p.next_page_token, "");
+    let counts = client
+        .presence(authed(PresenceRequest {
+            topic: "team".into(),
+            counts_only: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (counts.clients.len(), counts.users, counts.connections),
+        (0, 2, 3)
+    );
     let list = client
         .list_connections(authed(ListConnectionsRequest {
             topic: "team".into(),
@@ -517,6 +532,7 @@ async fn presence_history_server_side_subscribe_and_events() {
     let p = client
         .presence(authed(PresenceRequest {
             topic: "team".into(),
+            ..Default::default()
         }))
         .await
         .unwrap()
@@ -528,6 +544,7 @@ async fn presence_history_server_side_subscribe_and_events() {
     let e = client
         .presence(authed(PresenceRequest {
             topic: "bad topic".into(),
+            ..Default::default()
         }))
         .await
         .unwrap_err();
