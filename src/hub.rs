@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, watch, Notify};
 
 use crate::auth::Authenticator;
 use crate::clock::now_ms;
@@ -78,7 +78,7 @@ pub struct Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.hub.admitted.fetch_sub(1, Ordering::AcqRel);
+        self.hub.release_admission();
     }
 }
 
@@ -93,6 +93,8 @@ pub struct Hub {
     shutdown: watch::Sender<bool>,
     /// Sockets between upgrade and end, authenticated or not.
     admitted: AtomicUsize,
+    /// Woken when `admitted` falls to zero (shutdown waits on it).
+    all_ended: Notify,
     /// The cap on `admitted`.
     pub max_connections: usize,
 }
@@ -118,6 +120,7 @@ impl Hub {
             shutting_down: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
             admitted: AtomicUsize::new(0),
+            all_ended: Notify::new(),
             max_connections,
         })
     }
@@ -555,12 +558,40 @@ impl Hub {
     /// Takes a place under the node's connection cap; `None` when the node is full.
     pub fn admit(self: &Arc<Self>) -> Option<Admission> {
         if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.max_connections {
-            self.admitted.fetch_sub(1, Ordering::AcqRel);
+            self.release_admission();
             return None;
         }
         Some(Admission {
             hub: Arc::clone(self),
         })
+    }
+
+    /// Sockets admitted and not yet ended.
+    pub fn open_sockets(&self) -> usize {
+        self.admitted.load(Ordering::Acquire)
+    }
+
+    fn release_admission(&self) {
+        if self.admitted.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.all_ended.notify_waiters();
+        }
+    }
+
+    /// Resolves once every admitted socket's task has ended (its close handshake done or
+    /// timed out). Shutdown waits on this, not on the registry: a connection leaves the
+    /// registry the moment it is asked to close, long before its close frame is written, and
+    /// one still registering is in no registry yet.
+    pub async fn sockets_ended(&self) {
+        loop {
+            let notified = self.all_ended.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a drop to zero between the two is not missed.
+            notified.as_mut().enable();
+            if self.admitted.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     pub fn is_shutting_down(&self) -> bool {

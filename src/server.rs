@@ -242,15 +242,14 @@ impl Server {
         let drained = tokio::time::timeout(timeout, async move {
             let _ = self.http_task.await;
             let _ = self.grpc_task.await;
-            while !hub.local().registry.is_empty() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            // Every socket's task, not just the registry: see `Hub::sockets_ended`.
+            hub.sockets_ended().await;
         })
         .await
         .is_ok();
         if !drained {
             tracing::warn!(
-                remaining = self.hub.local().registry.len(),
+                remaining = self.hub.open_sockets(),
                 "shutdown timeout reached; dropping what is left"
             );
         }

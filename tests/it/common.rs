@@ -229,10 +229,18 @@ impl Ws {
                 .expect("a close within the wait");
             match m {
                 Some(Ok(Message::Text(t))) => texts.push(serde_json::from_str(t.as_str()).unwrap()),
-                Some(Ok(Message::Close(Some(CloseFrame { code, reason })))) => {
-                    return (code.into(), reason.to_string(), texts)
+                Some(Ok(Message::Close(frame))) => {
+                    let (code, reason) = frame
+                        .map(|CloseFrame { code, reason }| (code.into(), reason.to_string()))
+                        .unwrap_or((1005, String::new()));
+                    // Read on, as a browser does: that sends our close reply, and the server
+                    // ends the TCP connection instead of waiting out its close timeout.
+                    let _ = tokio::time::timeout_at(deadline, async {
+                        while let Some(Ok(_)) = self.stream.next().await {}
+                    })
+                    .await;
+                    return (code, reason, texts);
                 }
-                Some(Ok(Message::Close(None))) => return (1005, String::new(), texts),
                 Some(Ok(_)) => continue,
                 other => panic!("expected a close frame, got {other:?}"),
             }
