@@ -770,7 +770,9 @@ fn tls_pair(
             &format!("{section}.tls_cert_file"),
             "is required with tls_key_file",
         )),
-        (false, false) => crate::tls::load_identity(section, cert, key).map(Some),
+        (false, false) => crate::tls::load_identity(cert, key)
+            .map(Some)
+            .map_err(|e| ConfigError::new(format!("{section}.{}", e.key), e.message)),
     }
 }
 

@@ -87,11 +87,7 @@ async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
 }
 
 async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
-    let reg = &hub.local().registry;
-    let body = hub
-        .local()
-        .metrics
-        .encode(reg.len(), reg.users(), hub.ready());
+    let body = hub.encode_metrics();
     (
         [(
             header::CONTENT_TYPE,

@@ -13,14 +13,15 @@ use tokio::sync::{broadcast, watch, Notify};
 
 use crate::auth::Authenticator;
 use crate::clock::now_ms;
-use crate::cluster::{
-    Broker, Command, ConnSnapshot, Control, Event, EventKind, Family, HistoryPage, HistoryStore,
-    Interest, ListFilter, NewPublication, Present, Route, Selector, StatsSnapshot,
-};
+use crate::cluster::{BoxFuture, Broker, CommandHandler, Control, Family, HistoryStore};
 use crate::config::Config;
 use crate::core::frame::{shared, SharedFrame};
 use crate::core::frames::{self, Since};
 use crate::core::message::{self, MessageInput, TopicPosition};
+use crate::core::model::{
+    Command, ConnSnapshot, Event, EventKind, HistoryPage, Interest, ListFilter, NewPublication,
+    Present, Route, Selector, StatsSnapshot,
+};
 use crate::core::registry::{Offer, Outbox, TooMany};
 use crate::core::topic;
 use crate::core::topics::{JoinStart, SubscribeRefused};
@@ -131,6 +132,46 @@ impl Hub {
         &self.local
     }
 
+    /// This node's metrics (the doors count handshakes and calls).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.local.metrics
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.local.id
+    }
+
+    /// A fresh connection id on this node, and its sequence.
+    pub fn next_conn_id(&self) -> (String, u64) {
+        self.local.next_conn_id()
+    }
+
+    /// How many connections `user` has on this node (the upgrade's early refusal).
+    pub fn user_connections(&self, user: &str) -> usize {
+        self.local.registry.user_connections(user)
+    }
+
+    /// The `/metrics` text: this node's counters with its live gauges.
+    pub fn encode_metrics(&self) -> String {
+        let reg = &self.local.registry;
+        self.local
+            .metrics
+            .encode(reg.len(), reg.users(), self.ready())
+    }
+
+    /// Closes a connection on the server's initiative: it leaves every index at once, and its
+    /// task sends the close frame. False when it had already left.
+    pub fn close(&self, conn: &WsConn, code: u16, reason: &str) -> bool {
+        self.local.close(conn, code, reason)
+    }
+
+    /// A connection's task ended (or closes it now): out of every index if still there, its
+    /// interests released, watchers told. Safe to call more than once.
+    pub fn disconnected(&self, conn: &WsConn, code: u16, reason: &str) {
+        self.local.unregister(conn.info.seq, code, reason);
+    }
+
     /// The history store (for the sweeper).
     pub fn store(&self) -> &Arc<dyn HistoryStore> {
         &self.store
@@ -226,6 +267,12 @@ impl Hub {
         if let Err(e) = self.local.register(Arc::clone(conn), max_per_user) {
             self.broker.release(keys);
             return Err(ConnectError::TooMany(e));
+        }
+        if self.is_shutting_down() {
+            // Shutdown began while we registered: its sweep may have missed us. The session
+            // still says `connected`, then finds the close request and sends 1001.
+            self.local
+                .close(conn, close::GOING_AWAY, "server shutting down");
         }
         Ok(())
     }
@@ -338,8 +385,9 @@ impl Hub {
     }
 
     /// Runs a command on the connections of this node the selector names: NOT_FOUND for a
-    /// connection id that is not live here. Called by the control seam, on the owning node.
-    pub async fn run_local(&self, target: Selector, command: Command) -> Result<u32, CoreError> {
+    /// connection id that is not live here. Called by the control seam, on the owning node
+    /// (through [`CommandHandler`]).
+    async fn run_local(&self, target: Selector, command: Command) -> Result<u32, CoreError> {
         let conns = match &target {
             Selector::Connection(id) => {
                 vec![self.local.get(id).ok_or_else(|| CoreError::NotFound {
@@ -611,5 +659,15 @@ impl Hub {
         self.shutdown.send_replace(true);
         self.local
             .close_all(close::GOING_AWAY, "server shutting down");
+    }
+}
+
+impl CommandHandler for Hub {
+    fn run_local(
+        &self,
+        target: Selector,
+        command: Command,
+    ) -> BoxFuture<'_, Result<u32, CoreError>> {
+        Box::pin(Hub::run_local(self, target, command))
     }
 }

@@ -16,9 +16,9 @@ pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod grpc;
+pub mod heap_trim;
 pub mod http;
 pub mod hub;
-pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod random;
@@ -26,6 +26,7 @@ pub mod server;
 pub mod sweeper;
 pub mod telemetry;
 pub mod tls;
+pub mod websocket;
 pub mod ws;
 
 /// The generated protobuf types and the gRPC service and client.

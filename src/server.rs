@@ -31,8 +31,8 @@ pub enum StartError {
     },
     #[error("gRPC reflection: {0}")]
     Reflection(String),
-    #[error("broker.redis_url: {0}")]
-    Broker(String),
+    #[error(transparent)]
+    Broker(#[from] crate::cluster::StartError),
 }
 
 /// A running node.
@@ -139,7 +139,9 @@ impl Server {
         let local = Arc::new(new_local_node(node_id, config.grpc.watch_buffer));
         let cluster = crate::cluster::build(&config, Arc::clone(&local)).await?;
         let hub = Hub::new(config, Arc::clone(&auth), local, cluster.family.clone());
-        cluster.attach(&hub);
+        let handler: std::sync::Weak<dyn crate::cluster::CommandHandler> =
+            Arc::downgrade(&hub) as _;
+        cluster.register(handler);
         tokio::spawn(auth.refresh_loop(hub.shutdown_signal()));
 
         let app = crate::http::router(Arc::clone(&hub));
@@ -152,7 +154,8 @@ impl Server {
             Some(id) => {
                 let tls = TlsListener::new(
                     http_listener,
-                    crate::tls::http_server_config(&id)?,
+                    crate::tls::http_server_config(&id)
+                        .map_err(|e| ConfigError::new("http.tls_cert_file", e))?,
                     hub.shutdown_signal(),
                 )
                 .map_err(|source| StartError::Bind {
@@ -211,7 +214,7 @@ impl Server {
         });
         tokio::spawn(crate::sweeper::run(Arc::clone(&hub)));
         tracing::info!(
-            node_id = %hub.local().id,
+            node_id = %hub.node_id(),
             max_connections = hub.max_connections,
             http_addr = %http_addr,
             grpc_addr = %grpc_addr,

@@ -9,8 +9,8 @@ use std::time::Duration;
 use crate::clock::now_ms;
 use crate::core::heartbeat::{self, Action, Rules};
 use crate::core::registry::Outbox;
+use crate::heap_trim;
 use crate::hub::Hub;
-use crate::memory;
 use crate::node::WsConn;
 
 use crate::core::close::{
@@ -41,8 +41,8 @@ pub async fn run(hub: Arc<Hub>) {
                 sweep(&hub, rules, now);
                 let len = hub.local().registry.len();
                 peak = peak.max(len);
-                if memory::worth_trimming(peak, len, now - last_trim) {
-                    memory::trim();
+                if heap_trim::worth_trimming(peak, len, now - last_trim) {
+                    heap_trim::trim();
                     (peak, last_trim) = (len, now);
                 }
             }

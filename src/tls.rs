@@ -16,8 +16,6 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::ConfigError;
-
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshaken connections waiting for axum to take them.
@@ -34,13 +32,18 @@ pub struct PemIdentity {
     pub key_pem: Vec<u8>,
 }
 
-/// Reads and checks `cert_file` and `key_file`; `section` is `http` or `grpc`.
-pub fn load_identity(
-    section: &str,
-    cert_file: &str,
-    key_file: &str,
-) -> Result<PemIdentity, ConfigError> {
-    let err = |key: &str, message: String| ConfigError::new(format!("{section}.{key}"), message);
+/// Why a PEM file could not be used: `key` is the configuration key that names the file
+/// (`tls_cert_file` or `tls_key_file`; the caller adds the section).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct PemError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+/// Reads and checks `cert_file` and `key_file`.
+pub fn load_identity(cert_file: &str, key_file: &str) -> Result<PemIdentity, PemError> {
+    let err = |key: &'static str, message: String| PemError { key, message };
     let cert_pem = std::fs::read(cert_file)
         .map_err(|e| err("tls_cert_file", format!("cannot read {cert_file}: {e}")))?;
     let key_pem = std::fs::read(key_file)
@@ -68,10 +71,11 @@ pub fn load_identity(
     Ok(PemIdentity { cert_pem, key_pem })
 }
 
-/// A rustls server configuration for HTTP/1.1 (the WebSocket listener).
-pub fn http_server_config(id: &PemIdentity) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
+/// A rustls server configuration for HTTP/1.1 (the WebSocket listener); an error names what
+/// is wrong with the certificate (the caller names the key).
+pub fn http_server_config(id: &PemIdentity) -> Result<Arc<rustls::ServerConfig>, String> {
     install_crypto_provider();
-    let err = |message: String| ConfigError::new("http.tls_cert_file", message);
+    let err = |message: String| message;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&id.cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| err(e.to_string()))?;

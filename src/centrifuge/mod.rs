@@ -50,7 +50,7 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if let Some(refused) = crate::ws::gate(&hub, &headers) {
+    if let Some(refused) = crate::websocket::gate(&hub, &headers) {
         return refused;
     }
     let ws = ws.protocols(SUBPROTOCOLS);
@@ -58,11 +58,11 @@ pub async fn upgrade(
         ws.selected_protocol().and_then(|p| p.to_str().ok()),
         query.as_deref(),
     );
-    let Some(admission) = crate::ws::admit(&hub) else {
-        return crate::ws::node_full();
+    let Some(admission) = crate::websocket::admit(&hub) else {
+        return crate::websocket::node_full();
     };
-    let peer = crate::ws::peer(remote, &headers);
-    crate::ws::configure(ws, &hub).on_upgrade(move |socket| {
+    let peer = crate::websocket::peer(remote, &headers);
+    crate::websocket::configure(ws, &hub).on_upgrade(move |socket| {
         // Spawned, not awaited, as on the native door (it keeps idle connections small).
         tokio::spawn(session::run(socket, hub, codec, peer, admission));
         std::future::ready(())

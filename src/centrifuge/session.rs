@@ -30,9 +30,11 @@ use crate::core::rate::TokenBucket;
 use crate::core::topics::SubscribeRefused;
 use crate::core::{message, topic, CoreError};
 use crate::hub::{Admission, ConnectError, Hub, SubscribeError};
+use crate::node::outbox::{Control, SharedFrame, WsOutbox};
 use crate::node::WsConn;
-use crate::ws::outbox::{Control, SharedFrame, WsOutbox};
-use crate::ws::session::{close, error_code, lost, new_conn, next_data_frame, write, Ended, Peer};
+use crate::websocket::socket::{
+    close, error_code, lost, new_conn, next_data_frame, write, Ended, Peer, CLOSE_TIMEOUT,
+};
 
 /// The server version the connect reply names.
 const VERSION: &str = concat!("boundary-realtime ", env!("CARGO_PKG_VERSION"));
@@ -77,16 +79,15 @@ pub async fn run(
     };
     let outbox = WsOutbox::with_dialect(hub.config.limits.send_queue, close::centrifuge);
     let conn = new_conn(&hub, start.identity, peer, codec.protocol(), outbox);
-    let seq = conn.info.seq;
     let max_per_user = hub.config.limits.max_connections_per_user as usize;
     if let Err(e) = hub.connect(&conn, max_per_user).await {
         match e {
             ConnectError::TooMany(_) => {
-                hub.local().metrics.handshake("too_many_connections");
+                hub.metrics().handshake("too_many_connections");
                 close(&mut socket, cc::CONNECTION_LIMIT, "connection limit").await;
             }
             ConnectError::Unavailable(why) => {
-                hub.local().metrics.handshake("cluster_unavailable");
+                hub.metrics().handshake("cluster_unavailable");
                 let reply = error_reply(codec, start.id, code::INTERNAL, &why, true);
                 if send_all(&mut socket, &conn, codec, vec![reply])
                     .await
@@ -97,11 +98,6 @@ pub async fn run(
             }
         }
         return;
-    }
-    if hub.is_shutting_down() {
-        // Shutdown began while we registered: its sweep may have missed us.
-        hub.local()
-            .close(&conn, close::GOING_AWAY, "server shutting down");
     }
     let now = now_ms();
     let (expires, ttl) = ttl_of(conn.expires_at_ms(), now).unwrap_or((true, 1));
@@ -121,7 +117,7 @@ pub async fn run(
     });
     let ended = serve(&mut socket, &hub, &conn, codec, connected, start.rest).await;
     conn.outbox.finish();
-    hub.local().unregister(seq, ended.code, &ended.reason);
+    hub.disconnected(&conn, ended.code, &ended.reason);
 }
 
 /// `(expires, ttl)` for a token's `exp`: `(false, 0)` without one, the whole seconds left
@@ -141,7 +137,7 @@ fn ttl_of(expires_at_ms: Option<i64>, now_ms: i64) -> Option<(bool, u32)> {
 /// answered with error 109 (the SDK fetches a new one and connects again); any other bad
 /// token closes with 3500, which the SDKs do not retry.
 async fn await_connect(socket: &mut WebSocket, hub: &Hub, codec: Codec) -> Option<Start> {
-    let metrics = &hub.local().metrics;
+    let metrics = &hub.metrics();
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(hub.config.limits.auth_timeout_ms);
     let mut shutdown = hub.shutdown_signal();
@@ -276,7 +272,7 @@ async fn serve(
                             .map(|f| (f.code, f.reason.to_string()))
                             .unwrap_or((1005, String::new()));
                         // Let tungstenite send its close reply, then end.
-                        let _ = tokio::time::timeout(crate::ws::session::CLOSE_TIMEOUT, socket.flush()).await;
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.flush()).await;
                         return Ended { code, reason };
                     }
                     Some(Err(e)) => match error_code(e) {
@@ -638,7 +634,7 @@ async fn send_all(
 
 /// Takes the connection out of the registry at once, then runs the close handshake.
 async fn close_now(hub: &Hub, socket: &mut WebSocket, conn: &WsConn, c: Closing) -> Ended {
-    hub.local().unregister(conn.info.seq, c.0, c.1);
+    hub.disconnected(conn, c.0, c.1);
     close(socket, c.0, c.1).await
 }
 

@@ -5,22 +5,21 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
-use super::{
-    BoxFuture, Broker, Command, ConnSnapshot, Control, Cursor, EncodeAt, HistoryPage, HistoryStore,
-    Interest, Kept, ListFilter, ListPage, NewPublication, Present, Published, Route, Selector,
-    StatsPart, META_TTL_MS,
-};
+use super::{BoxFuture, Broker, Control, EncodeAt, HistoryStore};
 use crate::core::frame::{shared, SharedFrame};
 use crate::core::ids::parse_conn_id;
+use crate::core::model::{
+    Command, ConnSnapshot, Cursor, HistoryPage, Interest, Kept, ListFilter, ListPage,
+    NewPublication, Present, Published, Route, Selector, StatsPart, META_TTL_MS,
+};
 use crate::core::registry::Target;
 use crate::core::topic::{History, Publication};
 use crate::core::topics::{HistoryRead, Live};
 use crate::core::CoreError;
-use crate::hub::Hub;
 use crate::node::LocalNode;
 
 const SHARDS: usize = 32;
@@ -54,7 +53,8 @@ pub struct Memory {
     limits: HistoryLimits,
     shards: Box<[HistShard]>,
     hasher: RandomState,
-    hub: OnceLock<Weak<Hub>>,
+    /// Runs commands on this node's connections (the hub, registered once it exists).
+    pub(super) handler: super::HandlerSlot,
 }
 
 impl Memory {
@@ -74,20 +74,8 @@ impl Memory {
             limits,
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
-            hub: OnceLock::new(),
+            handler: Default::default(),
         })
-    }
-
-    /// The hub that runs commands on this node's connections (set once it exists).
-    pub fn attach(&self, hub: Weak<Hub>) {
-        let _ = self.hub.set(hub);
-    }
-
-    fn hub(&self) -> Result<Arc<Hub>, CoreError> {
-        self.hub
-            .get()
-            .and_then(Weak::upgrade)
-            .ok_or(CoreError::ShuttingDown)
     }
 
     fn shard(&self, topic: &str) -> &HistShard {
@@ -292,7 +280,7 @@ impl HistoryStore for Memory {
                     .read()
                     .iter()
                     .filter(|(_, h)| h.lock().latest() > 0)
-                    .map(|(k, _)| super::name_hash(k)),
+                    .map(|(k, _)| crate::core::model::name_hash(k)),
             );
         }
         Box::pin(std::future::ready(Ok(out)))
@@ -306,8 +294,8 @@ impl HistoryStore for Memory {
 impl Control for Memory {
     fn command(&self, target: Selector, command: Command) -> BoxFuture<'_, Result<u32, CoreError>> {
         Box::pin(async move {
-            let hub = self.hub()?;
-            hub.run_local(target, command).await
+            let handler = self.handler.get()?;
+            handler.run_local(target, command).await
         })
     }
 

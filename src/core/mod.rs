@@ -11,6 +11,7 @@ pub mod frames;
 pub mod heartbeat;
 pub mod ids;
 pub mod message;
+pub mod model;
 pub mod origin;
 pub mod page;
 pub mod rate;

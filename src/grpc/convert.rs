@@ -1,7 +1,7 @@
 //! Protobuf views of the hub's connection snapshots and events.
 
 use crate::clock::timestamp;
-use crate::cluster::{ConnSnapshot, Event, EventKind};
+use crate::core::model::{ConnSnapshot, Event, EventKind};
 use crate::proto;
 
 pub fn connection(c: ConnSnapshot) -> proto::Connection {

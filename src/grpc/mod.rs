@@ -17,8 +17,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 
-use crate::cluster::{ListFilter, Route};
 use crate::core::message::MessageInput;
+use crate::core::model::{ListFilter, Route};
 use crate::hub::{ConnSelector, Hub};
 use crate::proto::realtime_service_server::{RealtimeService, RealtimeServiceServer};
 use crate::proto::{self, event::Kind};
@@ -91,7 +91,7 @@ impl GrpcDoor {
             Err(s) => Err(s),
         };
         let code = out.as_ref().map_or_else(Status::code, |_| Code::Ok);
-        self.hub.local().metrics.grpc(method, code, start.elapsed());
+        self.hub.metrics().grpc(method, code, start.elapsed());
         out.map(Response::new)
     }
 
@@ -455,7 +455,7 @@ impl RealtimeService for GrpcDoor {
 
 struct WatchState {
     hub: Arc<Hub>,
-    events: tokio::sync::broadcast::Receiver<Arc<crate::cluster::Event>>,
+    events: tokio::sync::broadcast::Receiver<Arc<crate::core::model::Event>>,
     shutdown: tokio::sync::watch::Receiver<bool>,
     kinds: Vec<Kind>,
 }
@@ -471,7 +471,7 @@ impl Drop for WatchState {
 /// (delivery never waits for a watcher).
 fn watch_stream(
     hub: Arc<Hub>,
-    events: tokio::sync::broadcast::Receiver<Arc<crate::cluster::Event>>,
+    events: tokio::sync::broadcast::Receiver<Arc<crate::core::model::Event>>,
     kinds: Vec<Kind>,
 ) -> EventStream {
     let state = WatchState {

@@ -2,7 +2,6 @@
 //! [`session`] task. It only translates between frames and the hub; it decides nothing about
 //! who receives what.
 
-pub mod outbox;
 pub mod session;
 
 use std::sync::Arc;
@@ -10,20 +9,13 @@ use std::sync::Arc;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use crate::core::claims::AuthError;
-use crate::core::{origin, token};
-use crate::hub::{Admission, Hub};
+use crate::core::token;
+use crate::hub::Hub;
 use crate::tls::PeerAddr;
-
-/// Bytes tungstenite reads per socket read. A push server reads little (pongs, small ops), and
-/// every byte here is paid per connection (see docs/architecture.md).
-pub const READ_BUFFER: usize = 512;
-/// Frames are coalesced into this many bytes before a write to the socket.
-pub const WRITE_BUFFER: usize = 4096;
-/// The most a connection's write buffer may hold while its socket does not drain.
-pub const MAX_WRITE_BUFFER: usize = 256 * 1024;
+use crate::websocket::{admit, configure, gate, json_error, node_full, peer};
 
 /// `GET /ws`.
 pub async fn upgrade(
@@ -40,14 +32,14 @@ pub async fn upgrade(
     let token = match token::extract(query.as_deref(), authorization) {
         Ok(t) => t,
         Err(e) => {
-            hub.local().metrics.handshake("malformed");
+            hub.metrics().handshake("malformed");
             return json_error(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string());
         }
     };
     let identity = match token {
         Some(t) => match hub.auth.verify(&t).await {
             Ok(identity) => {
-                hub.local().metrics.handshake("ok");
+                hub.metrics().handshake("ok");
                 Some(identity)
             }
             Err(e) => return refuse(&hub, &e),
@@ -56,8 +48,8 @@ pub async fn upgrade(
     };
     let max_per_user = hub.config.limits.max_connections_per_user as usize;
     if let Some(id) = &identity {
-        if max_per_user > 0 && hub.local().registry.user_connections(&id.user_id) >= max_per_user {
-            hub.local().metrics.handshake("too_many_connections");
+        if max_per_user > 0 && hub.user_connections(&id.user_id) >= max_per_user {
+            hub.metrics().handshake("too_many_connections");
             return json_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_connections",
@@ -77,78 +69,7 @@ pub async fn upgrade(
     })
 }
 
-/// The checks every WebSocket upgrade passes first, on both endpoints: the node is not
-/// shutting down (503) and the Origin is allowed (403). Returns the refusal, if any.
-pub fn gate(hub: &Hub, headers: &HeaderMap) -> Option<Response> {
-    if hub.is_shutting_down() {
-        return Some(json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the server is shutting down",
-        ));
-    }
-    let origin = headers
-        .get(header::ORIGIN)
-        .map(|v| v.to_str().unwrap_or("\u{0}"));
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    if !origin::allowed(origin, host, &hub.config.http.allowed_origins) {
-        hub.local().metrics.handshake("origin_refused");
-        return Some(json_error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this Origin may not open WebSockets here (see http.allowed_origins)",
-        ));
-    }
-    None
-}
-
-/// A place under the node's connection cap (counted as `node_full` when there is none).
-pub fn admit(hub: &Arc<Hub>) -> Option<Admission> {
-    let a = hub.admit();
-    if a.is_none() {
-        hub.local().metrics.handshake("node_full");
-    }
-    a
-}
-
-/// The answer to an upgrade the node has no room for.
-pub fn node_full() -> Response {
-    json_error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        "this node is full; try another",
-    )
-}
-
-/// What the upgrade request says about the client.
-pub fn peer(remote: std::net::SocketAddr, headers: &HeaderMap) -> session::Peer {
-    session::Peer {
-        remote_addr: remote.to_string(),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(256).collect())
-            .unwrap_or_default(),
-    }
-}
-
-/// The socket's buffers and size limits (the same on both endpoints).
-pub fn configure(ws: WebSocketUpgrade, hub: &Hub) -> WebSocketUpgrade {
-    let max = hub.config.limits.max_frame_bytes;
-    ws.read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(MAX_WRITE_BUFFER)
-        .max_frame_size(max)
-        .max_message_size(max)
-}
-
 fn refuse(hub: &Hub, e: &AuthError) -> Response {
-    hub.local().metrics.handshake(e.label());
+    hub.metrics().handshake(e.label());
     json_error(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string())
-}
-
-/// `{"error": code, "message": ...}` with a status.
-pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({"error": code, "message": message}).to_string();
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

@@ -6,43 +6,32 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{Message, WebSocket};
 use futures_util::SinkExt;
 
 use crate::clock::{mono_ms, now_ms};
 use crate::core::claims::Identity;
 use crate::core::close::{
-    ABNORMAL as CLOSE_ABNORMAL, GOING_AWAY as CLOSE_GOING_AWAY, RATE_LIMITED as CLOSE_RATE_LIMITED,
+    GOING_AWAY as CLOSE_GOING_AWAY, RATE_LIMITED as CLOSE_RATE_LIMITED,
     TOO_LARGE as CLOSE_TOO_LARGE, TOO_MANY_BAD_FRAMES as CLOSE_TOO_MANY_BAD_FRAMES,
     TOO_MANY_CONNECTIONS as CLOSE_TOO_MANY_CONNECTIONS, TRY_AGAIN_LATER as CLOSE_TRY_AGAIN_LATER,
     UNAUTHORIZED as CLOSE_UNAUTHORIZED,
 };
 use crate::core::frames::{self, ClientFrame, ErrorCode};
 use crate::core::rate::TokenBucket;
-use crate::core::registry::{Conn, ConnInfo, Protocol};
+use crate::core::registry::Protocol;
 use crate::core::topic;
 use crate::core::topics::SubscribeRefused;
 use crate::hub::{Admission, ConnectError, Hub, SubscribeError};
+use crate::node::outbox::{Control, SharedFrame, WsOutbox};
 use crate::node::WsConn;
-use crate::ws::outbox::{Control, SharedFrame, WsOutbox};
+use crate::websocket::socket::{
+    close, error_code, lost, new_conn, next_data_frame, write, Ended, Peer, CLOSE_TIMEOUT,
+};
 use axum::extract::ws::Utf8Bytes;
 
-/// How long the close handshake may take before the TCP connection is dropped.
-pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most frames taken from the queue for one flush.
 const WRITE_BATCH: usize = 128;
-
-/// What the upgrade request said about the client.
-pub struct Peer {
-    pub remote_addr: String,
-    pub user_agent: String,
-}
-
-/// How a connection ended.
-pub(crate) struct Ended {
-    pub(crate) code: u16,
-    pub(crate) reason: String,
-}
 
 /// Runs one connection to its end.
 pub async fn run(
@@ -61,12 +50,11 @@ pub async fn run(
     };
     let outbox = WsOutbox::new(hub.config.limits.send_queue);
     let conn = new_conn(&hub, identity, peer, Protocol::Native, outbox);
-    let seq = conn.info.seq;
     let max_per_user = hub.config.limits.max_connections_per_user as usize;
     if let Err(e) = hub.connect(&conn, max_per_user).await {
         let (code, close_code, reason, message) = match e {
             ConnectError::TooMany(_) => {
-                hub.local().metrics.handshake("too_many_connections");
+                hub.metrics().handshake("too_many_connections");
                 (
                     ErrorCode::TooManyConnections,
                     CLOSE_TOO_MANY_CONNECTIONS,
@@ -75,7 +63,7 @@ pub async fn run(
                 )
             }
             ConnectError::Unavailable(why) => {
-                hub.local().metrics.handshake("cluster_unavailable");
+                hub.metrics().handshake("cluster_unavailable");
                 (
                     ErrorCode::Unavailable,
                     CLOSE_TRY_AGAIN_LATER,
@@ -90,11 +78,6 @@ pub async fn run(
         }
         return;
     }
-    if hub.is_shutting_down() {
-        // Shutdown began while we registered: its sweep may have missed us.
-        hub.local()
-            .close(&conn, CLOSE_GOING_AWAY, "server shutting down");
-    }
     let connected = frames::connected(
         &conn.info.id,
         &conn.info.user_id,
@@ -103,40 +86,13 @@ pub async fn run(
     );
     let ended = serve(&mut socket, &hub, &conn, connected).await;
     conn.outbox.finish();
-    hub.local().unregister(seq, ended.code, &ended.reason);
-}
-
-/// A connection for an authenticated identity, with this node's next id (both endpoints).
-pub(crate) fn new_conn(
-    hub: &Hub,
-    identity: Identity,
-    peer: Peer,
-    protocol: Protocol,
-    outbox: WsOutbox,
-) -> Arc<WsConn> {
-    let (id, seq) = hub.local().next_conn_id();
-    Arc::new(Conn::new(
-        ConnInfo {
-            id,
-            seq,
-            user_id: identity.user_id,
-            roles: identity.roles,
-            topic_patterns: identity.topics,
-            metadata: identity.metadata,
-            connected_at_ms: now_ms(),
-            remote_addr: peer.remote_addr,
-            user_agent: peer.user_agent,
-            protocol,
-        },
-        identity.expires_at_ms,
-        outbox,
-    ))
+    hub.disconnected(&conn, ended.code, &ended.reason);
 }
 
 /// Waits for `{"op":"auth","token":...}` within `auth_timeout`. On failure, answers
 /// `unauthorized` and closes with 4001.
 async fn first_frame_auth(socket: &mut WebSocket, hub: &Hub) -> Option<Identity> {
-    let metrics = &hub.local().metrics;
+    let metrics = &hub.metrics();
     let wait = Duration::from_millis(hub.config.limits.auth_timeout_ms);
     let mut shutdown = hub.shutdown_signal();
     let first = tokio::select! {
@@ -184,26 +140,6 @@ async fn first_frame_auth(socket: &mut WebSocket, hub: &Hub) -> Option<Identity>
         close(socket, CLOSE_UNAUTHORIZED, "unauthorized").await;
     }
     None
-}
-
-/// The next text or binary frame; `Err(close code)` when the socket ends or fails first.
-pub(crate) async fn next_data_frame(socket: &mut WebSocket) -> Result<Message, u16> {
-    loop {
-        match socket.recv().await {
-            Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => return Ok(m),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(Message::Close(_))) | None => return Err(CLOSE_ABNORMAL),
-            Some(Err(e)) => return Err(error_code(e)),
-        }
-    }
-}
-
-/// The close code a read error calls for: 1009 for a frame over the size limit.
-pub(crate) fn error_code(e: axum::Error) -> u16 {
-    match e.into_inner().downcast::<tungstenite::Error>() {
-        Ok(e) if matches!(*e, tungstenite::Error::Capacity(_)) => CLOSE_TOO_LARGE,
-        _ => CLOSE_ABNORMAL,
-    }
 }
 
 /// The connection loop.
@@ -290,13 +226,6 @@ fn text_of(f: &SharedFrame) -> Utf8Bytes {
     Utf8Bytes::try_from(f.bytes().clone()).unwrap_or_default()
 }
 
-pub(crate) fn lost(reason: &str) -> Ended {
-    Ended {
-        code: CLOSE_ABNORMAL,
-        reason: reason.to_owned(),
-    }
-}
-
 /// Takes the connection out of the registry at once, then runs the close handshake.
 async fn close_now(
     hub: &Hub,
@@ -305,47 +234,8 @@ async fn close_now(
     code: u16,
     reason: &str,
 ) -> Ended {
-    hub.local().unregister(conn.info.seq, code, reason);
+    hub.disconnected(conn, code, reason);
     close(socket, code, reason).await
-}
-
-/// Writes `messages` (fed, then one flush), giving up as soon as a close is requested: a
-/// socket that does not drain never holds up a close.
-///
-/// Boxed: inline, its state would be paid by every idle connection's future.
-pub(crate) fn write<'a, I>(
-    socket: &'a mut WebSocket,
-    conn: &'a WsConn,
-    messages: I,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Ended>> + Send + 'a>>
-where
-    I: IntoIterator<Item = Message> + Send + 'a,
-    I::IntoIter: Send,
-{
-    Box::pin(write_inner(socket, conn, messages))
-}
-
-async fn write_inner(
-    socket: &mut WebSocket,
-    conn: &WsConn,
-    messages: impl IntoIterator<Item = Message>,
-) -> Result<(), Ended> {
-    let writing = async {
-        for m in messages {
-            socket.feed(m).await?;
-        }
-        socket.flush().await
-    };
-    let outcome = tokio::select! {
-        biased;
-        req = conn.outbox.closed() => Err(req),
-        r = writing => Ok(r),
-    };
-    match outcome {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(lost("write failed")),
-        Err(req) => Err(close(socket, req.code, &req.reason).await),
-    }
 }
 
 enum Reply {
@@ -428,38 +318,5 @@ async fn on_text(hub: &Hub, conn: &Arc<WsConn>, text: &str) -> Reply {
             &bad.message,
             bad.reference.as_ref(),
         )),
-    }
-}
-
-/// Sends a close frame and waits (at most [`CLOSE_TIMEOUT`]) for the peer's; then the TCP
-/// connection is dropped with the socket.
-///
-/// Boxed: it is rare, and inline it would grow every connection's idle future.
-pub(crate) fn close<'a>(
-    socket: &'a mut WebSocket,
-    code: u16,
-    reason: &'a str,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Ended> + Send + 'a>> {
-    Box::pin(close_inner(socket, code, reason))
-}
-
-async fn close_inner(socket: &mut WebSocket, code: u16, reason: &str) -> Ended {
-    let frame = CloseFrame {
-        code,
-        reason: reason.into(),
-    };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-        socket.send(Message::Close(Some(frame))).await?;
-        while let Some(Ok(m)) = socket.recv().await {
-            if matches!(m, Message::Close(_)) {
-                break;
-            }
-        }
-        Ok::<(), axum::Error>(())
-    })
-    .await;
-    Ended {
-        code,
-        reason: reason.to_owned(),
     }
 }

@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
 use super::{wire, RedisCluster, REDIS_TIMEOUT};
-use crate::cluster::Interest;
+use crate::core::model::Interest;
 use crate::core::CoreError;
 
 /// How long an unused channel stays subscribed.

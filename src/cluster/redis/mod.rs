@@ -25,7 +25,7 @@ pub mod wire;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,19 +34,18 @@ use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{
-    merge_pages, name_hash, BoxFuture, Broker, Command, ConnSnapshot, Control, Cursor, EncodeAt,
-    HistoryPage, HistoryStore, Interest, Kept, ListFilter, ListPage, NewPublication, Present,
-    Published, Route, Selector, StatsPart,
-};
+use super::{BoxFuture, Broker, Control, EncodeAt, HistoryStore};
 use crate::clock::now_ms;
 use crate::core::frame::{Frame, SharedFrame};
 use crate::core::ids::parse_conn_id;
 use crate::core::message;
+use crate::core::model::{
+    merge_pages, name_hash, Command, ConnSnapshot, Cursor, HistoryPage, Interest, Kept, ListFilter,
+    ListPage, NewPublication, Present, Published, Route, Selector, StatsPart,
+};
 use crate::core::registry::Target;
 use crate::core::topics::{HistoryRead, Live};
 use crate::core::CoreError;
-use crate::hub::Hub;
 use crate::node::{reset_frame, LocalNode};
 use wire::{Header, Request, Response};
 
@@ -54,7 +53,7 @@ use wire::{Header, Request, Response};
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a request waits for the nodes' replies.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(1);
-use crate::cluster::META_TTL_MS;
+use crate::core::model::META_TTL_MS;
 
 struct Pending {
     expected: Option<usize>,
@@ -74,7 +73,8 @@ pub struct Settings {
 pub struct RedisCluster {
     node_id: String,
     local: Arc<LocalNode>,
-    hub: OnceLock<Weak<Hub>>,
+    /// Runs commands on this node's connections (the hub, registered once it exists).
+    pub(in crate::cluster) handler: crate::cluster::HandlerSlot,
     settings: Settings,
     client: redis::Client,
     cmd: ConnectionManager,
@@ -149,7 +149,7 @@ impl RedisCluster {
         let cluster = Arc::new(RedisCluster {
             node_id: node_id.clone(),
             local: Arc::clone(&local),
-            hub: OnceLock::new(),
+            handler: Default::default(),
             settings,
             client,
             cmd,
@@ -211,10 +211,6 @@ impl RedisCluster {
         }
         tracing::info!(redis = %url, node_id = %cluster.node_id, "joined the cluster");
         Ok(cluster)
-    }
-
-    pub fn attach(&self, hub: Weak<Hub>) {
-        let _ = self.hub.set(hub);
     }
 
     /// Says goodbye to the other nodes and stops the background tasks.
@@ -498,10 +494,10 @@ impl RedisCluster {
     }
 
     async fn run_command(&self, target: Selector, command: Command) -> Response {
-        let Some(hub) = self.hub.get().and_then(Weak::upgrade) else {
+        let Ok(handler) = self.handler.get() else {
             return Response::Failed("the node is shutting down".into());
         };
-        match hub.run_local(target, command).await {
+        match handler.run_local(target, command).await {
             Ok(n) => Response::Count(n),
             Err(CoreError::NotFound { .. }) => Response::NotFound,
             Err(e) => Response::Failed(e.to_string()),

@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{
+use crate::core::model::{
     Command, ConnSnapshot, Cursor, Event, Interest, ListFilter, ListPage, Present, Route, Selector,
     StatsPart,
 };

@@ -4,23 +4,25 @@
 //! [`LocalNode::on_publication`], whichever broker carried it; every cluster-wide question is
 //! answered here for this node's share ([`LocalNode::list`], [`LocalNode::stats_part`], ...).
 
+pub mod outbox;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::broadcast;
 
 use crate::clock::now_ms;
-use crate::cluster::{
-    name_hash, ConnSnapshot, Cursor, Event, EventKind, Interest, ListFilter, ListPage, Present,
-    StatsPart,
-};
 use crate::core::frame::{shared, SharedFrame};
 use crate::core::frames;
 use crate::core::ids::{format_conn_id, parse_conn_id};
+use crate::core::model::{
+    name_hash, ConnSnapshot, Cursor, Event, EventKind, Interest, ListFilter, ListPage, Present,
+    StatsPart,
+};
 use crate::core::registry::{Conn, Filter, Outbox, Registry, Target, TooMany};
 use crate::core::topics::{Arrival, Live, Topics};
 use crate::metrics::Metrics;
-use crate::ws::outbox::WsOutbox;
+use outbox::WsOutbox;
 
 /// A connection as this node holds it.
 pub type WsConn = Conn<WsOutbox>;
