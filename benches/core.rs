@@ -8,6 +8,8 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use boundary_realtime::core::event::Event;
+use boundary_realtime::core::frames;
 use boundary_realtime::core::message::{self, MessageInput};
 use boundary_realtime::core::registry::{Conn, ConnInfo, Offer, Outbox, Registry, Target};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -77,7 +79,8 @@ fn encoding(c: &mut Criterion) {
                 id: "",
             };
             let valid = message::validate("message", input, 65_536).expect("valid");
-            black_box(message::encode(&valid, "m-1", 1_732_000_000_000, None))
+            let event = Event::Message(valid.to_message("m-1", 1_732_000_000_000));
+            black_box(frames::event(&event))
         })
     });
     g.finish();

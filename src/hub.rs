@@ -15,18 +15,18 @@ use crate::auth::Authenticator;
 use crate::clock::now_ms;
 use crate::cluster::{BoxFuture, Broker, CommandHandler, Control, Family, HistoryStore};
 use crate::config::Config;
-use crate::core::frame::{shared, SharedFrame};
-use crate::core::frames::{self, Since};
-use crate::core::message::{self, MessageInput, TopicPosition};
+use crate::core::event::{Event, Shared, SharedEvent};
+use crate::core::frames::Since;
+use crate::core::message::{self, MessageInput};
 use crate::core::model::{
-    Command, ConnSnapshot, Event, EventKind, HistoryPage, Interest, ListFilter, NewPublication,
-    Present, Route, Selector, StatsSnapshot,
+    Command, ConnEvent, ConnEventKind, ConnSnapshot, HistoryPage, Interest, ListFilter,
+    NewPublication, Present, Route, Selector, StatsSnapshot,
 };
 use crate::core::registry::{Offer, Outbox, TooMany};
 use crate::core::topic;
 use crate::core::topics::{JoinStart, SubscribeRefused};
 use crate::core::{close, page, CoreError};
-use crate::node::{reset_frame, LocalNode, WsConn};
+use crate::node::{position_lost, LocalNode, WsConn};
 
 /// The answer to a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,7 +182,7 @@ impl Hub {
         !self.is_shutting_down() && self.broker.ready()
     }
 
-    /// Validates and encodes `msg` once, then delivers it to `route`.
+    /// Validates `msg` once, then delivers it to `route` (each door encodes it once).
     pub async fn send(&self, route: Route, msg: MessageInput<'_>) -> Result<Sent, CoreError> {
         if self.is_shutting_down() {
             return Err(CoreError::ShuttingDown);
@@ -192,8 +192,10 @@ impl Hub {
             Some(id) => id.to_owned(),
             None => self.local.next_message_id(),
         };
-        let frame: SharedFrame = shared(message::encode(&valid, &message_id, now_ms(), None));
-        let connections = self.broker.deliver(route, frame).await?;
+        let connections = self
+            .broker
+            .deliver(route, valid.to_message(&message_id, now_ms()))
+            .await?;
         Ok(Sent {
             message_id,
             connections,
@@ -216,32 +218,13 @@ impl Hub {
             Some(id) => (id.to_owned(), true),
             None => (self.local.next_message_id(), false),
         };
-        let now = now_ms();
-        let frame = {
-            let message_id = message_id.clone();
-            let valid = &valid;
-            move |offset: u64, epoch: &str| {
-                let pos = TopicPosition {
-                    topic,
-                    offset,
-                    epoch,
-                };
-                message::encode(valid, &message_id, now, Some(pos))
-            }
-        };
         let p = self
             .store
-            .publish(
-                NewPublication {
-                    topic: topic.to_owned(),
-                    message_id: message_id.clone(),
-                    caller_id,
-                    kind: valid.kind.to_owned(),
-                    payload_json: valid.payload.get().to_owned(),
-                    now_ms: now,
-                },
-                Box::new(frame),
-            )
+            .publish(NewPublication {
+                topic: topic.to_owned(),
+                message: valid.to_message(&message_id, now_ms()),
+                caller_id,
+            })
             .await?;
         Ok(PublishOutcome {
             message_id,
@@ -299,14 +282,14 @@ impl Hub {
                 .map_err(|e| SubscribeError::Unavailable(e.to_string()))?;
             let recovered =
                 since.map(|s| s.epoch == read.epoch && s.offset <= read.latest && read.complete);
-            let f = shared(frames::subscribed(
-                topic,
-                read.latest,
-                &read.epoch,
+            let reply = Shared::new(Event::Subscribed {
+                topic: topic.into(),
+                offset: read.latest,
+                epoch: read.epoch.as_str().into(),
                 recovered,
-                reference,
-            ));
-            self.offer_or_close(conn, &f);
+                reference: reference.cloned(),
+            });
+            self.offer_or_close(conn, &reply);
             return Ok(());
         }
         let key = vec![Interest::Topic(topic.to_owned())];
@@ -339,11 +322,15 @@ impl Hub {
             read,
             since.map(|s| (s.offset, s.epoch.as_str())),
             |offset, epoch, recovered| {
-                shared(frames::subscribed(
-                    topic, offset, epoch, recovered, reference,
-                ))
+                Shared::new(Event::Subscribed {
+                    topic: topic.into(),
+                    offset,
+                    epoch: epoch.into(),
+                    recovered,
+                    reference: reference.cloned(),
+                })
             },
-            reset_frame(topic),
+            position_lost(topic),
         );
         // None: the connection left while joining (its leave released the interest).
         if let Some(j) = joined {
@@ -353,13 +340,13 @@ impl Hub {
                     self.local.topics.listen(topic, conn.info.seq);
                 }
                 self.local
-                    .emit_topic_event(EventKind::Subscribed, conn, topic);
+                    .emit_topic_event(ConnEventKind::Subscribed, conn, topic);
             }
         }
         Ok(())
     }
 
-    fn offer_or_close(&self, conn: &Arc<WsConn>, f: &SharedFrame) {
+    fn offer_or_close(&self, conn: &Arc<WsConn>, f: &SharedEvent) {
         if conn.outbox.offer(f) == Offer::Full && conn.mark_closing() {
             self.local.close_slow(std::slice::from_ref(conn));
         }
@@ -377,9 +364,12 @@ impl Hub {
         if was {
             self.broker.release(vec![Interest::Topic(topic.to_owned())]);
             self.local
-                .emit_topic_event(EventKind::Unsubscribed, conn, topic);
+                .emit_topic_event(ConnEventKind::Unsubscribed, conn, topic);
         }
-        let reply = shared(frames::unsubscribed(topic, reference));
+        let reply = Shared::new(Event::Unsubscribed {
+            topic: topic.into(),
+            reference: reference.cloned(),
+        });
         self.offer_or_close(conn, &reply);
         was
     }
@@ -592,7 +582,7 @@ impl Hub {
     }
 
     /// Starts watching lifecycle events of every node.
-    pub async fn watch(&self) -> Result<broadcast::Receiver<Arc<Event>>, CoreError> {
+    pub async fn watch(&self) -> Result<broadcast::Receiver<Arc<ConnEvent>>, CoreError> {
         let rx = self.local.subscribe_events();
         self.control.watch().await?;
         Ok(rx)

@@ -83,7 +83,8 @@ proptest! {
         match message::validate("message", input, limit) {
             Ok(m) => {
                 prop_assert!(valid_kind && valid_payload && valid_id, "accepted {kind:?} {payload:?} {id:?}");
-                let frame: Value = serde_json::from_str(&message::encode(&m, &id, 7, None)).unwrap();
+                let event = boundary_realtime::core::event::Event::Message(m.to_message(&id, 7));
+                let frame: Value = serde_json::from_slice(&frames::event(&event)).unwrap();
                 prop_assert_eq!(frame["type"].as_str(), Some(kind.as_str()));
                 prop_assert_eq!(frame["id"].as_str(), Some(id.as_str()));
                 prop_assert_eq!(&frame["ts"], 7);
@@ -96,7 +97,7 @@ proptest! {
 }
 
 mod topics {
-    use boundary_realtime::core::topic::{self, History, Publication, Recovery};
+    use boundary_realtime::core::topic::{self, History, Kept, Recovery};
     use proptest::prelude::*;
 
     /// The reference matcher: segment lists, `*` one segment, trailing `**` one or more.
@@ -147,7 +148,7 @@ mod topics {
                 let offset = h.next_offset();
                 prop_assert_eq!(offset, all.len() as u64 + 1, "offsets are 1, 2, 3, ...");
                 let id = id.map(|i| format!("m{i}")).unwrap_or_default();
-                h.push(Publication { offset, message_id: id.clone(), kind: "t".into(), payload_json: "1".into(), published_at_ms: now, frame: offset }, now);
+                h.push(Kept { offset, message_id: id.clone(), published_at_ms: now, event: offset }, now);
                 all.push((offset, id, now));
                 h.evict(now);
                 let kept: Vec<&(u64, String, i64)> = all

@@ -2,6 +2,8 @@
 //! encodes to valid JSON carrying the same type and id.
 #![no_main]
 
+use boundary_realtime::core::event::Event;
+use boundary_realtime::core::frames;
 use boundary_realtime::core::message::{self, MessageInput};
 use libfuzzer_sys::fuzz_target;
 
@@ -17,8 +19,9 @@ fuzz_target!(|data: &[u8]| {
         id,
     };
     if let Ok(m) = message::validate("message", input, 4096) {
-        let frame = message::encode(&m, id, 1, None);
-        let v: serde_json::Value = match serde_json::from_str(&frame) {
+        let event = Event::Message(m.to_message(id, 1));
+        let frame = frames::event(&event);
+        let v: serde_json::Value = match serde_json::from_slice(&frame) {
             Ok(v) => v,
             // Where serde_json's Value is stricter than JSON itself, on purpose: it stops at depth
             // 128, and refuses numbers beyond f64 (JSON allows them; browsers read Infinity).

@@ -1,13 +1,15 @@
 //! The two encodings of the Centrifugo protocol: JSON (commands and replies one per line,
 //! text frames) and Protobuf (each message varint-length-delimited, binary frames). Decoding
-//! a client frame, encoding a reply, and the pushes of a shared message frame, made once per
-//! frame and protocol (cached in the frame) and then shared by every recipient. Pure.
+//! a client frame, encoding a reply, and the push a shared message or publication becomes,
+//! made once per event and protocol (cached in the shared event) and then shared by every
+//! recipient. Pure.
 
 use bytes::Bytes;
 use prost::Message as _;
 
 use super::wire::{Command, Message, Publication, Push, Reply};
-use crate::core::frame::{Frame, MessageHead};
+use crate::core::event::{Event, Shared, Wire};
+use crate::core::frames::message_object;
 use crate::core::registry::Protocol;
 
 /// The most commands one client frame may carry (a connect and a subscribe per allowed
@@ -102,51 +104,53 @@ impl Codec {
         }
     }
 
-    /// The push a shared message frame becomes (a publication push for a topic publication,
-    /// a message push otherwise), made once per frame and codec. `None` for a control frame.
-    pub fn message_push(self, frame: &Frame) -> Option<&Bytes> {
-        let head = message_head(frame)?;
-        let alt = frame.alt();
-        let slot = match self {
-            Codec::Json => &alt.json,
-            Codec::Protobuf => &alt.protobuf,
+    /// The push a shared message or publication becomes (a message push, or a publication
+    /// push on its channel), made once per event and codec. `None` for a control event.
+    pub fn message_push(self, shared: &Shared) -> Option<&Bytes> {
+        if !matches!(shared.event(), Event::Message(_) | Event::Publication(_)) {
+            return None;
+        }
+        let wire = match self {
+            Codec::Json => Wire::CentrifugeJson,
+            Codec::Protobuf => Wire::CentrifugeProtobuf,
         };
-        Some(slot.get_or_init(|| self.push_of(head)))
+        Some(shared.encoded(wire, |e| self.push_of(e)))
     }
 
-    fn push_of(self, head: &MessageHead) -> Bytes {
-        match (self, &head.topic) {
+    fn push_of(self, event: &Event) -> Bytes {
+        let (channel, data, offset) = match event {
+            Event::Message(m) => (None, message_object(m), 0),
+            Event::Publication(p) => (Some(&*p.topic), message_object(&p.message), p.offset),
+            _ => return Bytes::new(),
+        };
+        match (self, channel) {
             (Codec::Json, None) => {
-                let mut b = Vec::with_capacity(head.data.len() + 32);
+                let mut b = Vec::with_capacity(data.len() + 32);
                 b.extend_from_slice(b"{\"push\":{\"message\":{\"data\":");
-                b.extend_from_slice(&head.data);
+                b.extend_from_slice(&data);
                 b.extend_from_slice(b"}}}");
                 Bytes::from(b)
             }
             (Codec::Json, Some(topic)) => {
-                let channel = serde_json::Value::from(topic.as_ref()).to_string();
-                let mut b = Vec::with_capacity(head.data.len() + channel.len() + 64);
+                let channel = serde_json::Value::from(topic).to_string();
+                let mut b = Vec::with_capacity(data.len() + channel.len() + 64);
                 b.extend_from_slice(b"{\"push\":{\"channel\":");
                 b.extend_from_slice(channel.as_bytes());
                 b.extend_from_slice(b",\"pub\":{\"data\":");
-                b.extend_from_slice(&head.data);
-                b.extend_from_slice(format!(",\"offset\":{}}}}}}}", head.offset).as_bytes());
+                b.extend_from_slice(&data);
+                b.extend_from_slice(format!(",\"offset\":{offset}}}}}}}").as_bytes());
                 Bytes::from(b)
             }
-            (Codec::Protobuf, topic) => {
-                let push = match topic {
+            (Codec::Protobuf, channel) => {
+                let data = Bytes::from(data);
+                let push = match channel {
                     None => Push {
-                        message: Some(Message {
-                            data: head.data.clone(),
-                        }),
+                        message: Some(Message { data }),
                         ..Default::default()
                     },
                     Some(t) => Push {
-                        channel: t.to_string(),
-                        publication: Some(Publication {
-                            data: head.data.clone(),
-                            offset: head.offset,
-                        }),
+                        channel: t.to_owned(),
+                        publication: Some(Publication { data, offset }),
                         ..Default::default()
                     },
                 };
@@ -159,18 +163,6 @@ impl Codec {
     }
 }
 
-/// A message frame taken apart, made once per frame; `None` for a control frame.
-pub fn message_head(frame: &Frame) -> Option<&MessageHead> {
-    if !frame.is_message() {
-        return None;
-    }
-    frame
-        .alt()
-        .head
-        .get_or_init(|| crate::core::message::head(frame.bytes()))
-        .as_ref()
-}
-
 fn too_many() -> DecodeError {
     DecodeError(format!(
         "more than {MAX_COMMANDS_PER_FRAME} commands in one frame"
@@ -181,21 +173,27 @@ fn too_many() -> DecodeError {
 mod tests {
     use super::*;
     use crate::centrifuge::wire::{ConnectRequest, SubscribeRequest};
-    use crate::core::message::{encode, validate, MessageInput, TopicPosition};
+    use crate::core::event::{Publication, SharedEvent};
+    use crate::core::message::{validate, MessageInput};
 
-    fn message(topic: Option<&str>) -> Frame {
+    fn message(topic: Option<&str>) -> SharedEvent {
         let input = MessageInput {
             kind: "chat",
             payload_json: r#"{"text":"hi"}"#,
             id: "",
         };
-        let m = validate("message", input, 1000).unwrap();
-        let pos = topic.map(|topic| TopicPosition {
-            topic,
-            offset: 42,
-            epoch: "e1",
-        });
-        Frame::from(encode(&m, "m1", 7, pos))
+        let m = validate("message", input, 1000)
+            .unwrap()
+            .to_message("m1", 7);
+        Shared::new(match topic {
+            None => Event::Message(m),
+            Some(topic) => Event::Publication(Publication {
+                topic: topic.into(),
+                offset: 42,
+                epoch: "e1".into(),
+                message: m,
+            }),
+        })
     }
 
     #[test]
@@ -261,7 +259,10 @@ mod tests {
         // Made once: the second call returns the same bytes.
         let a = Codec::Json.message_push(&publication).unwrap().as_ptr();
         assert_eq!(a, Codec::Json.message_push(&publication).unwrap().as_ptr());
-        let control = Frame::from(crate::core::frames::pong(None));
+        let control = Shared::new(Event::Unsubscribed {
+            topic: "news".into(),
+            reference: None,
+        });
         assert!(Codec::Json.message_push(&control).is_none());
     }
 
@@ -297,22 +298,5 @@ mod tests {
             br#"{"type":"chat","payload":{"text":"hi"},"id":"m1","ts":7}"#
         );
         assert_eq!(Codec::Protobuf.ping().as_ref(), &[0]);
-    }
-
-    #[test]
-    fn control_frames_are_never_taken_for_messages() {
-        use crate::core::frames;
-        let v = serde_json::json!(1);
-        for f in [
-            frames::subscribed("t", 1, "e", Some(true), Some(&v)),
-            frames::unsubscribed("t", None),
-            frames::pong(None),
-            frames::error(frames::ErrorCode::Forbidden, "m", None),
-            frames::connected("n.1", "u", None, 1),
-            frames::refreshed(None, None),
-        ] {
-            assert!(!Frame::from(f).is_message());
-        }
-        assert!(message(None).is_message());
     }
 }

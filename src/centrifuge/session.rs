@@ -25,12 +25,12 @@ use super::wire::{
 use crate::clock::{mono_ms, now_ms};
 use crate::core::claims::{AuthError, Identity};
 use crate::core::close::{self, centrifuge_codes as cc};
-use crate::core::frames::Since;
+use crate::core::frames::{message_object, Since};
 use crate::core::rate::TokenBucket;
 use crate::core::topics::SubscribeRefused;
-use crate::core::{message, topic, CoreError};
+use crate::core::{topic, CoreError};
 use crate::hub::{Admission, ConnectError, Hub, SubscribeError};
-use crate::node::outbox::{Control, SharedFrame, WsOutbox};
+use crate::node::outbox::{Control, SharedEvent, WsOutbox};
 use crate::node::WsConn;
 use crate::websocket::socket::{
     close, error_code, lost, new_conn, next_data_frame, write, Ended, Peer, CLOSE_TIMEOUT,
@@ -237,7 +237,7 @@ async fn serve(
         limits.client_rate.saturating_mul(2),
         mono_ms(),
     );
-    let mut batch: Vec<SharedFrame> = Vec::new();
+    let mut batch: Vec<SharedEvent> = Vec::new();
     loop {
         tokio::select! {
             biased;
@@ -252,7 +252,7 @@ async fn serve(
             },
             _ = conn.outbox.recv_many(&mut batch, WRITE_BATCH) => {
                 for f in batch.drain(..) {
-                    t.frame(&f, &mut out);
+                    t.event(&f, &mut out);
                 }
                 if let Err(ended) = send_all(socket, conn, codec, std::mem::take(&mut out)).await {
                     return ended;
@@ -323,7 +323,7 @@ fn drain(conn: &WsConn, t: &mut Translator, out: &mut Vec<Bytes>) {
     let mut batch = Vec::new();
     conn.outbox.try_recv_many(&mut batch, usize::MAX);
     for f in &batch {
-        t.frame(f, out);
+        t.event(f, out);
     }
 }
 
@@ -580,12 +580,12 @@ async fn history(
         publications: chosen
             .into_iter()
             .map(|p| Publication {
-                data: Bytes::from(message::object(
-                    &p.kind,
-                    &p.payload_json,
-                    &p.message_id,
-                    p.published_at_ms,
-                )),
+                data: Bytes::from(message_object(&crate::core::event::Message {
+                    kind: p.kind.into(),
+                    payload: Bytes::from(p.payload_json),
+                    id: p.message_id.into(),
+                    ts_ms: p.published_at_ms,
+                })),
                 offset: p.offset,
             })
             .collect(),

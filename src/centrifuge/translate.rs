@@ -1,6 +1,7 @@
 //! One Centrifugo connection's view of what the core queues to it. The core queues the same
-//! frames as for a native connection (messages, and `subscribed`/`unsubscribed` control
-//! frames); this turns them into Centrifugo replies and pushes, with the little state that
+//! typed events as for a native connection (messages, publications, `Subscribed` and
+//! `Unsubscribed`, join and leave); this turns them into Centrifugo replies and pushes, with
+//! the little state that
 //! needs: which channels the client subscribed itself and which the server did, and the
 //! subscribe commands whose reply is still on its way, so that the publications the core
 //! replays before a `subscribed` reply go into that reply's `publications` (never partial:
@@ -9,13 +10,13 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use serde::Deserialize;
 
-use super::codec::{message_head, Codec};
+use super::codec::Codec;
 use super::wire::{
     ClientInfo, Join, Publication, Push, Reply, Subscribe, SubscribeResult, Unsubscribe,
 };
-use crate::core::frame::Frame;
+use crate::core::event::{self, Event, Shared};
+use crate::core::frames::message_object;
 
 /// Unsubscribe push codes: 2000 ends the subscription, 2500 asks the SDK to subscribe again
 /// (the stream position was lost).
@@ -47,23 +48,12 @@ pub struct Translator {
     pending: Vec<Pending>,
 }
 
-/// The control frames of the core that reach a connection.
-#[derive(Deserialize)]
-struct Control {
-    op: String,
-    #[serde(default)]
-    topic: String,
-    #[serde(default)]
+/// A `subscribed` event, borrowed.
+struct Position<'a> {
+    topic: &'a str,
     offset: u64,
-    #[serde(default)]
-    epoch: String,
+    epoch: &'a str,
     recovered: Option<bool>,
-    #[serde(rename = "ref")]
-    reference: Option<u32>,
-    #[serde(default)]
-    user_id: String,
-    #[serde(default)]
-    connection_id: String,
 }
 
 impl Translator {
@@ -105,72 +95,87 @@ impl Translator {
         self.pending.retain(|p| p.id != id);
     }
 
-    /// Appends what `frame` becomes for this connection to `out` (nothing, one, or several
-    /// encoded replies and pushes).
-    pub fn frame(&mut self, frame: &Frame, out: &mut Vec<Bytes>) {
-        if let Some(head) = message_head(frame) {
-            let Some(topic) = &head.topic else {
-                if let Some(push) = self.codec.message_push(frame) {
-                    out.push(push.clone());
-                }
-                return;
-            };
-            if let Some(p) = self.pending.iter_mut().find(|p| *p.channel == **topic) {
-                p.pubs.push((head.offset, head.data.clone()));
-            } else if self.subs.contains_key(&**topic) {
-                if let Some(push) = self.codec.message_push(frame) {
-                    out.push(push.clone());
+    /// Appends what a queued event becomes for this connection to `out` (nothing, one, or
+    /// several encoded replies and pushes).
+    pub fn event(&mut self, shared: &Shared, out: &mut Vec<Bytes>) {
+        match shared.event() {
+            Event::Message(_) => out.extend(self.codec.message_push(shared).cloned()),
+            Event::Publication(p) => self.publication(shared, p, out),
+            Event::Subscribed {
+                topic,
+                offset,
+                epoch,
+                recovered,
+                reference,
+            } => {
+                let pos = Position {
+                    topic,
+                    offset: *offset,
+                    epoch,
+                    recovered: *recovered,
+                };
+                match reference.as_ref().and_then(command_id) {
+                    Some(id) => self.subscribe_reply(id, &pos, out),
+                    None => self.server_subscribed(&pos, out),
                 }
             }
-            // Otherwise: a publication of a channel this connection has just left.
-            return;
-        }
-        let Ok(c) = serde_json::from_slice::<Control>(frame.bytes()) else {
-            return;
-        };
-        match (c.op.as_str(), c.reference) {
-            ("subscribed", Some(id)) => self.subscribe_reply(id, &c, out),
-            ("subscribed", None) => self.server_subscribed(&c, out),
-            ("unsubscribed", Some(id)) => {
-                self.subs.remove(c.topic.as_str());
-                out.push(self.codec.encode(&Reply {
-                    id,
-                    unsubscribe: Some(Default::default()),
-                    ..Default::default()
-                }));
-            }
-            ("unsubscribed", None) if self.subs.remove(c.topic.as_str()).is_some() => {
-                out.push(self.unsubscribe_push(c.topic, UNSUBSCRIBE_SERVER, "server unsubscribe"));
+            Event::Unsubscribed { topic, reference } => {
+                match reference.as_ref().and_then(command_id) {
+                    Some(id) => {
+                        self.subs.remove(&**topic);
+                        out.push(self.codec.encode(&Reply {
+                            id,
+                            unsubscribe: Some(Default::default()),
+                            ..Default::default()
+                        }));
+                    }
+                    None if self.subs.remove(&**topic).is_some() => {
+                        out.push(self.unsubscribe_push(
+                            topic.to_string(),
+                            UNSUBSCRIBE_SERVER,
+                            "server unsubscribe",
+                        ))
+                    }
+                    None => {}
+                }
             }
             // Queued only to subscribers that asked for them (`join_leave`).
-            (op @ ("join" | "leave"), None) if self.subs.contains_key(c.topic.as_str()) => {
-                let info = Some(Join {
-                    info: Some(ClientInfo {
-                        user: c.user_id,
-                        client: c.connection_id,
-                    }),
-                });
-                let (join, leave) = if op == "join" {
-                    (info, None)
-                } else {
-                    (None, info)
-                };
-                out.push(self.codec.encode(&Reply {
-                    push: Some(Push {
-                        channel: c.topic,
-                        join,
-                        leave,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }));
-            }
-            // Nothing else is queued to a connection by the core.
-            _ => {}
+            Event::Presence(p) if self.subs.contains_key(&*p.topic) => out.push(self.presence(p)),
+            Event::Presence(_) => {}
         }
     }
 
-    fn subscribe_reply(&mut self, id: u32, c: &Control, out: &mut Vec<Bytes>) {
+    fn publication(&mut self, shared: &Shared, p: &event::Publication, out: &mut Vec<Bytes>) {
+        if let Some(pending) = self.pending.iter_mut().find(|x| *x.channel == *p.topic) {
+            pending
+                .pubs
+                .push((p.offset, Bytes::from(message_object(&p.message))));
+        } else if self.subs.contains_key(&*p.topic) {
+            out.extend(self.codec.message_push(shared).cloned());
+        }
+        // Otherwise: a publication of a channel this connection has just left.
+    }
+
+    fn presence(&self, p: &event::Presence) -> Bytes {
+        let info = Some(Join {
+            info: Some(ClientInfo {
+                user: p.user_id.to_string(),
+                client: p.connection_id.to_string(),
+            }),
+        });
+        let (join, leave) = if p.joined { (info, None) } else { (None, info) };
+        self.codec.encode(&Reply {
+            push: Some(Push {
+                channel: p.topic.to_string(),
+                join,
+                leave,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn subscribe_reply(&mut self, id: u32, c: &Position<'_>, out: &mut Vec<Bytes>) {
         let Some(at) = self.pending.iter().position(|p| p.id == id) else {
             return;
         };
@@ -193,7 +198,7 @@ impl Translator {
             subscribe: Some(SubscribeResult {
                 recoverable: true,
                 positioned: true,
-                epoch: c.epoch.clone(),
+                epoch: c.epoch.to_owned(),
                 offset: c.offset,
                 publications,
                 recovered,
@@ -207,19 +212,19 @@ impl Translator {
         }
     }
 
-    fn server_subscribed(&mut self, c: &Control, out: &mut Vec<Bytes>) {
-        let kind = self.subs.get(c.topic.as_str()).copied();
+    fn server_subscribed(&mut self, c: &Position<'_>, out: &mut Vec<Bytes>) {
+        let kind = self.subs.get(c.topic).copied();
         match (kind, c.recovered) {
             // The Subscribe RPC: announce the new server-side subscription.
             (None, None) => {
-                self.subs.insert(c.topic.as_str().into(), Kind::Server);
+                self.subs.insert(c.topic.into(), Kind::Server);
                 out.push(self.subscribe_push(c));
             }
             // The stream was reset (a new epoch): the position the SDK holds is gone.
             (Some(Kind::Client), Some(false)) => {
-                self.subs.remove(c.topic.as_str());
+                self.subs.remove(c.topic);
                 out.push(self.unsubscribe_push(
-                    c.topic.clone(),
+                    c.topic.to_owned(),
                     UNSUBSCRIBE_INSUFFICIENT_STATE,
                     "insufficient state",
                 ));
@@ -230,14 +235,14 @@ impl Translator {
         }
     }
 
-    fn subscribe_push(&self, c: &Control) -> Bytes {
+    fn subscribe_push(&self, c: &Position<'_>) -> Bytes {
         self.codec.encode(&Reply {
             push: Some(Push {
-                channel: c.topic.clone(),
+                channel: c.topic.to_owned(),
                 subscribe: Some(Subscribe {
                     recoverable: true,
                     positioned: true,
-                    epoch: c.epoch.clone(),
+                    epoch: c.epoch.to_owned(),
                     offset: c.offset,
                 }),
                 ..Default::default()
@@ -272,31 +277,57 @@ impl Translator {
     }
 }
 
+/// The command id a reply answers: the core echoes the reference the session gave it.
+fn command_id(reference: &serde_json::Value) -> Option<u32> {
+    reference.as_u64().and_then(|id| u32::try_from(id).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::frames;
-    use crate::core::message::{encode, validate, MessageInput, TopicPosition};
+    use crate::core::event::{Message, SharedEvent};
 
-    fn publication(topic: &str, offset: u64) -> Frame {
-        let input = MessageInput {
-            kind: "t",
-            payload_json: &offset.to_string(),
-            id: "",
-        };
-        let m = validate("message", input, 100).unwrap();
-        let pos = TopicPosition {
-            topic,
+    fn publication(topic: &str, offset: u64) -> SharedEvent {
+        Shared::new(Event::Publication(event::Publication {
+            topic: topic.into(),
             offset,
-            epoch: "e",
-        };
-        Frame::from(encode(&m, &format!("m{offset}"), 1, Some(pos)))
+            epoch: "e".into(),
+            message: Message {
+                kind: "t".into(),
+                payload: Bytes::from(offset.to_string()),
+                id: format!("m{offset}").into(),
+                ts_ms: 1,
+            },
+        }))
     }
 
-    fn run(t: &mut Translator, frames: &[Frame]) -> Vec<serde_json::Value> {
+    fn subscribed(
+        topic: &str,
+        offset: u64,
+        epoch: &str,
+        recovered: Option<bool>,
+        reference: Option<u32>,
+    ) -> SharedEvent {
+        Shared::new(Event::Subscribed {
+            topic: topic.into(),
+            offset,
+            epoch: epoch.into(),
+            recovered,
+            reference: reference.map(serde_json::Value::from),
+        })
+    }
+
+    fn unsubscribed(topic: &str) -> SharedEvent {
+        Shared::new(Event::Unsubscribed {
+            topic: topic.into(),
+            reference: None,
+        })
+    }
+
+    fn run(t: &mut Translator, events: &[SharedEvent]) -> Vec<serde_json::Value> {
         let mut out = Vec::new();
-        for f in frames {
-            t.frame(f, &mut out);
+        for e in events {
+            t.event(e, &mut out);
         }
         out.iter()
             .map(|b| serde_json::from_slice(b).unwrap())
@@ -311,13 +342,7 @@ mod tests {
     fn replayed_publications_go_into_a_recovered_reply_and_live_ones_follow() {
         let mut t = Translator::new(Codec::Json);
         t.expect(3, "news", true);
-        let reply = Frame::from(frames::subscribed(
-            "news",
-            6,
-            "e",
-            Some(true),
-            Some(&3.into()),
-        ));
+        let reply = subscribed("news", 6, "e", Some(true), Some(3));
         let got = run(
             &mut t,
             &[
@@ -343,13 +368,7 @@ mod tests {
     fn an_unrecovered_reply_carries_no_publications() {
         let mut t = Translator::new(Codec::Json);
         t.expect(4, "news", true);
-        let reply = Frame::from(frames::subscribed(
-            "news",
-            9,
-            "e2",
-            Some(false),
-            Some(&4.into()),
-        ));
+        let reply = subscribed("news", 9, "e2", Some(false), Some(4));
         let got = run(&mut t, &[publication("news", 9), reply]);
         assert_eq!(
             got,
@@ -365,10 +384,10 @@ mod tests {
         let got = run(
             &mut t,
             &[
-                Frame::from(frames::subscribed("a", 2, "e", None, None)),
+                subscribed("a", 2, "e", None, None),
                 publication("a", 3),
                 publication("other", 1),
-                Frame::from(frames::unsubscribed("a", None)),
+                unsubscribed("a"),
                 publication("a", 4),
             ],
         );
@@ -382,8 +401,8 @@ mod tests {
         );
         // A client subscription whose stream was reset is told to subscribe again.
         t.expect(1, "b", false);
-        let reply = Frame::from(frames::subscribed("b", 0, "e", None, Some(&1.into())));
-        let reset = Frame::from(frames::subscribed("b", 5, "e9", Some(false), None));
+        let reply = subscribed("b", 0, "e", None, Some(1));
+        let reset = subscribed("b", 5, "e9", Some(false), None);
         let got = run(&mut t, &[reply, reset]);
         assert_eq!(
             got[1],

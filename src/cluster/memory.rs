@@ -9,15 +9,15 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
-use super::{BoxFuture, Broker, Control, EncodeAt, HistoryStore};
-use crate::core::frame::{shared, SharedFrame};
+use super::{BoxFuture, Broker, Control, HistoryStore};
+use crate::core::event::{Event, Message, Publication, Shared, SharedEvent};
 use crate::core::ids::parse_conn_id;
 use crate::core::model::{
     Command, ConnSnapshot, Cursor, HistoryPage, Interest, Kept, ListFilter, ListPage,
     NewPublication, Present, Published, Route, Selector, StatsPart, META_TTL_MS,
 };
 use crate::core::registry::Target;
-use crate::core::topic::{History, Publication};
+use crate::core::topic::{History, Kept as KeptEntry};
 use crate::core::topics::{HistoryRead, Live};
 use crate::core::CoreError;
 use crate::node::LocalNode;
@@ -35,7 +35,7 @@ pub struct HistoryLimits {
 /// all expired, so a subscriber that missed them must be told: the topic restarts with a new
 /// epoch) or it never had any and has not been used for [`META_TTL_MS`] (so a quiet topic keeps
 /// its epoch across reconnects, as in Redis).
-fn forgettable(h: &History<SharedFrame>, now_ms: i64) -> bool {
+fn forgettable(h: &History<SharedEvent>, now_ms: i64) -> bool {
     h.is_empty()
         && (h.latest() > 0 || now_ms - h.touched_ms >= i64::try_from(META_TTL_MS).unwrap_or(0))
 }
@@ -45,7 +45,7 @@ pub fn new_epoch() -> String {
     crate::random::hex(4)
 }
 
-type HistShard = RwLock<HashMap<String, Arc<Mutex<History<SharedFrame>>>>>;
+type HistShard = RwLock<HashMap<String, Arc<Mutex<History<SharedEvent>>>>>;
 
 /// The in-memory family for one node.
 pub struct Memory {
@@ -65,7 +65,7 @@ impl Memory {
         local.set_presence_sink(Box::new(move |topic, make| {
             if let Some(l) = weak.upgrade() {
                 if l.topics.has_listeners(topic) {
-                    l.offer_listeners(topic, &make());
+                    l.offer_listeners(make());
                 }
             }
         }));
@@ -82,7 +82,7 @@ impl Memory {
         &self.shards[(self.hasher.hash_one(topic) as usize) % SHARDS]
     }
 
-    fn topic(&self, topic: &str) -> Arc<Mutex<History<SharedFrame>>> {
+    fn topic(&self, topic: &str) -> Arc<Mutex<History<SharedEvent>>> {
         if let Some(h) = self.shard(topic).read().get(topic) {
             return Arc::clone(h);
         }
@@ -129,15 +129,16 @@ impl Memory {
 }
 
 impl Broker for Memory {
-    fn deliver(&self, route: Route, frame: SharedFrame) -> BoxFuture<'_, Result<u32, CoreError>> {
+    fn deliver(&self, route: Route, message: Message) -> BoxFuture<'_, Result<u32, CoreError>> {
         let l = &self.local;
+        let event = Shared::new(Event::Message(message));
         let result = match &route {
-            Route::User(u) => Ok(l.deliver(Target::User(u), &frame)),
-            Route::Role(r) => Ok(l.deliver(Target::Role(r), &frame)),
-            Route::All => Ok(l.deliver(Target::All, &frame)),
+            Route::User(u) => Ok(l.deliver(Target::User(u), &event)),
+            Route::Role(r) => Ok(l.deliver(Target::Role(r), &event)),
+            Route::All => Ok(l.deliver(Target::All, &event)),
             Route::Connection(id) => match parse_conn_id(id) {
                 Some((node, seq)) if node == l.id && l.registry.get(seq).is_some() => {
-                    Ok(l.deliver(Target::Connection(seq), &frame))
+                    Ok(l.deliver(Target::Connection(seq), &event))
                 }
                 _ => Err(CoreError::NotFound {
                     what: format!("connection {id:?}"),
@@ -159,16 +160,12 @@ impl Broker for Memory {
 }
 
 impl HistoryStore for Memory {
-    fn publish(
-        &self,
-        p: NewPublication,
-        frame: EncodeAt<'_>,
-    ) -> BoxFuture<'_, Result<Published, CoreError>> {
+    fn publish(&self, p: NewPublication) -> BoxFuture<'_, Result<Published, CoreError>> {
         let h = self.topic(&p.topic);
         let mut h = h.lock();
         let epoch = h.epoch.clone();
         if p.caller_id {
-            if let Some(offset) = h.find_id(&p.message_id) {
+            if let Some(offset) = h.find_id(&p.message.id) {
                 return Box::pin(std::future::ready(Ok(Published {
                     offset,
                     epoch,
@@ -177,7 +174,18 @@ impl HistoryStore for Memory {
             }
         }
         let offset = h.next_offset();
-        let f = shared(frame(offset, &epoch));
+        let now = p.message.ts_ms;
+        let message_id = if p.caller_id {
+            p.message.id.to_string()
+        } else {
+            String::new()
+        };
+        let event = Shared::new(Event::Publication(Publication {
+            topic: p.topic.as_str().into(),
+            offset,
+            epoch: epoch.as_str().into(),
+            message: p.message,
+        }));
         // Handed to the local topic table under the history lock: in offset order, no gap.
         let arrival = self.local.on_publication(
             &p.topic,
@@ -185,22 +193,16 @@ impl HistoryStore for Memory {
                 epoch: &epoch,
                 offset,
             },
-            &f,
+            &event,
         );
         h.push(
-            Publication {
+            KeptEntry {
                 offset,
-                message_id: if p.caller_id {
-                    p.message_id
-                } else {
-                    String::new()
-                },
-                kind: p.kind,
-                payload_json: p.payload_json,
-                published_at_ms: p.now_ms,
-                frame: f,
+                message_id,
+                published_at_ms: now,
+                event,
             },
-            p.now_ms,
+            now,
         );
         Box::pin(std::future::ready(Ok(Published {
             offset,
@@ -213,7 +215,7 @@ impl HistoryStore for Memory {
         &self,
         topic: &str,
         since: Option<u64>,
-    ) -> BoxFuture<'_, Result<HistoryRead<SharedFrame>, CoreError>> {
+    ) -> BoxFuture<'_, Result<HistoryRead<SharedEvent>, CoreError>> {
         let h = self.topic(topic);
         let mut h = h.lock();
         let now = crate::clock::now_ms();
@@ -222,9 +224,9 @@ impl HistoryStore for Memory {
         let latest = h.latest();
         let (pubs, complete) = match since {
             Some(s) if s <= latest => {
-                let pubs: Vec<(u64, SharedFrame)> = h
+                let pubs: Vec<(u64, SharedEvent)> = h
                     .after(s, usize::MAX)
-                    .map(|p| (p.offset, Arc::clone(&p.frame)))
+                    .map(|p| (p.offset, Arc::clone(&p.event)))
                     .collect();
                 let complete = s == latest || pubs.first().is_some_and(|(o, _)| *o == s + 1);
                 (pubs, complete)
@@ -254,12 +256,11 @@ impl HistoryStore for Memory {
                 HistoryPage {
                     publications: h
                         .after(since, limit)
-                        .map(|p| Kept {
-                            offset: p.offset,
-                            message_id: p.message_id.clone(),
-                            kind: p.kind.clone(),
-                            payload_json: p.payload_json.clone(),
-                            published_at_ms: p.published_at_ms,
+                        .filter_map(|p| match p.event.event() {
+                            Event::Publication(publication) => {
+                                Some(Kept::of(p.offset, &p.message_id, &publication.message))
+                            }
+                            _ => None,
                         })
                         .collect(),
                     epoch: h.epoch.clone(),

@@ -17,7 +17,7 @@ pub mod redis;
 
 use std::sync::{Arc, OnceLock, Weak};
 
-use crate::core::frame::SharedFrame;
+use crate::core::event::{Message, SharedEvent};
 use crate::core::model::{
     Command, ConnSnapshot, Cursor, HistoryPage, Interest, ListFilter, ListPage, NewPublication,
     Present, Published, Route, Selector, StatsPart,
@@ -29,12 +29,16 @@ pub use futures_util::future::BoxFuture;
 
 /// Deliveries, and the interest that routes them to this node.
 pub trait Broker: Send + Sync + 'static {
-    /// Queues `frame` to every connection `route` names, on every node. Returns how many
-    /// connections it was queued to; NOT_FOUND for a connection that is not live.
-    fn deliver(&self, route: Route, frame: SharedFrame) -> BoxFuture<'_, Result<u32, CoreError>>;
+    /// Queues `message` to every connection `route` names, on every node, as one shared event
+    /// per node. Returns how many connections it was queued to; NOT_FOUND for a connection
+    /// that is not live. Two deliveries from one caller to the same route reach each
+    /// connection in the order they were made; nothing is promised across routes. Not
+    /// atomic across nodes: on UNAVAILABLE some nodes may have delivered.
+    fn deliver(&self, route: Route, message: Message) -> BoxFuture<'_, Result<u32, CoreError>>;
 
     /// Declares that this node holds connections for these keys; resolves once deliveries
-    /// for them reach this node. On error nothing is held.
+    /// for them reach this node (so a connection told `connected` or `subscribed` misses
+    /// nothing sent after). On error nothing is held.
     fn hold(&self, keys: Vec<Interest>) -> BoxFuture<'_, Result<(), CoreError>>;
 
     /// The opposite of [`Broker::hold`], once per key held.
@@ -44,28 +48,27 @@ pub trait Broker: Send + Sync + 'static {
     fn ready(&self) -> bool;
 }
 
-/// Encodes a publication once its offset and epoch are known.
-pub type EncodeAt<'a> = Box<dyn FnOnce(u64, &str) -> String + Send + 'a>;
-
 /// Topic offsets, epochs, history and idempotency.
 pub trait HistoryStore: Send + Sync + 'static {
-    /// Appends a publication (or finds the caller's id already kept) and hands it to every
-    /// node holding the topic. `frame(offset, epoch)` encodes it once.
-    fn publish(
-        &self,
-        p: NewPublication,
-        frame: EncodeAt<'_>,
-    ) -> BoxFuture<'_, Result<Published, CoreError>>;
+    /// Appends a publication and hands it to every node holding the topic. Atomic per topic:
+    /// the idempotency check, the next offset, the append and the hand-off happen as one
+    /// step, so a topic's publications have offsets 1, 2, 3, ... without a gap or a repeat
+    /// within an epoch, and every node receives them in offset order (a node that misses one
+    /// sees a gap and reads it from history). A caller-chosen id already kept answers the
+    /// kept offset, delivers nothing and counts 0 connections.
+    fn publish(&self, p: NewPublication) -> BoxFuture<'_, Result<Published, CoreError>>;
 
     /// The topic's epoch and latest offset (made when absent), with the kept publications
-    /// after `since` when it is given, for a subscriber joining.
+    /// after `since` when it is given, for a subscriber joining. One consistent read: the
+    /// publications are exactly those kept up to `latest`.
     fn read(
         &self,
         topic: &str,
         since: Option<u64>,
-    ) -> BoxFuture<'_, Result<HistoryRead<SharedFrame>, CoreError>>;
+    ) -> BoxFuture<'_, Result<HistoryRead<SharedEvent>, CoreError>>;
 
-    /// The History RPC: at most `limit` kept publications after `since`.
+    /// The History RPC: at most `limit` kept publications after `since`, oldest first (the
+    /// store filters: nothing beyond `limit` leaves it).
     fn history(
         &self,
         topic: &str,
@@ -80,9 +83,11 @@ pub trait HistoryStore: Send + Sync + 'static {
     fn sweep(&self, _now_ms: i64) {}
 }
 
-/// Commands and questions about connections, wherever they are.
+/// Commands and questions about connections, wherever they are. Each answer gathers every
+/// live node's share at one moment per node, not one moment cluster-wide.
 pub trait Control: Send + Sync + 'static {
-    /// Runs `command` on the selected connections; returns how many it applied to.
+    /// Runs `command` on the selected connections, on the nodes that hold them; returns how
+    /// many it applied to.
     fn command(&self, target: Selector, command: Command) -> BoxFuture<'_, Result<u32, CoreError>>;
     fn get(&self, connection_id: &str) -> BoxFuture<'_, Result<ConnSnapshot, CoreError>>;
     fn list(

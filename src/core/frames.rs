@@ -1,10 +1,18 @@
-//! Control frames of the WebSocket protocol: parsing what a client sends, and encoding the
-//! server's replies. Application messages are encoded in [`super::message`].
+//! The native WebSocket protocol (`/ws`): parsing what a client sends, encoding the server's
+//! replies, and [`event`], the native form of every [`Event`] the core queues (made once per
+//! event, cached in the shared event by the session that writes it first).
 //!
 //! A frame with `"op"` is a control frame; a reply carries the `ref` of the frame it answers,
-//! echoed exactly as the client sent it (string or number).
+//! echoed exactly as the client sent it (string or number). An application message is
+//! `{"type":...,"payload":...,"id":...,"ts":...}`, with `"topic"`, `"offset"` and `"epoch"`
+//! after them for a topic publication.
 
+use std::io::Write as _;
+
+use bytes::Bytes;
 use serde_json::{json, Map, Value};
+
+use super::event::{Event, Message};
 
 /// A parsed client frame.
 #[derive(Debug, Clone, PartialEq)]
@@ -200,6 +208,70 @@ pub fn presence(joined: bool, topic: &str, user_id: &str, connection_id: &str) -
     .to_string()
 }
 
+/// The native frame of an event.
+pub fn event(e: &Event) -> Bytes {
+    match e {
+        Event::Message(m) => Bytes::from(write_message(m, None)),
+        Event::Publication(p) => Bytes::from(write_message(
+            &p.message,
+            Some((&p.topic, p.offset, &p.epoch)),
+        )),
+        Event::Subscribed {
+            topic,
+            offset,
+            epoch,
+            recovered,
+            reference,
+        } => Bytes::from(subscribed(
+            topic,
+            *offset,
+            epoch,
+            *recovered,
+            reference.as_ref(),
+        )),
+        Event::Unsubscribed { topic, reference } => {
+            Bytes::from(unsubscribed(topic, reference.as_ref()))
+        }
+        Event::Presence(p) => {
+            Bytes::from(presence(p.joined, &p.topic, &p.user_id, &p.connection_id))
+        }
+    }
+}
+
+/// The message object alone, `{"type":...,"payload":...,"id":...,"ts":...}` (also the `data`
+/// of a Centrifugo publication).
+pub fn message_object(m: &Message) -> Vec<u8> {
+    write_message(m, None)
+}
+
+/// Writes a message, with its topic position when it is a publication. The payload is the
+/// checked JSON text, spliced as it is; strings are escaped by serde_json.
+fn write_message(m: &Message, position: Option<(&str, u64, &str)>) -> Vec<u8> {
+    let extra = position.map_or(0, |(t, _, e)| t.len() + e.len() + 48);
+    let mut out = Vec::with_capacity(m.payload.len() + m.kind.len() + m.id.len() + 48 + extra);
+    out.extend_from_slice(b"{\"type\":");
+    json_string(&mut out, &m.kind);
+    out.extend_from_slice(b",\"payload\":");
+    out.extend_from_slice(&m.payload);
+    out.extend_from_slice(b",\"id\":");
+    json_string(&mut out, &m.id);
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, ",\"ts\":{}", m.ts_ms);
+    if let Some((topic, offset, epoch)) = position {
+        out.extend_from_slice(b",\"topic\":");
+        json_string(&mut out, topic);
+        let _ = write!(out, ",\"offset\":{offset},\"epoch\":");
+        json_string(&mut out, epoch);
+    }
+    out.push(b'}');
+    out
+}
+
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    // Serializing a str into a Vec has no failure path.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
 /// Error codes a client can receive in `{"op":"error","code":...}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -303,6 +375,71 @@ mod tests {
         assert!(parse(r#"{"op":"ping","ref":{}}"#).is_err());
         assert!(
             parse(r#"{"op":"subscribe","topic":"a","since":{"offset":-1,"epoch":"e"}}"#).is_err()
+        );
+    }
+
+    fn message(payload: &'static str, id: &str) -> Message {
+        Message {
+            kind: "order.updated".into(),
+            payload: Bytes::from_static(payload.as_bytes()),
+            id: id.into(),
+            ts_ms: 42,
+        }
+    }
+
+    #[test]
+    fn encodes_the_documented_message_frames() {
+        let m = message(r#"{"n":1}"#, "m1");
+        assert_eq!(
+            event(&Event::Message(m.clone())).as_ref(),
+            br#"{"type":"order.updated","payload":{"n":1},"id":"m1","ts":42}"#
+        );
+        let p = Event::Publication(crate::core::event::Publication {
+            topic: "orders:42".into(),
+            offset: 7,
+            epoch: "e".into(),
+            message: m.clone(),
+        });
+        assert_eq!(
+            event(&p).as_ref(),
+            br#"{"type":"order.updated","payload":{"n":1},"id":"m1","ts":42,"topic":"orders:42","offset":7,"epoch":"e"}"#
+        );
+        assert_eq!(message_object(&m), event(&Event::Message(m)).to_vec());
+        // Strings are escaped; the payload is spliced as the checked text it is.
+        let odd = message(r#"{"a":"\",\"topic\":1"}"#, "a\"b\n");
+        let text = event(&Event::Message(odd));
+        let back: Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(back["id"], "a\"b\n");
+        assert_eq!(back["payload"]["a"], "\",\"topic\":1");
+    }
+
+    #[test]
+    fn control_events_encode_as_their_frames() {
+        let sub = Event::Subscribed {
+            topic: "t".into(),
+            offset: 3,
+            epoch: "e".into(),
+            recovered: Some(true),
+            reference: Some(json!("r")),
+        };
+        assert_eq!(
+            event(&sub).as_ref(),
+            subscribed("t", 3, "e", Some(true), Some(&json!("r"))).as_bytes()
+        );
+        let unsub = Event::Unsubscribed {
+            topic: "t".into(),
+            reference: None,
+        };
+        assert_eq!(event(&unsub).as_ref(), unsubscribed("t", None).as_bytes());
+        let join = Event::Presence(crate::core::event::Presence {
+            joined: true,
+            topic: "t".into(),
+            user_id: "u".into(),
+            connection_id: "n.1".into(),
+        });
+        assert_eq!(
+            event(&join).as_ref(),
+            presence(true, "t", "u", "n.1").as_bytes()
         );
     }
 

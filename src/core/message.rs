@@ -1,10 +1,11 @@
-//! Application messages: validation of what a backend sends, and encoding to the one JSON text
-//! frame every recipient gets. A message is validated and encoded once; the resulting bytes
-//! are shared by all of its recipients.
+//! Application messages: validation of what a backend sends, once, into the [`Message`] every
+//! layer carries. Each door encodes it for its protocol (the native form is in
+//! [`super::frames`]), once per message and protocol.
 
-use serde::Serialize;
+use bytes::Bytes;
 use serde_json::value::RawValue;
 
+use super::event::Message;
 use super::CoreError;
 
 /// A message as a backend submitted it, before validation.
@@ -13,14 +14,6 @@ pub struct MessageInput<'a> {
     pub kind: &'a str,
     pub payload_json: &'a str,
     pub id: &'a str,
-}
-
-/// Where a topic publication sits in its topic's history (added to the frame).
-#[derive(Debug, Clone, Copy)]
-pub struct TopicPosition<'a> {
-    pub topic: &'a str,
-    pub offset: u64,
-    pub epoch: &'a str,
 }
 
 /// The longest `type`, in characters.
@@ -149,155 +142,21 @@ fn null_payload() -> &'static RawValue {
     serde_json::from_str("null").expect("\"null\" is valid JSON")
 }
 
-#[derive(Serialize)]
-struct AppFrame<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    payload: &'a RawValue,
-    id: &'a str,
-    ts: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    topic: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    offset: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    epoch: Option<&'a str>,
-}
-
-/// Encodes the frame a recipient gets:
-/// `{"type":...,"payload":...,"id":...,"ts":...[,"topic":...,"offset":...,"epoch":...]}`.
-pub fn encode(
-    msg: &ValidMessage<'_>,
-    id: &str,
-    ts_ms: i64,
-    pos: Option<TopicPosition<'_>>,
-) -> String {
-    let frame = AppFrame {
-        kind: msg.kind,
-        payload: msg.payload,
-        id,
-        ts: ts_ms,
-        topic: pos.map(|p| p.topic),
-        offset: pos.map(|p| p.offset),
-        epoch: pos.map(|p| p.epoch),
-    };
-    // Serializing borrowed strings, integers and an already-validated RawValue into a String
-    // has no failure path.
-    serde_json::to_string(&frame).expect("frame serialization cannot fail")
-}
-
-/// What a publication frame encoded with offset 0 and an empty epoch ends with.
-const UNPOSITIONED_TAIL: &str = "0,\"epoch\":\"\"}";
-
-/// The part of a publication frame before its offset: `frame` is the frame encoded with
-/// offset 0 and an empty epoch. A store that assigns offsets elsewhere (the cluster's script)
-/// completes it with [`complete_position`].
-pub fn position_prefix(frame: &str) -> Option<&str> {
-    frame.strip_suffix(UNPOSITIONED_TAIL)
-}
-
-/// Completes a frame from its [`position_prefix`], an offset and an epoch (the same
-/// concatenation the cluster's publish script does).
-pub fn complete_position(prefix: &str, offset: u64, epoch: &str) -> String {
-    format!("{prefix}{offset},\"epoch\":\"{epoch}\"}}")
-}
-
-#[derive(serde::Deserialize)]
-struct Position<'a> {
-    #[serde(borrow)]
-    topic: Option<std::borrow::Cow<'a, str>>,
-    offset: Option<u64>,
-    #[serde(borrow)]
-    epoch: Option<std::borrow::Cow<'a, str>>,
-}
-
-/// Takes an encoded message frame apart (see [`crate::core::frame::MessageHead`]): the message
-/// object without the topic position that [`encode`] appends, and that position. `None` when
-/// `frame` is not a message frame.
-pub fn head(frame: &bytes::Bytes) -> Option<crate::core::frame::MessageHead> {
-    use crate::core::frame::MessageHead;
-    let pos: Position<'_> = serde_json::from_slice(frame).ok()?;
-    let (Some(topic), Some(offset)) = (pos.topic, pos.offset) else {
-        return Some(MessageHead {
-            data: frame.clone(),
-            topic: None,
-            offset: 0,
-        });
-    };
-    let epoch = pos.epoch.unwrap_or_default();
-    // The tail encode() wrote: `,"topic":<topic>,"offset":<n>,"epoch":<epoch>}`.
-    let tail = format!(
-        ",\"topic\":{},\"offset\":{offset},\"epoch\":{}}}",
-        serde_json::Value::from(topic.as_ref()),
-        serde_json::Value::from(epoch.as_ref())
-    );
-    let data = if frame.ends_with(tail.as_bytes()) {
-        let mut d = Vec::with_capacity(frame.len() - tail.len() + 1);
-        d.extend_from_slice(&frame[..frame.len() - tail.len()]);
-        d.push(b'}');
-        bytes::Bytes::from(d)
-    } else {
-        // Not our encoder's layout (cannot happen for frames this server made): re-encode.
-        let back: ReadBack<'_> = serde_json::from_slice(frame).ok()?;
-        let msg = ValidMessage {
-            kind: &back.kind,
-            payload: back.payload,
-            id: None,
-        };
-        bytes::Bytes::from(encode(&msg, &back.id, back.ts, None))
-    };
-    Some(MessageHead {
-        data,
-        topic: Some(topic.into()),
-        offset,
-    })
-}
-
-/// The message object of a kept publication (for history replies).
-pub fn object(kind: &str, payload_json: &str, id: &str, ts_ms: i64) -> String {
-    let payload: &RawValue = serde_json::from_str(payload_json).unwrap_or_else(|_| null_payload());
-    let msg = ValidMessage {
-        kind,
-        payload,
-        id: None,
-    };
-    encode(&msg, id, ts_ms, None)
-}
-
-/// A publication frame read back (for the History RPC).
-#[derive(Debug, serde::Deserialize)]
-pub struct ReadBack<'a> {
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(borrow)]
-    pub payload: &'a RawValue,
-    pub id: String,
-    pub ts: i64,
+impl ValidMessage<'_> {
+    /// The message as every layer carries it, with its id (the caller's, or one the server
+    /// made) and the time it was accepted.
+    pub fn to_message(&self, id: &str, ts_ms: i64) -> Message {
+        Message {
+            kind: self.kind.into(),
+            payload: Bytes::copy_from_slice(self.payload.get().as_bytes()),
+            id: id.into(),
+            ts_ms,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_positioned_frame_splits_and_completes() {
-        let m = validate("message", input("t", "[1]", ""), 100).unwrap();
-        let pos = |offset, epoch| TopicPosition {
-            topic: "a:b",
-            offset,
-            epoch,
-        };
-        let template = encode(&m, "m", 5, Some(pos(0, "")));
-        let prefix = position_prefix(&template).unwrap();
-        assert_eq!(
-            complete_position(prefix, 12, "ab12"),
-            encode(&m, "m", 5, Some(pos(12, "ab12")))
-        );
-        let back: ReadBack<'_> = serde_json::from_str(&template).unwrap();
-        assert_eq!(
-            (back.kind.as_str(), back.payload.get(), back.ts),
-            ("t", "[1]", 5)
-        );
-        assert_eq!(position_prefix(&encode(&m, "m", 5, None)), None);
-    }
 
     use super::*;
 
@@ -310,53 +169,11 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_comes_apart_into_the_message_object_and_its_position() {
-        let m = validate("message", input("t", r#"{"a":"\",\"topic\":1"}"#, ""), 100).unwrap();
-        let pos = TopicPosition {
-            topic: "a:b",
-            offset: 12,
-            epoch: "e1",
-        };
-        let plain = encode(&m, "m", 5, None);
-        let publication = bytes::Bytes::from(encode(&m, "m", 5, Some(pos)));
-        let h = head(&publication).unwrap();
-        assert_eq!(std::str::from_utf8(&h.data).unwrap(), plain);
-        assert_eq!((h.topic.as_deref(), h.offset), (Some("a:b"), 12));
-        let direct = head(&bytes::Bytes::from(plain.clone())).unwrap();
-        assert_eq!(
-            (direct.data.as_ref(), direct.topic),
-            (plain.as_bytes(), None)
-        );
-        assert_eq!(object("t", r#"{"a":"\",\"topic\":1"}"#, "m", 5), plain);
-        assert!(head(&bytes::Bytes::from_static(b"{")).is_none());
-    }
-
-    #[test]
-    fn encodes_the_documented_frame() {
-        let m = validate("message", input("order.updated", r#"{"n":1}"#, ""), 100).unwrap();
-        assert_eq!(m.id, None);
-        assert_eq!(
-            encode(&m, "m1", 42, None),
-            r#"{"type":"order.updated","payload":{"n":1},"id":"m1","ts":42}"#
-        );
-        let pos = TopicPosition {
-            topic: "orders:42",
-            offset: 7,
-            epoch: "e",
-        };
-        assert_eq!(
-            encode(&m, "m1", 42, Some(pos)),
-            r#"{"type":"order.updated","payload":{"n":1},"id":"m1","ts":42,"topic":"orders:42","offset":7,"epoch":"e"}"#
-        );
-    }
-
-    #[test]
     fn empty_payload_is_null_and_scalars_pass() {
         let m = validate("message", input("t", "", "x"), 100).unwrap();
-        assert_eq!(
-            encode(&m, "x", 1, None),
-            r#"{"type":"t","payload":null,"id":"x","ts":1}"#
-        );
+        assert_eq!(m.to_message("x", 1).payload.as_ref(), b"null");
+        let padded = validate("message", input("t", " {} ", ""), 100).unwrap();
+        assert_eq!(padded.to_message("s", 1).payload.as_ref(), b"{}");
         for ok in ["1", "\"s\"", "true", "null", "[1,2]", " {} "] {
             validate("message", input("t", ok, ""), 100).unwrap();
         }
@@ -386,15 +203,6 @@ mod tests {
     }
 
     #[test]
-    fn strings_are_escaped() {
-        let m = validate("message", input("t", "1", ""), 100).unwrap();
-        assert_eq!(
-            encode(&m, "a\"b\n", 1, None),
-            r#"{"type":"t","payload":1,"id":"a\"b\n","ts":1}"#
-        );
-    }
-
-    #[test]
     fn rejects_bad_fields_naming_them() {
         let err = |i| match validate("message", i, 10) {
             Err(CoreError::InvalidArgument { field, .. }) => field,
@@ -418,10 +226,7 @@ mod tests {
         // 64 KiB of brackets: the deepest payload the default limit lets through.
         let deep = "[".repeat(32_768) + &"]".repeat(32_768);
         let m = validate("message", input("t", &deep, ""), 65_536).unwrap();
-        assert_eq!(
-            encode(&m, "i", 1, None).len(),
-            deep.len() + r#"{"type":"t","payload":,"id":"i","ts":1}"#.len()
-        );
+        assert_eq!(m.to_message("i", 1).payload.len(), deep.len());
         let unbalanced = "[".repeat(32_768);
         assert!(validate("message", input("t", &unbalanced, ""), 65_536).is_err());
     }

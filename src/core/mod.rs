@@ -6,7 +6,7 @@
 pub mod claims;
 pub mod close;
 pub mod error;
-pub mod frame;
+pub mod event;
 pub mod frames;
 pub mod heartbeat;
 pub mod ids;

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::event::Message;
+
 /// Who a delivery goes to, cluster-wide.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Route {
@@ -69,7 +71,7 @@ impl ConnSnapshot {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum EventKind {
+pub enum ConnEventKind {
     Connected,
     Disconnected,
     Subscribed,
@@ -78,8 +80,8 @@ pub enum EventKind {
 
 /// A lifecycle event, as WatchEvents streams it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    pub kind: EventKind,
+pub struct ConnEvent {
+    pub kind: ConnEventKind,
     pub conn: ConnSnapshot,
     pub topic: Option<String>,
     pub close_code: u16,
@@ -171,13 +173,10 @@ pub struct Present {
 #[derive(Debug, Clone)]
 pub struct NewPublication {
     pub topic: String,
-    /// The message id (server-made or the caller's).
-    pub message_id: String,
+    /// The message, validated; its id is the caller's or a server-made one.
+    pub message: Message,
     /// Whether the caller chose the id (only those make retries idempotent).
     pub caller_id: bool,
-    pub kind: String,
-    pub payload_json: String,
-    pub now_ms: i64,
 }
 
 /// What a Publish did.
@@ -197,6 +196,20 @@ pub struct Kept {
     pub kind: String,
     pub payload_json: String,
     pub published_at_ms: i64,
+}
+
+impl Kept {
+    /// A kept message as the History RPC shows it; `message_id` is the caller's id, or empty
+    /// when the server made it.
+    pub fn of(offset: u64, message_id: &str, m: &Message) -> Kept {
+        Kept {
+            offset,
+            message_id: message_id.to_owned(),
+            kind: m.kind.to_string(),
+            payload_json: String::from_utf8_lossy(&m.payload).into_owned(),
+            published_at_ms: m.ts_ms,
+        }
+    }
 }
 
 /// The History RPC's answer.

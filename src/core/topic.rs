@@ -55,15 +55,15 @@ pub fn allowed<'a>(patterns: impl IntoIterator<Item = &'a String>, topic: &str) 
     patterns.into_iter().any(|p| matches(p, topic))
 }
 
-/// One kept publication. `F` is the encoded frame, shared with every (re)delivery.
+/// One kept publication. `F` is the shared event (which carries the message), given again to
+/// every subscriber that recovers it; `message_id` is set only for a caller-chosen id (only
+/// those make a retry idempotent).
 #[derive(Debug, Clone)]
-pub struct Publication<F> {
+pub struct Kept<F> {
     pub offset: u64,
     pub message_id: String,
-    pub kind: String,
-    pub payload_json: String,
     pub published_at_ms: i64,
-    pub frame: F,
+    pub event: F,
 }
 
 /// A topic's history: the last `size` publications, none older than `ttl_ms`.
@@ -71,7 +71,7 @@ pub struct Publication<F> {
 pub struct History<F> {
     pub epoch: String,
     latest: u64,
-    entries: VecDeque<Publication<F>>,
+    entries: VecDeque<Kept<F>>,
     ids: HashMap<String, u64>,
     size: usize,
     ttl_ms: i64,
@@ -126,7 +126,7 @@ impl<F: Clone> History<F> {
     }
 
     /// Appends the next publication (its `offset` must be [`History::next_offset`]).
-    pub fn push(&mut self, p: Publication<F>, now_ms: i64) {
+    pub fn push(&mut self, p: Kept<F>, now_ms: i64) {
         debug_assert_eq!(p.offset, self.latest + 1);
         self.latest = p.offset;
         self.touched_ms = now_ms;
@@ -181,7 +181,7 @@ impl<F: Clone> History<F> {
     }
 
     /// Kept publications with an offset after `since`, oldest first, at most `limit`.
-    pub fn after(&self, since: u64, limit: usize) -> impl Iterator<Item = &Publication<F>> {
+    pub fn after(&self, since: u64, limit: usize) -> impl Iterator<Item = &Kept<F>> {
         let start = match self.entries.front() {
             Some(first) if since >= first.offset => (since - first.offset + 1) as usize,
             _ => 0,
@@ -232,14 +232,12 @@ mod tests {
         assert!(!matches("", "a"));
     }
 
-    fn publ(offset: u64, id: &str, at: i64) -> Publication<u64> {
-        Publication {
+    fn publ(offset: u64, id: &str, at: i64) -> Kept<u64> {
+        Kept {
             offset,
             message_id: id.into(),
-            kind: "t".into(),
-            payload_json: "1".into(),
             published_at_ms: at,
-            frame: offset,
+            event: offset,
         }
     }
 

@@ -1,7 +1,7 @@
 //! Protobuf views of the hub's connection snapshots and events.
 
 use crate::clock::timestamp;
-use crate::core::model::{ConnSnapshot, Event, EventKind};
+use crate::core::model::{ConnEvent, ConnEventKind, ConnSnapshot};
 use crate::proto;
 
 pub fn connection(c: ConnSnapshot) -> proto::Connection {
@@ -22,16 +22,16 @@ pub fn connection(c: ConnSnapshot) -> proto::Connection {
     }
 }
 
-pub fn kind(k: EventKind) -> proto::event::Kind {
+pub fn kind(k: ConnEventKind) -> proto::event::Kind {
     match k {
-        EventKind::Connected => proto::event::Kind::Connected,
-        EventKind::Disconnected => proto::event::Kind::Disconnected,
-        EventKind::Subscribed => proto::event::Kind::Subscribed,
-        EventKind::Unsubscribed => proto::event::Kind::Unsubscribed,
+        ConnEventKind::Connected => proto::event::Kind::Connected,
+        ConnEventKind::Disconnected => proto::event::Kind::Disconnected,
+        ConnEventKind::Subscribed => proto::event::Kind::Subscribed,
+        ConnEventKind::Unsubscribed => proto::event::Kind::Unsubscribed,
     }
 }
 
-pub fn event(e: &Event) -> proto::Event {
+pub fn event(e: &ConnEvent) -> proto::Event {
     proto::Event {
         kind: kind(e.kind) as i32,
         connection: Some(connection(e.conn.clone())),

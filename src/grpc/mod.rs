@@ -455,7 +455,7 @@ impl RealtimeService for GrpcDoor {
 
 struct WatchState {
     hub: Arc<Hub>,
-    events: tokio::sync::broadcast::Receiver<Arc<crate::core::model::Event>>,
+    events: tokio::sync::broadcast::Receiver<Arc<crate::core::model::ConnEvent>>,
     shutdown: tokio::sync::watch::Receiver<bool>,
     kinds: Vec<Kind>,
 }
@@ -471,7 +471,7 @@ impl Drop for WatchState {
 /// (delivery never waits for a watcher).
 fn watch_stream(
     hub: Arc<Hub>,
-    events: tokio::sync::broadcast::Receiver<Arc<crate::core::model::Event>>,
+    events: tokio::sync::broadcast::Receiver<Arc<crate::core::model::ConnEvent>>,
     kinds: Vec<Kind>,
 ) -> EventStream {
     let state = WatchState {

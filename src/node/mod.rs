@@ -12,12 +12,11 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::broadcast;
 
 use crate::clock::now_ms;
-use crate::core::frame::{shared, SharedFrame};
-use crate::core::frames;
+use crate::core::event::{Event, Presence, Shared, SharedEvent};
 use crate::core::ids::{format_conn_id, parse_conn_id};
 use crate::core::model::{
-    name_hash, ConnSnapshot, Cursor, Event, EventKind, Interest, ListFilter, ListPage, Present,
-    StatsPart,
+    name_hash, ConnEvent, ConnEventKind, ConnSnapshot, Cursor, Interest, ListFilter, ListPage,
+    Present, StatsPart,
 };
 use crate::core::registry::{Conn, Filter, Outbox, Registry, Target, TooMany};
 use crate::core::topics::{Arrival, Live, Topics};
@@ -28,10 +27,10 @@ use outbox::WsOutbox;
 pub type WsConn = Conn<WsOutbox>;
 
 /// Where this node's events go besides its own watchers (other nodes' watchers).
-pub type EventSink = Box<dyn Fn(&Event) + Send + Sync>;
+pub type EventSink = Box<dyn Fn(&ConnEvent) + Send + Sync>;
 /// Where join and leave notices of a topic go (this node's listeners, or every node's): the
-/// topic and a maker of the notice (made only when someone may listen).
-pub type PresenceSink = Box<dyn Fn(&str, &dyn Fn() -> SharedFrame) + Send + Sync>;
+/// notice (made only when someone may listen, so the sink is given a maker).
+pub type PresenceSink = Box<dyn Fn(&str, &dyn Fn() -> Presence) + Send + Sync>;
 
 pub struct LocalNode {
     pub id: String,
@@ -39,7 +38,7 @@ pub struct LocalNode {
     pub topics: Topics<WsOutbox>,
     pub metrics: Metrics,
     pub started_at_ms: i64,
-    events: broadcast::Sender<Arc<Event>>,
+    events: broadcast::Sender<Arc<ConnEvent>>,
     /// Set while a watcher on another node wants this node's events.
     export_events: AtomicBool,
     event_sink: OnceLock<EventSink>,
@@ -50,9 +49,9 @@ pub struct LocalNode {
     next_msg: AtomicU64,
 }
 
-/// The frame that tells a subscriber its position in a topic was lost.
-pub fn reset_frame(topic: &str) -> impl Fn(u64, &str) -> SharedFrame + '_ {
-    move |offset, epoch| shared(frames::subscribed(topic, offset, epoch, Some(false), None))
+/// The event that tells a subscriber its position in a topic was lost.
+pub fn position_lost(topic: &str) -> impl Fn(u64, &str) -> SharedEvent + '_ {
+    move |offset, epoch| Shared::new(Event::position_lost(topic, offset, epoch))
 }
 
 impl LocalNode {
@@ -94,7 +93,7 @@ impl LocalNode {
         format!("{}-{n:x}", self.msg_prefix)
     }
 
-    pub fn subscribe_events(&self) -> broadcast::Receiver<Arc<Event>> {
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Arc<ConnEvent>> {
         self.events.subscribe()
     }
 
@@ -113,9 +112,12 @@ impl LocalNode {
         let _ = self.presence_sink.set(sink);
     }
 
-    /// Queues a join or leave notice to this node's listeners of `topic`.
-    pub fn offer_listeners(&self, topic: &str, frame: &SharedFrame) {
-        let slow = self.topics.offer_listeners(topic, frame);
+    /// Queues a join or leave notice to this node's listeners of its topic.
+    pub fn offer_listeners(&self, notice: Presence) {
+        let topic = notice.topic.clone();
+        let slow = self
+            .topics
+            .offer_listeners(&topic, &Shared::new(Event::Presence(notice)));
         self.close_slow(&slow);
     }
 
@@ -125,37 +127,34 @@ impl LocalNode {
     }
 
     /// An event from another node, for this node's watchers.
-    pub fn inject_event(&self, ev: Event) {
+    pub fn inject_event(&self, ev: ConnEvent) {
         if self.events.receiver_count() > 0 {
             let _ = self.events.send(Arc::new(ev));
         }
     }
 
-    fn emit(&self, kind: EventKind, conn: &WsConn, close_code: u16, close_reason: &str) {
+    fn emit(&self, kind: ConnEventKind, conn: &WsConn, close_code: u16, close_reason: &str) {
         self.emit_topic(kind, conn, None, close_code, close_reason);
     }
 
-    /// Tells watchers a connection subscribed to or left `topic`.
     /// A connection subscribed to or left a topic: tells watchers, and the topic's join/leave
     /// listeners wherever they are.
-    pub fn emit_topic_event(&self, kind: EventKind, conn: &WsConn, topic: &str) {
+    pub fn emit_topic_event(&self, kind: ConnEventKind, conn: &WsConn, topic: &str) {
         self.emit_topic(kind, conn, Some(topic), 0, "");
         if let Some(sink) = self.presence_sink.get() {
-            let joined = kind == EventKind::Subscribed;
-            sink(topic, &|| {
-                shared(frames::presence(
-                    joined,
-                    topic,
-                    &conn.info.user_id,
-                    &conn.info.id,
-                ))
+            let joined = kind == ConnEventKind::Subscribed;
+            sink(topic, &|| Presence {
+                joined,
+                topic: topic.into(),
+                user_id: conn.info.user_id.as_str().into(),
+                connection_id: conn.info.id.as_str().into(),
             });
         }
     }
 
     fn emit_topic(
         &self,
-        kind: EventKind,
+        kind: ConnEventKind,
         conn: &WsConn,
         topic: Option<&str>,
         close_code: u16,
@@ -166,7 +165,7 @@ impl LocalNode {
         if self.events.receiver_count() == 0 && !export {
             return;
         }
-        let ev = Event {
+        let ev = ConnEvent {
             kind,
             conn: self.snapshot(conn),
             topic: topic.map(str::to_owned),
@@ -209,7 +208,7 @@ impl LocalNode {
     pub fn register(&self, conn: Arc<WsConn>, max_per_user: usize) -> Result<(), TooMany> {
         self.registry
             .insert_limited(Arc::clone(&conn), max_per_user)?;
-        self.emit(EventKind::Connected, &conn, 0, "");
+        self.emit(ConnEventKind::Connected, &conn, 0, "");
         Ok(())
     }
 
@@ -227,13 +226,13 @@ impl LocalNode {
             release(interests(&conn, &topics));
         }
         for topic in &topics {
-            self.emit_topic_event(EventKind::Unsubscribed, &conn, topic);
+            self.emit_topic_event(ConnEventKind::Unsubscribed, &conn, topic);
         }
         self.metrics
             .disconnects
             .get_or_create(&crate::metrics::CloseLabels { code })
             .inc();
-        self.emit(EventKind::Disconnected, &conn, code, reason);
+        self.emit(ConnEventKind::Disconnected, &conn, code, reason);
         Some((conn, topics))
     }
 
@@ -266,10 +265,10 @@ impl LocalNode {
         }
     }
 
-    /// Queues an encoded frame to this node's connections named by `target`; closes the slow
+    /// Queues an event to this node's connections named by `target`; closes the slow
     /// consumers it finds. Returns how many connections it was queued to.
-    pub fn deliver(&self, target: Target<'_>, frame: &SharedFrame) -> u32 {
-        let d = self.registry.deliver(target, frame);
+    pub fn deliver(&self, target: Target<'_>, event: &SharedEvent) -> u32 {
+        let d = self.registry.deliver(target, event);
         self.metrics.messages_sent.inc_by(u64::from(d.queued));
         self.close_slow(&d.overflowed);
         d.queued
@@ -280,11 +279,11 @@ impl LocalNode {
         &self,
         topic: &str,
         live: Live<'_>,
-        frame: &SharedFrame,
+        event: &SharedEvent,
     ) -> Arrival<WsOutbox> {
         let a = self
             .topics
-            .on_publication(topic, live, frame, reset_frame(topic));
+            .on_publication(topic, live, event, position_lost(topic));
         self.metrics.messages_sent.inc_by(u64::from(a.queued));
         self.close_slow(&a.overflowed);
         a

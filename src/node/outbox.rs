@@ -1,4 +1,5 @@
-//! The outbox of one WebSocket connection: a bounded queue of shared, already-encoded frames,
+//! The outbox of one WebSocket connection: a bounded queue of shared events (each encoded once
+//! per protocol, by whichever connection writes it first),
 //! and the control requests (close, ping) the connection's task waits on. Offering never
 //! waits: a full queue is reported to the caller, which closes the connection as a slow
 //! consumer.
@@ -20,7 +21,7 @@ use tokio::sync::Notify;
 use crate::core::close::Origin;
 use crate::core::registry::{Offer, Outbox};
 
-pub use crate::core::frame::{Frame, SharedFrame};
+pub use crate::core::event::SharedEvent;
 
 /// A drained queue whose buffer grew past this many frames gives the buffer back, so a burst
 /// does not leave its peak allocated on every connection.
@@ -58,7 +59,7 @@ pub type CloseDialect = fn(u16, &str, Origin) -> (u16, String);
 
 #[derive(Default)]
 struct Queue {
-    frames: VecDeque<SharedFrame>,
+    frames: VecDeque<SharedEvent>,
     /// The task has ended: offers are refused as [`Offer::Closed`].
     finished: bool,
 }
@@ -88,7 +89,7 @@ impl WsOutbox {
 
     /// Waits until frames are queued, then moves up to `max` of them, oldest first, into
     /// `batch`; returns how many. Only the connection's own task calls this.
-    pub async fn recv_many(&self, batch: &mut Vec<SharedFrame>, max: usize) -> usize {
+    pub async fn recv_many(&self, batch: &mut Vec<SharedEvent>, max: usize) -> usize {
         poll_fn(|cx| {
             // Register before looking, so an offer between the look and the return wakes us.
             self.ready.register(cx.waker());
@@ -108,7 +109,7 @@ impl WsOutbox {
 
     /// Moves up to `max` queued frames into `batch` without waiting; returns how many. Only
     /// the connection's own task calls this.
-    pub fn try_recv_many(&self, batch: &mut Vec<SharedFrame>, max: usize) -> usize {
+    pub fn try_recv_many(&self, batch: &mut Vec<SharedEvent>, max: usize) -> usize {
         let mut q = self.queue.lock();
         let n = q.frames.len().min(max);
         batch.extend(q.frames.drain(..n));
@@ -152,9 +153,9 @@ impl WsOutbox {
 }
 
 impl Outbox for WsOutbox {
-    type Frame = SharedFrame;
+    type Frame = SharedEvent;
 
-    fn offer(&self, frame: &SharedFrame) -> Offer {
+    fn offer(&self, frame: &SharedEvent) -> Offer {
         let mut q = self.queue.lock();
         if q.finished {
             return Offer::Closed;
@@ -200,8 +201,11 @@ impl Outbox for WsOutbox {
 mod tests {
     use super::*;
 
-    fn frame(s: &str) -> SharedFrame {
-        Arc::new(Frame::from(s.to_owned()))
+    fn frame(s: &str) -> SharedEvent {
+        crate::core::event::Shared::new(crate::core::event::Event::Unsubscribed {
+            topic: s.into(),
+            reference: None,
+        })
     }
 
     #[tokio::test]
@@ -214,7 +218,7 @@ mod tests {
         let mut batch = Vec::new();
         assert_eq!(outbox.recv_many(&mut batch, 2).await, 2);
         assert_eq!(outbox.recv_many(&mut batch, 2).await, 1);
-        let got: Vec<&str> = batch.iter().map(|f| f.as_str()).collect();
+        let got: Vec<&str> = batch.iter().filter_map(|f| f.event().topic()).collect();
         assert_eq!(got, ["a", "b", "c"]);
         outbox.finish();
         assert_eq!(outbox.offer(&frame("e")), Offer::Closed);

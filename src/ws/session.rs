@@ -17,13 +17,14 @@ use crate::core::close::{
     TOO_MANY_CONNECTIONS as CLOSE_TOO_MANY_CONNECTIONS, TRY_AGAIN_LATER as CLOSE_TRY_AGAIN_LATER,
     UNAUTHORIZED as CLOSE_UNAUTHORIZED,
 };
+use crate::core::event::Wire;
 use crate::core::frames::{self, ClientFrame, ErrorCode};
 use crate::core::rate::TokenBucket;
 use crate::core::registry::Protocol;
 use crate::core::topic;
 use crate::core::topics::SubscribeRefused;
 use crate::hub::{Admission, ConnectError, Hub, SubscribeError};
-use crate::node::outbox::{Control, SharedFrame, WsOutbox};
+use crate::node::outbox::{Control, SharedEvent, WsOutbox};
 use crate::node::WsConn;
 use crate::websocket::socket::{
     close, error_code, lost, new_conn, next_data_frame, write, Ended, Peer, CLOSE_TIMEOUT,
@@ -155,7 +156,7 @@ async fn serve(socket: &mut WebSocket, hub: &Hub, conn: &Arc<WsConn>, connected:
         mono_ms(),
     );
     let mut bad_frames = 0u32;
-    let mut batch: Vec<SharedFrame> = Vec::new();
+    let mut batch: Vec<SharedEvent> = Vec::new();
     loop {
         tokio::select! {
             biased;
@@ -221,9 +222,11 @@ async fn serve(socket: &mut WebSocket, hub: &Hub, conn: &Arc<WsConn>, connected:
     }
 }
 
-/// The text message for a queued frame (UTF-8 by construction; checked again by the type).
-fn text_of(f: &SharedFrame) -> Utf8Bytes {
-    Utf8Bytes::try_from(f.bytes().clone()).unwrap_or_default()
+/// The text message for a queued event: its native form, encoded once per event.
+fn text_of(e: &SharedEvent) -> Utf8Bytes {
+    let bytes = e.encoded(Wire::Native, frames::event);
+    // Our encoder writes UTF-8 (JSON of checked text); checked again by the type.
+    Utf8Bytes::try_from(bytes.clone()).unwrap_or_default()
 }
 
 /// Takes the connection out of the registry at once, then runs the close handshake.

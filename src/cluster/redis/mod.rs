@@ -28,32 +28,30 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
+use redis::streams::{StreamId, StreamRangeReply};
 use redis::{Script, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{BoxFuture, Broker, Control, EncodeAt, HistoryStore};
+use super::{BoxFuture, Broker, Control, HistoryStore};
 use crate::clock::now_ms;
-use crate::core::frame::{Frame, SharedFrame};
+use crate::core::event::{Event, Message, Presence, Publication, Shared, SharedEvent};
 use crate::core::ids::parse_conn_id;
-use crate::core::message;
 use crate::core::model::{
     merge_pages, name_hash, Command, ConnSnapshot, Cursor, HistoryPage, Interest, Kept, ListFilter,
-    ListPage, NewPublication, Present, Published, Route, Selector, StatsPart,
+    ListPage, NewPublication, Present, Published, Route, Selector, StatsPart, META_TTL_MS,
 };
 use crate::core::registry::Target;
 use crate::core::topics::{HistoryRead, Live};
 use crate::core::CoreError;
-use crate::node::{reset_frame, LocalNode};
+use crate::node::{position_lost, LocalNode};
 use wire::{Header, Request, Response};
 
 /// The longest any one Redis command may take.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a request waits for the nodes' replies.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(1);
-use crate::core::model::META_TTL_MS;
 
 struct Pending {
     expected: Option<usize>,
@@ -184,10 +182,14 @@ impl RedisCluster {
         let weak = Arc::downgrade(&cluster);
         local.set_presence_sink(Box::new(move |topic, make| {
             if let Some(c) = weak.upgrade() {
+                let notice = make();
                 let head = Header::Presence {
                     topic: topic.to_owned(),
+                    joined: notice.joined,
+                    user_id: notice.user_id.into(),
+                    connection_id: notice.connection_id.into(),
                 };
-                let msg = wire::encode(&head, make().bytes());
+                let msg = wire::encode(&head, b"");
                 let channel = wire::topic_channel(topic);
                 tokio::spawn(async move {
                     let _ = c.publish_raw(&channel, msg).await;
@@ -398,41 +400,44 @@ impl RedisCluster {
         };
         match h {
             Header::Deliver { from, rid, route } => {
-                let Some(frame) = frame_of(body) else {
+                let Some(message) = message_of(body) else {
                     return;
                 };
+                let event = Shared::new(Event::Message(message));
                 let l = &self.local;
                 let resp = match &route {
-                    Route::User(u) => Response::Count(l.deliver(Target::User(u), &frame)),
-                    Route::Role(r) => Response::Count(l.deliver(Target::Role(r), &frame)),
-                    Route::All => Response::Count(l.deliver(Target::All, &frame)),
+                    Route::User(u) => Response::Count(l.deliver(Target::User(u), &event)),
+                    Route::Role(r) => Response::Count(l.deliver(Target::Role(r), &event)),
+                    Route::All => Response::Count(l.deliver(Target::All, &event)),
                     Route::Connection(id) => match l.get(id) {
                         Some(c) => {
-                            Response::Count(l.deliver(Target::Connection(c.info.seq), &frame))
+                            Response::Count(l.deliver(Target::Connection(c.info.seq), &event))
                         }
                         None => Response::NotFound,
                     },
                 };
                 self.reply(&from, rid, resp);
             }
-            Header::Pub {
-                from,
-                rid,
-                topic,
-                offset,
-                epoch,
-            } => {
-                let Some(frame) = frame_of(body) else {
+            Header::Pub { from, rid, topic } => {
+                let (offset, epoch, body) = match wire::split_position(body) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ignored a malformed cluster publication");
+                        return;
+                    }
+                };
+                let Some(message) = message_of(body) else {
                     return;
                 };
-                let a = self.local.on_publication(
-                    &topic,
-                    Live {
-                        epoch: &epoch,
-                        offset,
-                    },
-                    &frame,
-                );
+                let event = Shared::new(Event::Publication(Publication {
+                    topic: topic.as_str().into(),
+                    offset,
+                    epoch: epoch.into(),
+                    message,
+                }));
+                let a = self
+                    .local
+                    .on_publication(&topic, Live { epoch, offset }, &event);
                 if a.gap.is_some() {
                     self.catch_up(topic);
                 }
@@ -440,11 +445,17 @@ impl RedisCluster {
                     self.reply(&from, rid, Response::Count(a.queued + a.waiting));
                 }
             }
-            Header::Presence { topic } => {
-                if let Some(frame) = frame_of(body) {
-                    self.local.offer_listeners(&topic, &frame);
-                }
-            }
+            Header::Presence {
+                topic,
+                joined,
+                user_id,
+                connection_id,
+            } => self.local.offer_listeners(Presence {
+                joined,
+                topic: topic.into(),
+                user_id: user_id.into(),
+                connection_id: connection_id.into(),
+            }),
             Header::Req { from, rid, req } => match req {
                 Request::Command { target, command } => {
                     let me = Arc::clone(self);
@@ -577,10 +588,10 @@ impl RedisCluster {
                 let a =
                     self.local
                         .topics
-                        .resync(topic, &read.epoch, read.latest, reset_frame(topic));
+                        .resync(topic, &read.epoch, read.latest, position_lost(topic));
                 self.local.close_slow(&a.overflowed);
                 if self.local.topics.gap(topic).is_some() {
-                    let a = self.local.topics.skip_gap(topic, reset_frame(topic));
+                    let a = self.local.topics.skip_gap(topic, position_lost(topic));
                     self.local.close_slow(&a.overflowed);
                 }
             }
@@ -600,12 +611,20 @@ impl RedisCluster {
         topic: &str,
         since: Option<u64>,
         create: bool,
-    ) -> Result<HistoryRead<SharedFrame>, CoreError> {
+    ) -> Result<HistoryRead<SharedEvent>, CoreError> {
         let count = self.settings.history_size.max(1) + 1;
         let (epoch, latest, entries) = self.read_raw(topic, since, count, create).await?;
-        let pubs: Vec<(u64, SharedFrame)> = entries
+        let pubs: Vec<(u64, SharedEvent)> = entries
             .into_iter()
-            .filter_map(|e| Some((e.offset, Arc::new(Frame::from_utf8(e.frame)?))))
+            .filter_map(|e| {
+                let event = Event::Publication(Publication {
+                    topic: topic.into(),
+                    offset: e.offset,
+                    epoch: epoch.as_str().into(),
+                    message: e.message?,
+                });
+                Some((e.offset, Shared::new(event)))
+            })
             .collect();
         let complete = match since {
             Some(s) if s == latest => true,
@@ -697,18 +716,22 @@ fn not_found(id: &str) -> CoreError {
     }
 }
 
-fn frame_of(body: &[u8]) -> Option<SharedFrame> {
-    let f = Frame::from_utf8(Bytes::copy_from_slice(body));
-    if f.is_none() {
-        tracing::warn!("ignored a cluster frame that is not UTF-8");
+/// A message from the wire; `None` (logged) when it does not decode.
+fn message_of(body: &[u8]) -> Option<Message> {
+    match wire::decode_message(body) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(error = %e, "ignored a cluster message that does not decode");
+            None
+        }
     }
-    f.map(Arc::new)
 }
 
-/// A history entry read back from the stream.
+/// A history entry read back from the stream: its offset, the message (`None` when it does
+/// not decode), the caller's id (or empty) and when it was kept.
 struct Entry {
     offset: u64,
-    frame: Bytes,
+    message: Option<Message>,
     message_id: String,
     ts: i64,
 }
@@ -729,47 +752,33 @@ fn as_u64(v: &Value) -> Option<u64> {
     }
 }
 
-/// XRANGE's answer: `[[id, [field, value, ...]], ...]`; ids are `<offset>-0`.
+/// XRANGE's answer, read with the redis crate's stream types; an entry whose id is not
+/// `<offset>-0` is skipped, one whose message does not decode is kept without it (so the
+/// reader sees the offset and does not take the read for complete past it).
 fn parse_entries(v: Value) -> Vec<Entry> {
-    let Value::Array(items) = v else {
-        return Vec::new();
-    };
-    let mut out = Vec::with_capacity(items.len());
-    for item in items {
-        let Value::Array(pair) = item else { continue };
-        let Ok([id, fields]) = <[Value; 2]>::try_from(pair) else {
-            continue;
-        };
-        let Some(offset) =
-            as_string(&id).and_then(|id| id.split('-').next().and_then(|o| o.parse().ok()))
-        else {
-            continue;
-        };
-        let Value::Array(fields) = fields else {
-            continue;
-        };
-        let mut e = Entry {
-            offset,
-            frame: Bytes::new(),
-            message_id: String::new(),
-            ts: 0,
-        };
-        for kv in fields.chunks(2) {
-            let [k, val] = kv else { continue };
-            match (as_string(k).as_deref(), val) {
-                (Some("f"), Value::BulkString(b)) => e.frame = Bytes::from(b.clone()),
-                (Some("m"), v) => e.message_id = as_string(v).unwrap_or_default(),
-                (Some("t"), v) => e.ts = as_string(v).and_then(|s| s.parse().ok()).unwrap_or(0),
-                _ => {}
-            }
+    let reply: StreamRangeReply = match redis::from_redis_value(v) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "unexpected history entries from the read script");
+            return Vec::new();
         }
-        out.push(e);
-    }
-    out
+    };
+    reply.ids.iter().filter_map(entry_of).collect()
+}
+
+fn entry_of(e: &StreamId) -> Option<Entry> {
+    let offset = e.id.split('-').next()?.parse().ok()?;
+    let message = e.get::<Vec<u8>>("f").and_then(|f| message_of(&f));
+    Some(Entry {
+        offset,
+        message,
+        message_id: e.get("m").unwrap_or_default(),
+        ts: e.get("t").unwrap_or(0),
+    })
 }
 
 impl Broker for RedisCluster {
-    fn deliver(&self, route: Route, frame: SharedFrame) -> BoxFuture<'_, Result<u32, CoreError>> {
+    fn deliver(&self, route: Route, message: Message) -> BoxFuture<'_, Result<u32, CoreError>> {
         Box::pin(async move {
             let channel = match &route {
                 Route::User(u) => wire::user_channel(u),
@@ -783,12 +792,9 @@ impl Broker for RedisCluster {
                 Route::Connection(id) => id.clone(),
                 _ => String::new(),
             };
+            let body = wire::encode_message(&message);
             let replies = self
-                .ask(
-                    &channel,
-                    |rid| Header::Deliver { from, rid, route },
-                    frame.bytes(),
-                )
+                .ask(&channel, |rid| Header::Deliver { from, rid, route }, &body)
                 .await?;
             let mut n = 0;
             let mut found = false;
@@ -826,42 +832,27 @@ impl Broker for RedisCluster {
 }
 
 impl HistoryStore for RedisCluster {
-    fn publish(
-        &self,
-        p: NewPublication,
-        frame: EncodeAt<'_>,
-    ) -> BoxFuture<'_, Result<Published, CoreError>> {
-        let template = frame(0, "");
+    fn publish(&self, p: NewPublication) -> BoxFuture<'_, Result<Published, CoreError>> {
         Box::pin(async move {
             self.cluster_ready()?;
-            let prefix = message::position_prefix(&template).ok_or_else(|| {
-                CoreError::Unavailable("a publication frame without a position".into())
-            })?;
             let (stream, meta, idem_prefix) = wire::topic_keys(&p.topic);
-            let idem = if p.caller_id {
-                format!("{idem_prefix}{}", p.message_id)
-            } else {
-                idem_prefix
-            };
+            let caller_id: &str = if p.caller_id { &p.message.id } else { "" };
+            let idem = format!("{idem_prefix}{caller_id}");
             let (rid, rx, gen) = self.new_pending();
             let mut inv = self.publish_script.prepare_invoke();
             inv.key(&stream)
                 .key(&meta)
                 .key(&idem)
                 .key(wire::TOPIC_INDEX)
-                .arg(prefix)
-                .arg(wire::pub_header_prefix(&self.node_id, rid, &p.topic))
+                .arg(wire::encode_message(&p.message))
+                .arg(wire::pub_header(&self.node_id, rid, &p.topic))
                 .arg(self.settings.history_size)
                 .arg(self.settings.history_ttl_ms)
                 .arg(self.meta_ttl_ms())
                 .arg(super::memory::new_epoch())
-                .arg(if p.caller_id {
-                    p.message_id.as_str()
-                } else {
-                    ""
-                })
+                .arg(caller_id)
                 .arg(wire::topic_channel(&p.topic))
-                .arg(p.now_ms)
+                .arg(p.message.ts_ms)
                 .arg(&p.topic);
             let mut con = self.cmd.clone();
             let r = tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut con)).await;
@@ -921,7 +912,7 @@ impl HistoryStore for RedisCluster {
         &self,
         topic: &str,
         since: Option<u64>,
-    ) -> BoxFuture<'_, Result<HistoryRead<SharedFrame>, CoreError>> {
+    ) -> BoxFuture<'_, Result<HistoryRead<SharedEvent>, CoreError>> {
         let topic = topic.to_owned();
         Box::pin(async move { self.read_topic(&topic, since, true).await })
     }
@@ -937,17 +928,7 @@ impl HistoryStore for RedisCluster {
             let (epoch, latest, entries) = self.read_raw(&topic, Some(since), limit, false).await?;
             let publications = entries
                 .iter()
-                .filter_map(|e| {
-                    let text = std::str::from_utf8(&e.frame).ok()?;
-                    let back: message::ReadBack<'_> = serde_json::from_str(text).ok()?;
-                    Some(Kept {
-                        offset: e.offset,
-                        message_id: e.message_id.clone(),
-                        kind: back.kind,
-                        payload_json: back.payload.get().to_owned(),
-                        published_at_ms: back.ts,
-                    })
-                })
+                .filter_map(|e| Some(Kept::of(e.offset, &e.message_id, e.message.as_ref()?)))
                 .collect();
             Ok(HistoryPage {
                 publications,

@@ -3,17 +3,19 @@
 //! when Redis answers NOSCRIPT (after a restart).
 //!
 //! Keys of a topic `t` (all tagged `{t}`): `rt:h:{t}` a stream whose entry ids are the offsets
-//! (`<offset>-0`) with fields `f` (the frame) and `m` (the caller's message id, or empty);
+//! (`<offset>-0`) with fields `f` (the message in the cluster's compact encoding, see
+//! `wire::encode_message`), `m` (the caller's message id, or empty) and `t` (when, unix ms);
 //! `rt:hm:{t}` a hash with `e` (epoch) and `s` (latest offset); `rt:i:{t}:<id>` the result of a
 //! publish with a caller-chosen id, kept as long as the history (idempotency).
 
 /// Publish. KEYS: stream, meta, idempotency key (or the prefix alone when there is no id),
-/// topic index. ARGV: frame prefix, header prefix, history size, history ttl ms, meta ttl ms,
-/// a fresh epoch, the caller's id (or ""), channel, now ms, topic.
+/// topic index. ARGV: the message (compact encoding), the pub/sub header line, history size,
+/// history ttl ms, meta ttl ms, a fresh epoch, the caller's id (or ""), channel, now ms, topic.
+/// Publishes `header .. "<offset> <epoch>\n" .. message`: the script adds only the position.
 /// Returns {offset, epoch, receivers} or {offset, epoch, -1} for a duplicate.
 pub const PUBLISH: &str = r#"
 local stream, meta, idem, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local prefix, head = ARGV[1], ARGV[2]
+local body, head = ARGV[1], ARGV[2]
 local size, ttl, meta_ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local new_epoch, id, channel, now, topic = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 if id ~= '' then
@@ -32,9 +34,8 @@ redis.call('PEXPIRE', meta, meta_ttl)
 if offset == 1 then
   redis.call('DEL', stream)
 end
-local frame = prefix .. offset .. ',"epoch":"' .. epoch .. '"}'
 if size > 0 then
-  redis.call('XADD', stream, 'MAXLEN', size, offset .. '-0', 'f', frame, 'm', id, 't', now)
+  redis.call('XADD', stream, 'MAXLEN', size, offset .. '-0', 'f', body, 'm', id, 't', now)
   redis.call('PEXPIRE', stream, ttl)
   redis.call('ZADD', index, now, topic)
 end
@@ -42,7 +43,7 @@ if id ~= '' then
   redis.call('HSET', idem, 'o', offset, 'e', epoch)
   redis.call('PEXPIRE', idem, ttl)
 end
-local n = redis.call('PUBLISH', channel, head .. offset .. ',"epoch":"' .. epoch .. '"}\n' .. frame)
+local n = redis.call('PUBLISH', channel, head .. offset .. ' ' .. epoch .. '\n' .. body)
 return {offset, epoch, n}
 "#;
 

@@ -1,8 +1,14 @@
-//! What travels between nodes over Redis pub/sub: channel names and the envelope. Pure.
+//! What travels between nodes over Redis pub/sub, and what a topic's history keeps: channel
+//! and key names, the envelope, and the compact encoding of a message. Pure.
 //!
-//! A message is a one-line JSON header, a newline, and a body: for a delivery or a topic
-//! publication the body is the already-encoded frame, passed on as it is; for the rest it is
-//! empty. Topic publications are written by the publish script, which builds the same header.
+//! A pub/sub message is a one-line JSON header (small and rare enough for JSON), a newline,
+//! and a body. The body of a delivery or a topic publication is the message in its compact
+//! encoding ([`encode_message`]: Protobuf, the payload carried as the checked JSON bytes),
+//! which is also what the history stream keeps; no protocol's frame crosses the cluster, and
+//! each node's doors encode the event for their protocols. A topic publication is sent by the
+//! publish script, which learns the offset and epoch: it puts a position line
+//! `<offset> <epoch>` between the header (made here) and the body (made here), and builds
+//! nothing else.
 //!
 //! Channels (prefix `rt:`; every topic-scoped key and channel carries the topic as a hash tag
 //! `{topic}` so that a topic's keys and channel can move together to one shard):
@@ -11,11 +17,14 @@
 //! the nodes holding that user, role or topic, and `rt:e` lifecycle events while someone
 //! watches.
 
+use bytes::Bytes;
+use prost::Message as _;
 use serde::{Deserialize, Serialize};
 
+use crate::core::event::Message;
 use crate::core::model::{
-    Command, ConnSnapshot, Cursor, Event, Interest, ListFilter, ListPage, Present, Route, Selector,
-    StatsPart,
+    Command, ConnEvent, ConnSnapshot, Cursor, Interest, ListFilter, ListPage, Present, Route,
+    Selector, StatsPart,
 };
 
 pub const CONTROL: &str = "rt:c";
@@ -103,17 +112,19 @@ pub enum Header {
         rid: u64,
         route: Route,
     },
-    /// A topic publication (written by the publish script); reply a count when `rid` > 0.
+    /// A topic publication (sent by the publish script, which adds the position line before
+    /// the body); reply a count when `rid` > 0.
     Pub {
         from: String,
         rid: u64,
         topic: String,
-        offset: u64,
-        epoch: String,
     },
-    /// A join or leave notice of a topic (the body), for the nodes' listeners.
+    /// A join or leave notice of a topic, for the nodes' listeners (no body).
     Presence {
         topic: String,
+        joined: bool,
+        user_id: String,
+        connection_id: String,
     },
     Req {
         from: String,
@@ -141,7 +152,7 @@ pub enum Header {
         node: String,
     },
     Event {
-        event: Box<Event>,
+        event: Box<ConnEvent>,
     },
 }
 
@@ -166,11 +177,92 @@ pub fn decode(msg: &[u8]) -> Result<(Header, &[u8]), String> {
     Ok((h, &msg[nl + 1..]))
 }
 
-/// The header prefix the publish script completes with offset and epoch (the fields must be
-/// in [`Header::Pub`]'s order). Topic and node names are restricted to characters that need
-/// no JSON escaping.
-pub fn pub_header_prefix(from: &str, rid: u64, topic: &str) -> String {
-    format!("{{\"k\":\"Pub\",\"from\":\"{from}\",\"rid\":{rid},\"topic\":\"{topic}\",\"offset\":")
+/// The header line of a topic publication, for the publish script to send before the
+/// position line it adds.
+pub fn pub_header(from: &str, rid: u64, topic: &str) -> Vec<u8> {
+    let h = Header::Pub {
+        from: from.to_owned(),
+        rid,
+        topic: topic.to_owned(),
+    };
+    encode(&h, b"")
+}
+
+/// Splits a publication's body (after the header) into the position the script wrote and the
+/// message.
+pub fn split_position(body: &[u8]) -> Result<(u64, &str, &[u8]), String> {
+    let nl = body
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or("no position line")?;
+    let line = std::str::from_utf8(&body[..nl]).map_err(|_| "position is not UTF-8")?;
+    let (offset, epoch) = line
+        .split_once(' ')
+        .ok_or("position is not `<offset> <epoch>`")?;
+    let offset = offset.parse().map_err(|_| format!("offset {offset:?}"))?;
+    Ok((offset, epoch, &body[nl + 1..]))
+}
+
+/// The compact form of a message (field numbers are part of the stored format: keep them).
+#[derive(Clone, PartialEq, prost::Message)]
+struct WireMessage {
+    #[prost(string, tag = "1")]
+    kind: String,
+    #[prost(bytes = "bytes", tag = "2")]
+    payload: Bytes,
+    #[prost(string, tag = "3")]
+    id: String,
+    #[prost(int64, tag = "4")]
+    ts_ms: i64,
+}
+
+/// Encodes a message for the cluster's wire and the history stream.
+pub fn encode_message(m: &Message) -> Vec<u8> {
+    WireMessage {
+        kind: m.kind.to_string(),
+        payload: m.payload.clone(),
+        id: m.id.to_string(),
+        ts_ms: m.ts_ms,
+    }
+    .encode_to_vec()
+}
+
+/// Decodes a message from the wire or the history stream. History kept by a version that
+/// stored native JSON frames (`{"type":...}`) is read too.
+pub fn decode_message(bytes: &[u8]) -> Result<Message, String> {
+    if bytes.first() == Some(&b'{') {
+        return legacy_frame(bytes);
+    }
+    let w = WireMessage::decode(bytes).map_err(|e| e.to_string())?;
+    // Made from checked JSON text by another node; a payload that is not even UTF-8 could not
+    // be sent as a text frame.
+    std::str::from_utf8(&w.payload).map_err(|_| "payload is not UTF-8".to_owned())?;
+    Ok(Message {
+        kind: w.kind.into(),
+        payload: w.payload,
+        id: w.id.into(),
+        ts_ms: w.ts_ms,
+    })
+}
+
+/// A message frame as earlier versions kept it in history.
+fn legacy_frame(bytes: &[u8]) -> Result<Message, String> {
+    #[derive(Deserialize)]
+    struct Frame<'a> {
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(borrow)]
+        payload: &'a serde_json::value::RawValue,
+        id: String,
+        ts: i64,
+    }
+    let f: Frame<'_> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    Ok(Message {
+        kind: f.kind.into(),
+        payload: Bytes::copy_from_slice(f.payload.get().as_bytes()),
+        id: f.id.into(),
+        ts_ms: f.ts,
+    })
 }
 
 #[cfg(test)]
@@ -193,21 +285,54 @@ mod tests {
     }
 
     #[test]
-    fn the_script_header_decodes_as_pub() {
-        let head = format!("{}12,\"epoch\":\"ab\"}}", pub_header_prefix("n1", 3, "a:b"));
-        let msg = format!("{head}\nBODY");
-        let (h, body) = decode(msg.as_bytes()).unwrap();
+    fn a_publication_is_header_position_and_message() {
+        let m = Message {
+            kind: "t".into(),
+            payload: Bytes::from_static(br#"{"a":[1,"\n"]}"#),
+            id: "m1".into(),
+            ts_ms: 5,
+        };
+        // What the publish script sends: header, then `<offset> <epoch>\n`, then the body.
+        let mut msg = pub_header("n1", 3, "a:b");
+        msg.extend_from_slice(b"12 ab\n");
+        msg.extend_from_slice(&encode_message(&m));
+        let (h, body) = decode(&msg).unwrap();
         assert_eq!(
             h,
             Header::Pub {
                 from: "n1".into(),
                 rid: 3,
                 topic: "a:b".into(),
-                offset: 12,
-                epoch: "ab".into()
             }
         );
-        assert_eq!(body, b"BODY");
+        let (offset, epoch, rest) = split_position(body).unwrap();
+        assert_eq!((offset, epoch), (12, "ab"));
+        assert_eq!(decode_message(rest).unwrap(), m);
+        assert!(split_position(b"12ab\nx").is_err());
+        assert!(split_position(b"x ab\nx").is_err());
+        assert!(split_position(b"12 ab").is_err());
+    }
+
+    #[test]
+    fn messages_decode_from_both_stored_forms_and_refuse_garbage() {
+        let m = Message {
+            kind: "order.updated".into(),
+            payload: Bytes::from_static(b"null"),
+            id: "x".into(),
+            ts_ms: -1,
+        };
+        assert_eq!(decode_message(&encode_message(&m)).unwrap(), m);
+        let legacy = br#"{"type":"order.updated","payload":null,"id":"x","ts":-1,"topic":"t","offset":3,"epoch":"e"}"#;
+        assert_eq!(decode_message(legacy).unwrap(), m);
+        assert!(decode_message(b"{not json").is_err());
+        assert!(decode_message(&[0x0a, 0xff]).is_err());
+        let bad_payload = WireMessage {
+            kind: "t".into(),
+            payload: Bytes::from_static(&[0xff]),
+            id: String::new(),
+            ts_ms: 0,
+        };
+        assert!(decode_message(&bad_payload.encode_to_vec()).is_err());
     }
 
     #[test]
