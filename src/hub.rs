@@ -19,8 +19,8 @@ use crate::core::event::{Event, Shared, SharedEvent};
 use crate::core::frames::Since;
 use crate::core::message::{self, MessageInput};
 use crate::core::model::{
-    Command, ConnEvent, ConnEventKind, ConnSnapshot, HistoryPage, Interest, ListFilter,
-    NewPublication, Present, Route, Selector, StatsSnapshot,
+    Command, ConnEvent, ConnEventKind, ConnSnapshot, HistoryPage, HistoryQuery, Interest,
+    ListFilter, NewPublication, Present, Route, Selector, StatsSnapshot,
 };
 use crate::core::registry::{Offer, Outbox, TooMany};
 use crate::core::topic;
@@ -70,6 +70,8 @@ pub enum ConnectError {
 }
 
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// The most kept publications one history read returns.
+pub const MAX_HISTORY: usize = 1000;
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
 /// A socket admitted under the node's connection cap; dropping it frees the place.
@@ -499,21 +501,16 @@ impl Hub {
         Ok((subs, n))
     }
 
-    /// Kept publications of a topic after `since` (at most `limit`, default 100, capped at
-    /// 1000), with the epoch and the latest offset. A topic with no state answers nothing,
-    /// an empty epoch and offset 0.
-    pub async fn history(
-        &self,
-        topic: &str,
-        since: u64,
-        limit: u32,
-    ) -> Result<HistoryPage, CoreError> {
+    /// Kept publications of a topic as `q` asks (its limit capped at [`MAX_HISTORY`]), with
+    /// the epoch and the latest offset. A topic with no state answers nothing, an empty epoch
+    /// and offset 0.
+    pub async fn history(&self, topic: &str, q: HistoryQuery) -> Result<HistoryPage, CoreError> {
         topic::validate_name("topic", topic)?;
-        let limit = match limit {
-            0 => 100,
-            n => n.min(1000),
-        } as usize;
-        self.store.history(topic, since, limit).await
+        let q = HistoryQuery {
+            limit: q.limit.min(MAX_HISTORY),
+            ..q
+        };
+        self.store.history(topic, q).await
     }
 
     /// A live connection by id, on whichever node holds it.

@@ -2,9 +2,11 @@
 //! Centrifugo client protocol v2, in JSON or Protobuf, so the official Centrifugo SDKs connect
 //! unchanged (docs/centrifuge.md). Like the native door it only translates: the hub, the
 //! registry, the topic table, history, presence, limits and heartbeats are the same; only the
-//! codec ([`codec`], [`wire`]) and the connection loop ([`session`], [`translate`]) differ.
+//! codec ([`codec`], [`wire`]), the connection loop ([`session`], [`translate`]) and the
+//! commands ([`command`], one function each) differ.
 
 pub mod codec;
+pub mod command;
 pub mod session;
 pub mod translate;
 pub mod wire;

@@ -14,50 +14,28 @@ use std::time::Duration;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures_util::SinkExt;
-use serde_json::Value;
 
 use super::codec::Codec;
+use super::command::{self, code, error_reply, Closing};
 use super::translate::Translator;
-use super::wire::{
-    ClientInfo, Command, ConnectResult, Error, HistoryRequest, HistoryResult, PresenceResult,
-    PresenceStatsResult, Publication, RefreshResult, Reply,
-};
+use super::wire::{Command, ConnectResult, Reply};
 use crate::clock::{mono_ms, now_ms};
 use crate::core::claims::{AuthError, Identity};
 use crate::core::close::{self, centrifuge_codes as cc};
-use crate::core::frames::{message_object, Since};
 use crate::core::rate::TokenBucket;
-use crate::core::topics::SubscribeRefused;
-use crate::core::{topic, CoreError};
-use crate::hub::{Admission, ConnectError, Hub, SubscribeError};
+use crate::hub::{Admission, ConnectError, Hub};
 use crate::node::outbox::{Control, SharedEvent, WsOutbox};
 use crate::node::WsConn;
 use crate::websocket::socket::{
     close, error_code, lost, new_conn, next_data_frame, write, Ended, Peer, CLOSE_TIMEOUT,
 };
 
-/// The server version the connect reply names.
-const VERSION: &str = concat!("boundary-realtime ", env!("CARGO_PKG_VERSION"));
+/// The server version the connect and refresh replies name.
+pub(super) const VERSION: &str = concat!("boundary-realtime ", env!("CARGO_PKG_VERSION"));
 /// The most frames taken from the queue for one flush.
 const WRITE_BATCH: usize = 128;
 /// Connect commands answered 109 (token expired) before the socket is given up.
 const MAX_CONNECT_ATTEMPTS: u32 = 3;
-
-/// Centrifugo error codes (the SDKs act on them: 109 refreshes the token, 100 and any
-/// `temporary` error retry, the rest are final for the command).
-mod code {
-    pub const INTERNAL: u32 = 100;
-    pub const PERMISSION_DENIED: u32 = 103;
-    pub const ALREADY_SUBSCRIBED: u32 = 105;
-    pub const LIMIT_EXCEEDED: u32 = 106;
-    pub const BAD_REQUEST: u32 = 107;
-    pub const NOT_AVAILABLE: u32 = 108;
-    pub const TOKEN_EXPIRED: u32 = 109;
-    pub const UNRECOVERABLE_POSITION: u32 = 112;
-}
-
-/// A close the session decides on: a Centrifugo code and reason.
-type Closing = (u16, &'static str);
 
 /// What the connect command brought.
 struct Start {
@@ -122,7 +100,7 @@ pub async fn run(
 
 /// `(expires, ttl)` for a token's `exp`: `(false, 0)` without one, the whole seconds left
 /// (at least 1) before it; `None` once it has passed.
-fn ttl_of(expires_at_ms: Option<i64>, now_ms: i64) -> Option<(bool, u32)> {
+pub(super) fn ttl_of(expires_at_ms: Option<i64>, now_ms: i64) -> Option<(bool, u32)> {
     match expires_at_ms {
         None => Some((false, 0)),
         Some(exp) if exp <= now_ms => None,
@@ -312,7 +290,7 @@ async fn commands(
 ) -> Result<(), Closing> {
     for cmd in cmds {
         drain(conn, t, out);
-        command(hub, conn, t, cmd, out, bad).await?;
+        command::run(hub, conn, t, cmd, out, bad).await?;
     }
     drain(conn, t, out);
     Ok(())
@@ -325,285 +303,6 @@ fn drain(conn: &WsConn, t: &mut Translator, out: &mut Vec<Bytes>) {
     for f in &batch {
         t.event(f, out);
     }
-}
-
-async fn command(
-    hub: &Hub,
-    conn: &Arc<WsConn>,
-    t: &mut Translator,
-    cmd: Command,
-    out: &mut Vec<Bytes>,
-    bad: &mut u32,
-) -> Result<(), Closing> {
-    let codec = t.codec();
-    let id = cmd.id;
-    let mut fail = |code: u32, message: &str, temporary: bool| {
-        out.push(error_reply(codec, id, code, message, temporary));
-    };
-    if id == 0 {
-        return match cmd {
-            c if c == Command::default() => Ok(()), // a pong
-            Command { send: Some(_), .. } => Err((3508, "not available")),
-            _ => Err((cc::BAD_REQUEST, "bad request")),
-        };
-    }
-    if cmd.connect.is_some() {
-        *bad += 1;
-        fail(code::BAD_REQUEST, "already connected", false);
-    } else if let Some(s) = cmd.subscribe {
-        let ch = s.channel;
-        if s.kind != 0 {
-            fail(
-                code::NOT_AVAILABLE,
-                "not available: only stream subscriptions are supported",
-                false,
-            );
-        } else if let Err(e) = topic::validate_name("channel", &ch) {
-            *bad += 1;
-            fail(code::BAD_REQUEST, &e.to_string(), false);
-        } else if t.has(&ch) {
-            fail(code::ALREADY_SUBSCRIBED, "already subscribed", false);
-        } else if !allowed(hub, conn, &ch) {
-            fail(code::PERMISSION_DENIED, "permission denied", false);
-        } else {
-            let since = s.recover.then(|| Since {
-                offset: s.offset,
-                epoch: s.epoch.clone(),
-            });
-            t.expect(id, &ch, s.recover);
-            let max = hub.config.topics.max_subscriptions;
-            let r = hub
-                .subscribe(
-                    conn,
-                    &ch,
-                    since.as_ref(),
-                    Some(&Value::from(id)),
-                    max,
-                    s.join_leave,
-                )
-                .await;
-            match r {
-                Ok(()) | Err(SubscribeError::Refused(SubscribeRefused::Closing)) => {}
-                Err(SubscribeError::Refused(SubscribeRefused::TooMany)) => {
-                    t.cancel(id);
-                    fail(
-                        code::LIMIT_EXCEEDED,
-                        &format!("limit exceeded: at most {max} subscriptions"),
-                        false,
-                    );
-                }
-                Err(SubscribeError::Unavailable(why)) => {
-                    t.cancel(id);
-                    fail(code::INTERNAL, &why, true);
-                }
-            }
-        }
-    } else if let Some(u) = cmd.unsubscribe {
-        // Never fails: the SDKs reconnect when an unsubscribe is refused.
-        if topic::validate_name("channel", &u.channel).is_ok() {
-            hub.unsubscribe(conn, &u.channel, Some(&Value::from(id)));
-        } else {
-            out.push(codec.encode(&Reply {
-                id,
-                unsubscribe: Some(Default::default()),
-                ..Default::default()
-            }));
-        }
-    } else if cmd.publish.is_some() {
-        fail(
-            code::PERMISSION_DENIED,
-            "permission denied: clients do not publish here; backends publish through the gRPC API",
-            false,
-        );
-    } else if let Some((p, stats)) = cmd
-        .presence
-        .map(|p| (p, false))
-        .or(cmd.presence_stats.map(|p| (p, true)))
-    {
-        if !t.subscribed(&p.channel) {
-            fail(
-                code::PERMISSION_DENIED,
-                "permission denied: subscribe to the channel first",
-                false,
-            );
-        } else {
-            match hub.presence(&p.channel).await {
-                Ok((subs, users)) => {
-                    let reply = if stats {
-                        Reply {
-                            id,
-                            presence_stats: Some(PresenceStatsResult {
-                                num_clients: subs.len() as u32,
-                                num_users: users as u32,
-                            }),
-                            ..Default::default()
-                        }
-                    } else {
-                        let presence = subs
-                            .into_iter()
-                            .map(|c| {
-                                let info = ClientInfo {
-                                    user: c.user_id,
-                                    client: c.connection_id.clone(),
-                                };
-                                (c.connection_id, info)
-                            })
-                            .collect();
-                        Reply {
-                            id,
-                            presence: Some(PresenceResult { presence }),
-                            ..Default::default()
-                        }
-                    };
-                    out.push(codec.encode(&reply));
-                }
-                Err(e) => fail_core(&mut fail, &e),
-            }
-        }
-    } else if let Some(h) = cmd.history {
-        if !(t.subscribed(&h.channel) || allowed(hub, conn, &h.channel)) {
-            fail(code::PERMISSION_DENIED, "permission denied", false);
-        } else {
-            match history(hub, &h).await {
-                Ok(Ok(r)) => out.push(codec.encode(&Reply {
-                    id,
-                    history: Some(r),
-                    ..Default::default()
-                })),
-                Ok(Err((c, m))) => fail(c, m, false),
-                Err(e) => fail_core(&mut fail, &e),
-            }
-        }
-    } else if cmd.ping.is_some() {
-        out.push(codec.encode(&Reply {
-            id,
-            ping: Some(Default::default()),
-            ..Default::default()
-        }));
-    } else if let Some(r) = cmd.refresh {
-        if r.token.is_empty() {
-            return Err((cc::BAD_REQUEST, "bad request"));
-        }
-        match hub.auth.verify(&r.token).await {
-            Ok(idt) if idt.user_id == conn.info.user_id => {
-                let Some((expires, ttl)) = ttl_of(idt.expires_at_ms, now_ms()) else {
-                    return Err((cc::EXPIRED, "connection expired"));
-                };
-                conn.set_expires_at_ms(idt.expires_at_ms);
-                out.push(codec.encode(&Reply {
-                    id,
-                    refresh: Some(RefreshResult {
-                        client: conn.info.id.clone(),
-                        version: VERSION.to_owned(),
-                        expires,
-                        ttl,
-                    }),
-                    ..Default::default()
-                }));
-            }
-            Ok(_) => return Err((cc::INVALID_TOKEN, "invalid token")),
-            Err(AuthError::Expired) => return Err((cc::EXPIRED, "connection expired")),
-            Err(_) => return Err((cc::INVALID_TOKEN, "invalid token")),
-        }
-    } else if cmd.send.is_some() {
-        fail(
-            code::NOT_AVAILABLE,
-            "not available: send is not supported",
-            false,
-        );
-    } else if cmd.rpc.is_some() {
-        fail(
-            code::NOT_AVAILABLE,
-            "not available: rpc is not supported; call your backend directly",
-            false,
-        );
-    } else if cmd.sub_refresh.is_some() {
-        fail(
-            code::NOT_AVAILABLE,
-            "not available: subscription tokens are not supported",
-            false,
-        );
-    } else {
-        *bad += 1;
-        fail(code::BAD_REQUEST, "bad request: unknown command", false);
-    }
-    Ok(())
-}
-
-/// Whether the connection may subscribe to (and read the history of) `channel`.
-fn allowed(hub: &Hub, conn: &WsConn, channel: &str) -> bool {
-    topic::allowed(&conn.info.topic_patterns, channel)
-        || topic::allowed(&hub.config.topics.public, channel)
-}
-
-fn fail_core(fail: &mut impl FnMut(u32, &str, bool), e: &CoreError) {
-    match e {
-        CoreError::InvalidArgument { .. } => fail(code::BAD_REQUEST, &e.to_string(), false),
-        _ => fail(code::INTERNAL, &e.to_string(), true),
-    }
-}
-
-/// The history command: `limit` 0 gives only the stream top, a negative limit everything
-/// kept; `since` is exclusive (and must name the current epoch); `reverse` walks back from the
-/// top, or from `since`.
-async fn history(
-    hub: &Hub,
-    h: &HistoryRequest,
-) -> Result<Result<HistoryResult, (u32, &'static str)>, CoreError> {
-    let page = hub.history(&h.channel, 0, 1000).await?;
-    if let Some(s) = &h.since {
-        if !s.epoch.is_empty() && s.epoch != page.epoch {
-            return Ok(Err((
-                code::UNRECOVERABLE_POSITION,
-                "unrecoverable position",
-            )));
-        }
-    }
-    let limit = if h.limit < 0 {
-        usize::MAX
-    } else {
-        h.limit as usize
-    };
-    let since = h.since.as_ref().map(|s| s.offset);
-    let kept = page.publications.into_iter();
-    let chosen: Vec<_> = if h.reverse {
-        kept.rev()
-            .filter(|p| since.is_none_or(|s| p.offset < s))
-            .take(limit)
-            .collect()
-    } else {
-        kept.filter(|p| since.is_none_or(|s| p.offset > s))
-            .take(limit)
-            .collect()
-    };
-    Ok(Ok(HistoryResult {
-        publications: chosen
-            .into_iter()
-            .map(|p| Publication {
-                data: Bytes::from(message_object(&crate::core::event::Message {
-                    kind: p.kind.into(),
-                    payload: Bytes::from(p.payload_json),
-                    id: p.message_id.into(),
-                    ts_ms: p.published_at_ms,
-                })),
-                offset: p.offset,
-            })
-            .collect(),
-        epoch: page.epoch,
-        offset: page.latest,
-    }))
-}
-
-fn error_reply(codec: Codec, id: u32, code: u32, message: &str, temporary: bool) -> Bytes {
-    codec.encode(&Reply {
-        id,
-        error: Some(Error {
-            code,
-            message: message.to_owned(),
-            temporary,
-        }),
-        ..Default::default()
-    })
 }
 
 fn to_message(codec: Codec, b: Bytes) -> Message {

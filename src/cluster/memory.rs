@@ -13,7 +13,7 @@ use super::{BoxFuture, Broker, Control, HistoryStore};
 use crate::core::event::{Event, Message, Publication, Shared, SharedEvent};
 use crate::core::ids::parse_conn_id;
 use crate::core::model::{
-    Command, ConnSnapshot, Cursor, HistoryPage, Interest, Kept, ListFilter, ListPage,
+    Command, ConnSnapshot, Cursor, HistoryPage, HistoryQuery, Interest, Kept, ListFilter, ListPage,
     NewPublication, Present, Published, Route, Selector, StatsPart, META_TTL_MS,
 };
 use crate::core::registry::Target;
@@ -244,8 +244,7 @@ impl HistoryStore for Memory {
     fn history(
         &self,
         topic: &str,
-        since: u64,
-        limit: usize,
+        q: HistoryQuery,
     ) -> BoxFuture<'_, Result<HistoryPage, CoreError>> {
         let found = self.shard(topic).read().get(topic).cloned();
         let page = match found {
@@ -253,9 +252,13 @@ impl HistoryStore for Memory {
             Some(h) => {
                 let mut h = h.lock();
                 h.evict(crate::clock::now_ms());
+                let chosen: Box<dyn Iterator<Item = _>> = if q.reverse {
+                    Box::new(h.before(q.since.unwrap_or(u64::MAX), q.limit))
+                } else {
+                    Box::new(h.after(q.since.unwrap_or(0), q.limit))
+                };
                 HistoryPage {
-                    publications: h
-                        .after(since, limit)
+                    publications: chosen
                         .filter_map(|p| match p.event.event() {
                             Event::Publication(publication) => {
                                 Some(Kept::of(p.offset, &p.message_id, &publication.message))

@@ -19,8 +19,8 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use crate::core::event::{Message, SharedEvent};
 use crate::core::model::{
-    Command, ConnSnapshot, Cursor, HistoryPage, Interest, ListFilter, ListPage, NewPublication,
-    Present, Published, Route, Selector, StatsPart,
+    Command, ConnSnapshot, Cursor, HistoryPage, HistoryQuery, Interest, ListFilter, ListPage,
+    NewPublication, Present, Published, Route, Selector, StatsPart,
 };
 use crate::core::topics::HistoryRead;
 use crate::core::CoreError;
@@ -67,13 +67,13 @@ pub trait HistoryStore: Send + Sync + 'static {
         since: Option<u64>,
     ) -> BoxFuture<'_, Result<HistoryRead<SharedEvent>, CoreError>>;
 
-    /// The History RPC: at most `limit` kept publications after `since`, oldest first (the
-    /// store filters: nothing beyond `limit` leaves it).
+    /// The kept publications `q` asks for, with the epoch and the latest offset (empty and 0
+    /// for a topic with no state; nothing is made). The store filters and limits: nothing
+    /// beyond what `q` asks leaves it.
     fn history(
         &self,
         topic: &str,
-        since: u64,
-        limit: usize,
+        q: HistoryQuery,
     ) -> BoxFuture<'_, Result<HistoryPage, CoreError>>;
 
     /// Topics with a kept publication, as name hashes (for GetStats).

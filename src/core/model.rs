@@ -212,6 +212,16 @@ impl Kept {
     }
 }
 
+/// Which kept publications a history read returns: walking forward (oldest first) from
+/// after `since`, or backward (newest first) from before `since` (from the top when `None`),
+/// at most `limit` (0: none, just the epoch and the latest offset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryQuery {
+    pub since: Option<u64>,
+    pub limit: usize,
+    pub reverse: bool,
+}
+
 /// The History RPC's answer.
 #[derive(Debug, Clone, Default)]
 pub struct HistoryPage {

@@ -188,11 +188,37 @@ impl<F: Clone> History<F> {
         };
         self.entries.iter().skip(start).take(limit)
     }
+
+    /// Kept publications with an offset below `until`, newest first, at most `limit`.
+    pub fn before(&self, until: u64, limit: usize) -> impl Iterator<Item = &Kept<F>> {
+        let end = match self.entries.front() {
+            Some(first) if until > first.offset => (until - first.offset) as usize,
+            _ => 0,
+        };
+        self.entries.iter().take(end).rev().take(limit)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_walk_forward_after_and_back_before() {
+        let mut h: History<u64> = History::new("e".into(), 10, 60_000);
+        for o in 1..=5 {
+            h.push(publ(o, "", 0), 0);
+        }
+        let offsets = |it: &mut dyn Iterator<Item = &Kept<u64>>| -> Vec<u64> {
+            it.map(|p| p.offset).collect()
+        };
+        assert_eq!(offsets(&mut h.after(2, 2)), [3, 4]);
+        assert_eq!(offsets(&mut h.after(0, 10)), [1, 2, 3, 4, 5]);
+        assert_eq!(offsets(&mut h.before(u64::MAX, 2)), [5, 4]);
+        assert_eq!(offsets(&mut h.before(3, 10)), [2, 1]);
+        assert_eq!(offsets(&mut h.before(1, 10)), Vec::<u64>::new());
+        assert_eq!(offsets(&mut h.before(9, 0)), Vec::<u64>::new());
+    }
 
     #[test]
     fn names_are_checked() {

@@ -18,7 +18,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 
 use crate::core::message::MessageInput;
-use crate::core::model::{ListFilter, Route};
+use crate::core::model::{HistoryQuery, ListFilter, Route};
 use crate::hub::{ConnSelector, Hub};
 use crate::proto::realtime_service_server::{RealtimeService, RealtimeServiceServer};
 use crate::proto::{self, event::Kind};
@@ -316,11 +316,15 @@ impl RealtimeService for GrpcDoor {
         req: Request<proto::HistoryRequest>,
     ) -> Result<Response<proto::HistoryResponse>, Status> {
         self.handle("History", req, |r| async move {
-            let page = self
-                .hub
-                .history(&r.topic, r.since_offset, r.limit)
-                .await
-                .map_err(to_status)?;
+            let q = HistoryQuery {
+                since: Some(r.since_offset),
+                limit: match r.limit {
+                    0 => 100,
+                    n => n as usize,
+                },
+                reverse: false,
+            };
+            let page = self.hub.history(&r.topic, q).await.map_err(to_status)?;
             Ok(proto::HistoryResponse {
                 publications: page
                     .publications

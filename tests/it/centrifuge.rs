@@ -373,6 +373,7 @@ async fn presence_stats_and_history() {
         json!({"id":8,"history":{"channel":"news","limit":2,"reverse":true}}),
         json!({"id":9,"history":{"channel":"news"}}),
         json!({"id":10,"history":{"channel":"news","limit":1,"since":{"offset":1,"epoch":"other"}}}),
+        json!({"id":11,"history":{"channel":"news","limit":-1,"reverse":true,"since":{"offset":4}}}),
     ])
     .await;
     let offsets = |v: &Value| -> Vec<u64> {
@@ -395,6 +396,7 @@ async fn presence_stats_and_history() {
         "limit 0: top only"
     );
     assert_eq!(a.next().await["error"]["code"], 112);
+    assert_eq!(offsets(&a.next().await), vec![3, 2, 1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -901,3 +901,10 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_reads_walk_forward_and_back_in_redis() {
+    let redis = RedisProc::start();
+    let n = nodes(&redis, &["a"]).await;
+    crate::topics::history_queries_walk_both_ways(&n[0], "walk").await;
+}

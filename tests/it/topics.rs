@@ -653,3 +653,62 @@ async fn a_topic_with_no_subscriber_and_expired_history_is_forgotten() {
         (json!(true), quiet["epoch"].clone())
     );
 }
+
+/// Publishes 1..=5 to `topic` through the gRPC door, then reads them back through the hub in
+/// every direction a history read walks (the store does the walking and the limiting).
+pub async fn history_queries_walk_both_ways(s: &TestServer, topic: &str) {
+    use boundary_realtime::core::model::HistoryQuery;
+    let mut client = s.client().await;
+    for i in 1..=5 {
+        client
+            .publish(publish(topic, "m", &i.to_string(), &format!("id{i}")))
+            .await
+            .unwrap();
+    }
+    let q = |since, limit, reverse| HistoryQuery {
+        since,
+        limit,
+        reverse,
+    };
+    let cases: [(HistoryQuery, &[u64]); 7] = [
+        (q(None, 10, false), &[1, 2, 3, 4, 5]),
+        (q(Some(2), 2, false), &[3, 4]),
+        (q(Some(5), 10, false), &[]),
+        (q(None, 2, true), &[5, 4]),
+        (q(Some(4), 10, true), &[3, 2, 1]),
+        (q(Some(1), 10, true), &[]),
+        (q(None, 0, true), &[]),
+    ];
+    for (query, want) in cases {
+        let page = s.hub().history(topic, query).await.unwrap();
+        let got: Vec<u64> = page.publications.iter().map(|p| p.offset).collect();
+        assert_eq!((query, got.as_slice()), (query, want));
+        assert_eq!(page.latest, 5);
+        assert!(!page.epoch.is_empty());
+    }
+    let page = s.hub().history(topic, q(Some(3), 1, false)).await.unwrap();
+    let kept = &page.publications[0];
+    assert_eq!(
+        (
+            kept.kind.as_str(),
+            kept.payload_json.as_str(),
+            kept.message_id.as_str()
+        ),
+        ("m", "4", "id4")
+    );
+    let none = s
+        .hub()
+        .history("never-used", q(None, 10, true))
+        .await
+        .unwrap();
+    assert_eq!(
+        (none.publications.len(), none.latest, none.epoch.as_str()),
+        (0, 0, "")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_reads_walk_forward_and_back_in_memory() {
+    let s = start().await;
+    history_queries_walk_both_ways(&s, "walk").await;
+}

@@ -39,8 +39,9 @@ use crate::clock::now_ms;
 use crate::core::event::{Event, Message, Presence, Publication, Shared, SharedEvent};
 use crate::core::ids::parse_conn_id;
 use crate::core::model::{
-    merge_pages, name_hash, Command, ConnSnapshot, Cursor, HistoryPage, Interest, Kept, ListFilter,
-    ListPage, NewPublication, Present, Published, Route, Selector, StatsPart, META_TTL_MS,
+    merge_pages, name_hash, Command, ConnSnapshot, Cursor, HistoryPage, HistoryQuery, Interest,
+    Kept, ListFilter, ListPage, NewPublication, Present, Published, Route, Selector, StatsPart,
+    META_TTL_MS,
 };
 use crate::core::registry::Target;
 use crate::core::topics::{HistoryRead, Live};
@@ -613,7 +614,7 @@ impl RedisCluster {
         create: bool,
     ) -> Result<HistoryRead<SharedEvent>, CoreError> {
         let count = self.settings.history_size.max(1) + 1;
-        let (epoch, latest, entries) = self.read_raw(topic, since, count, create).await?;
+        let (epoch, latest, entries) = self.read_raw(topic, since, count, create, false).await?;
         let pubs: Vec<(u64, SharedEvent)> = entries
             .into_iter()
             .filter_map(|e| {
@@ -645,6 +646,7 @@ impl RedisCluster {
         since: Option<u64>,
         count: usize,
         create: bool,
+        reverse: bool,
     ) -> Result<(String, u64, Vec<Entry>), CoreError> {
         let (stream, meta, _) = wire::topic_keys(topic);
         let mut inv = self.read_script.prepare_invoke();
@@ -654,7 +656,8 @@ impl RedisCluster {
             .arg(count)
             .arg(self.meta_ttl_ms())
             .arg(super::memory::new_epoch())
-            .arg(if create { "1" } else { "0" });
+            .arg(if create { "1" } else { "0" })
+            .arg(if reverse { "1" } else { "0" });
         let mut con = self.cmd.clone();
         let v: Value =
             self.outcome(tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut con)).await)?;
@@ -920,12 +923,18 @@ impl HistoryStore for RedisCluster {
     fn history(
         &self,
         topic: &str,
-        since: u64,
-        limit: usize,
+        q: HistoryQuery,
     ) -> BoxFuture<'_, Result<HistoryPage, CoreError>> {
         let topic = topic.to_owned();
         Box::pin(async move {
-            let (epoch, latest, entries) = self.read_raw(&topic, Some(since), limit, false).await?;
+            // A count of 0 would read everything (XRANGE's COUNT 0): ask for the position alone.
+            let (since, reverse) = match q.limit {
+                0 => (None, false),
+                _ => (q.since.or((!q.reverse).then_some(0)), q.reverse),
+            };
+            let count = q.limit.max(1);
+            let (epoch, latest, entries) =
+                self.read_raw(&topic, since, count, false, reverse).await?;
             let publications = entries
                 .iter()
                 .filter_map(|e| Some(Kept::of(e.offset, &e.message_id, e.message.as_ref()?)))

@@ -47,14 +47,16 @@ local n = redis.call('PUBLISH', channel, head .. offset .. ' ' .. epoch .. '\n' 
 return {offset, epoch, n}
 "#;
 
-/// Read. KEYS: stream, meta. ARGV: since (or -1 for the position alone), count, meta ttl ms, a
-/// fresh epoch, create (1: make the epoch when the topic has none).
+/// Read. KEYS: stream, meta. ARGV: since (or -1), count, meta ttl ms, a fresh epoch, create
+/// (1: make the epoch when the topic has none), reverse (1: newest first, offsets below
+/// `since`, or from the top when it is -1; else oldest first, offsets above `since`, and
+/// nothing for -1). `count` is at least 1 (the caller answers a count of 0 itself).
 /// Returns {epoch, latest, entries} (entries as XRANGE gives them), or {"", 0, {}} for a topic
 /// with no state when create is 0.
 pub const READ: &str = r#"
 local stream, meta = KEYS[1], KEYS[2]
 local since, count, meta_ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local new_epoch, create = ARGV[4], ARGV[5]
+local new_epoch, create, reverse = ARGV[4], ARGV[5], ARGV[6]
 local epoch = redis.call('HGET', meta, 'e')
 local latest = tonumber(redis.call('HGET', meta, 's') or '0')
 if not epoch then
@@ -65,6 +67,16 @@ if not epoch then
   redis.call('HSET', meta, 'e', epoch, 's', latest)
 end
 redis.call('PEXPIRE', meta, meta_ttl)
+if reverse == '1' then
+  if since == 0 or since == 1 then
+    return {epoch, latest, {}}
+  end
+  local top = '+'
+  if since > 0 then
+    top = (since - 1) .. '-0'
+  end
+  return {epoch, latest, redis.call('XREVRANGE', stream, top, '-', 'COUNT', count)}
+end
 if since < 0 or since >= latest then
   return {epoch, latest, {}}
 end
