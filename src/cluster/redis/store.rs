@@ -1,0 +1,174 @@
+//! The history store on Redis: a Publish is one script run (idempotency, epoch, offset,
+//! append, PUBLISH) in one round trip; reads go through the read script ([`super::history`]).
+
+use redis::Value;
+
+use super::history::{as_string, as_u64};
+use super::wire::{self, Response};
+use super::{BoxFuture, HistoryStore, Key, RedisCluster, REDIS_TIMEOUT};
+use crate::clock::now_ms;
+use crate::core::event::SharedEvent;
+use crate::core::model::{name_hash, HistoryPage, HistoryQuery, Kept, NewPublication, Published};
+use crate::core::topics::HistoryRead;
+use crate::core::CoreError;
+
+impl HistoryStore for RedisCluster {
+    fn publish(&self, p: NewPublication) -> BoxFuture<'_, Result<Published, CoreError>> {
+        Box::pin(async move {
+            self.cluster_ready()?;
+            let (stream, meta, idem_prefix) = wire::topic_keys(&p.topic);
+            let caller_id: &str = if p.caller_id { &p.message.id } else { "" };
+            let idem = format!("{idem_prefix}{caller_id}");
+            let (rid, rx, gen) = self.new_pending();
+            let mut inv = self.publish_script.prepare_invoke();
+            inv.key(&stream)
+                .key(&meta)
+                .key(&idem)
+                .key(wire::TOPIC_INDEX)
+                .arg(wire::encode_message(&p.message))
+                .arg(wire::pub_header(&self.node_id, rid, &p.topic))
+                .arg(self.settings.history_size)
+                .arg(self.settings.history_ttl_ms)
+                .arg(self.meta_ttl_ms())
+                .arg(crate::cluster::memory::new_epoch())
+                .arg(caller_id)
+                .arg(wire::topic_channel(&p.topic))
+                .arg(p.message.ts_ms)
+                .arg(&p.topic);
+            let mut con = self.commands(Key::Topic(&p.topic));
+            let r = tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut con)).await;
+            let v: Value = match self.outcome(r) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.pending.lock().remove(&rid);
+                    return Err(e);
+                }
+            };
+            let Some((offset, epoch, n)) = published_reply(v) else {
+                self.pending.lock().remove(&rid);
+                return Err(CoreError::Unavailable(
+                    "unexpected answer from the publish script".into(),
+                ));
+            };
+            if n < 0 {
+                self.pending.lock().remove(&rid);
+                return Ok(Published {
+                    offset,
+                    epoch,
+                    connections: 0,
+                });
+            }
+            self.expect(rid, n as usize);
+            let replies = if n == 0 {
+                Vec::new()
+            } else {
+                self.collect(rid, rx, gen).await?
+            };
+            let connections = replies
+                .iter()
+                .map(|r| match r {
+                    Response::Count(c) => *c,
+                    _ => 0,
+                })
+                .sum();
+            Ok(Published {
+                offset,
+                epoch,
+                connections,
+            })
+        })
+    }
+
+    fn read(
+        &self,
+        topic: &str,
+        since: Option<u64>,
+    ) -> BoxFuture<'_, Result<HistoryRead<SharedEvent>, CoreError>> {
+        let topic = topic.to_owned();
+        Box::pin(async move { self.read_topic(&topic, since, true).await })
+    }
+
+    fn history(
+        &self,
+        topic: &str,
+        q: HistoryQuery,
+    ) -> BoxFuture<'_, Result<HistoryPage, CoreError>> {
+        let topic = topic.to_owned();
+        Box::pin(async move {
+            // A count of 0 would read everything (XRANGE's COUNT 0): ask for the position alone.
+            let (since, reverse) = match q.limit {
+                0 => (None, false),
+                _ => (q.since.or((!q.reverse).then_some(0)), q.reverse),
+            };
+            let count = q.limit.max(1);
+            let (epoch, latest, entries) =
+                self.read_raw(&topic, since, count, false, reverse).await?;
+            let publications = entries
+                .iter()
+                .filter_map(|e| Some(Kept::of(e.offset, &e.message_id, e.message.as_ref()?)))
+                .collect();
+            Ok(HistoryPage {
+                publications,
+                epoch,
+                latest,
+            })
+        })
+    }
+
+    fn kept_topics(&self) -> BoxFuture<'_, Result<Vec<u64>, CoreError>> {
+        Box::pin(async move {
+            let oldest = now_ms() - self.settings.history_ttl_ms as i64;
+            let mut pipe = redis::pipe();
+            pipe.cmd("ZREMRANGEBYSCORE")
+                .arg(wire::TOPIC_INDEX)
+                .arg("-inf")
+                .arg(format!("({oldest}"))
+                .ignore()
+                .cmd("ZRANGE")
+                .arg(wire::TOPIC_INDEX)
+                .arg(0)
+                .arg(-1);
+            let mut con = self.commands(Key::Global);
+            let r = tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async(&mut con)).await;
+            let (names,): (Vec<String>,) = self.outcome(r)?;
+            Ok(names.iter().map(|n| name_hash(n)).collect())
+        })
+    }
+}
+
+/// The publish script's answer: `{offset, epoch, receivers}`, receivers -1 for a duplicate.
+fn published_reply(v: Value) -> Option<(u64, String, i64)> {
+    let Value::Array(parts) = v else {
+        return None;
+    };
+    let [o, e, n] = <[Value; 3]>::try_from(parts).ok()?;
+    let Value::Int(n) = n else {
+        return None;
+    };
+    Some((as_u64(&o)?, as_string(&e)?, n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_publish_answer_is_read_or_refused() {
+        let v = Value::Array(vec![
+            Value::Int(7),
+            Value::BulkString(b"ab12".to_vec()),
+            Value::Int(2),
+        ]);
+        assert_eq!(published_reply(v), Some((7, "ab12".into(), 2)));
+        let dup = Value::Array(vec![
+            Value::BulkString(b"3".to_vec()),
+            Value::BulkString(b"e".to_vec()),
+            Value::Int(-1),
+        ]);
+        assert_eq!(published_reply(dup), Some((3, "e".into(), -1)));
+        assert_eq!(published_reply(Value::Int(1)), None);
+        assert_eq!(published_reply(Value::Array(vec![Value::Int(1)])), None);
+        let bad_count = Value::Array(vec![Value::Int(1), Value::Int(2), Value::Nil]);
+        assert_eq!(published_reply(bad_count), None);
+    }
+}
