@@ -276,23 +276,7 @@ impl Hub {
         listen: bool,
     ) -> Result<(), SubscribeError> {
         if conn.has_topic(topic) {
-            // Already subscribed: answer with the current position, nothing replayed.
-            let read = self
-                .store
-                .read(topic, since.map(|s| s.offset))
-                .await
-                .map_err(|e| SubscribeError::Unavailable(e.to_string()))?;
-            let recovered =
-                since.map(|s| s.epoch == read.epoch && s.offset <= read.latest && read.complete);
-            let reply = Shared::new(Event::Subscribed {
-                topic: topic.into(),
-                offset: read.latest,
-                epoch: read.epoch.as_str().into(),
-                recovered,
-                reference: reference.cloned(),
-            });
-            self.offer_or_close(conn, &reply);
-            return Ok(());
+            return self.resubscribed(conn, topic, since, reference).await;
         }
         let key = vec![Interest::Topic(topic.to_owned())];
         self.broker
@@ -345,6 +329,33 @@ impl Hub {
                     .emit_topic_event(ConnEventKind::Subscribed, conn, topic);
             }
         }
+        Ok(())
+    }
+
+    /// A subscribe to a topic the connection already has: answered with the current
+    /// position, nothing replayed.
+    async fn resubscribed(
+        &self,
+        conn: &Arc<WsConn>,
+        topic: &str,
+        since: Option<&Since>,
+        reference: Option<&serde_json::Value>,
+    ) -> Result<(), SubscribeError> {
+        let read = self
+            .store
+            .read(topic, since.map(|s| s.offset))
+            .await
+            .map_err(|e| SubscribeError::Unavailable(e.to_string()))?;
+        let recovered =
+            since.map(|s| s.epoch == read.epoch && s.offset <= read.latest && read.complete);
+        let reply = Shared::new(Event::Subscribed {
+            topic: topic.into(),
+            offset: read.latest,
+            epoch: read.epoch.as_str().into(),
+            recovered,
+            reference: reference.cloned(),
+        });
+        self.offer_or_close(conn, &reply);
         Ok(())
     }
 

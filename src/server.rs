@@ -105,10 +105,95 @@ fn new_local_node(node_id: String, event_buffer: usize) -> LocalNode {
     )
 }
 
-async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { key, addr, source })
+/// Binds `addr` (the value of config key `key`); returns the listener and the address it got
+/// (port 0 picks one).
+async fn bind(
+    key: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), StartError> {
+    let err = |source| StartError::Bind { key, addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(err)?;
+    let local = listener.local_addr().map_err(err)?;
+    Ok((listener, local))
+}
+
+/// The WebSocket door and the other HTTP routes, plain or TLS, until shutdown begins.
+fn serve_http_door(
+    hub: &Arc<Hub>,
+    listener: TcpListener,
+    addr: SocketAddr,
+    tls: Option<crate::tls::PemIdentity>,
+) -> Result<JoinHandle<()>, StartError> {
+    let app = crate::http::router(Arc::clone(hub));
+    let Some(id) = tls else {
+        let plain = crate::tls::PlainListener(listener);
+        return Ok(tokio::spawn(serve_http(plain, app, hub.shutdown_signal())));
+    };
+    let config = crate::tls::http_server_config(&id)
+        .map_err(|e| ConfigError::new("http.tls_cert_file", e))?;
+    let tls = TlsListener::new(listener, config, hub.shutdown_signal()).map_err(|source| {
+        StartError::Bind {
+            key: "http.listen",
+            addr,
+            source,
+        }
+    })?;
+    Ok(tokio::spawn(serve_http(tls, app, hub.shutdown_signal())))
+}
+
+/// The gRPC door with health and reflection, until shutdown begins. Returns the health
+/// reporter (shutdown marks the node not serving) and the server's task.
+async fn serve_grpc_door(
+    hub: &Arc<Hub>,
+    listener: TcpListener,
+    tls: Option<crate::tls::PemIdentity>,
+) -> Result<(tonic_health::server::HealthReporter, JoinHandle<()>), StartError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", ServingStatus::Serving).await;
+    health
+        .set_service_status(SERVICE_NAME, ServingStatus::Serving)
+        .await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| StartError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| StartError::Reflection(e.to_string()))?;
+    let door = GrpcDoor::new(Arc::clone(hub)).into_service();
+    let mut stop = hub.shutdown_signal();
+    let per_connection = hub.config.grpc.max_concurrent_requests;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(id) = tls {
+        crate::tls::install_crypto_provider();
+        let identity = tonic::transport::Identity::from_pem(id.cert_pem, id.key_pem);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| ConfigError::new("grpc.tls_cert_file", e.to_string()))?;
+    }
+    // TCP_NODELAY on every accepted gRPC connection: a reply written while another is
+    // unacknowledged must not wait out the client's delayed ACK (40 ms).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let task = tokio::spawn(async move {
+        let serve = builder
+            .concurrency_limit_per_connection(per_connection)
+            .load_shed(true)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(door)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.wait_for(|down| *down).await;
+            });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "gRPC listener failed");
+        }
+    });
+    Ok((health, task))
 }
 
 impl Server {
@@ -122,14 +207,8 @@ impl Server {
     /// files it names are not read again.
     pub async fn start_checked(config: Config, checked: Checked) -> Result<Server, StartError> {
         let node_id = resolve_node_id(&config.node.id);
-        let http_listener = bind("http.listen", config.http_addr()).await?;
-        let grpc_listener = bind("grpc.listen", config.grpc_addr()).await?;
-        let local = |key: &'static str, l: &TcpListener, addr: SocketAddr| {
-            l.local_addr()
-                .map_err(|source| StartError::Bind { key, addr, source })
-        };
-        let http_addr = local("http.listen", &http_listener, config.http_addr())?;
-        let grpc_addr = local("grpc.listen", &grpc_listener, config.grpc_addr())?;
+        let (http_listener, http_addr) = bind("http.listen", config.http_addr()).await?;
+        let (grpc_listener, grpc_addr) = bind("grpc.listen", config.grpc_addr()).await?;
         let Checked {
             verifier,
             http_tls,
@@ -143,75 +222,8 @@ impl Server {
             Arc::downgrade(&hub) as _;
         cluster.register(handler);
         tokio::spawn(auth.refresh_loop(hub.shutdown_signal()));
-
-        let app = crate::http::router(Arc::clone(&hub));
-        let http_task = match http_tls {
-            None => tokio::spawn(serve_http(
-                crate::tls::PlainListener(http_listener),
-                app,
-                hub.shutdown_signal(),
-            )),
-            Some(id) => {
-                let tls = TlsListener::new(
-                    http_listener,
-                    crate::tls::http_server_config(&id)
-                        .map_err(|e| ConfigError::new("http.tls_cert_file", e))?,
-                    hub.shutdown_signal(),
-                )
-                .map_err(|source| StartError::Bind {
-                    key: "http.listen",
-                    addr: http_addr,
-                    source,
-                })?;
-                tokio::spawn(serve_http(tls, app, hub.shutdown_signal()))
-            }
-        };
-
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_service_status("", ServingStatus::Serving).await;
-        health
-            .set_service_status(SERVICE_NAME, ServingStatus::Serving)
-            .await;
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| StartError::Reflection(e.to_string()))?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()
-            .map_err(|e| StartError::Reflection(e.to_string()))?;
-        let door = GrpcDoor::new(Arc::clone(&hub)).into_service();
-        let mut stop = hub.shutdown_signal();
-        let per_connection = hub.config.grpc.max_concurrent_requests;
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(id) = grpc_tls {
-            crate::tls::install_crypto_provider();
-            let identity = tonic::transport::Identity::from_pem(id.cert_pem, id.key_pem);
-            builder = builder
-                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-                .map_err(|e| ConfigError::new("grpc.tls_cert_file", e.to_string()))?;
-        }
-        // TCP_NODELAY on every accepted gRPC connection: a reply written while another is
-        // unacknowledged must not wait out the client's delayed ACK (40 ms).
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
-        let grpc_task = tokio::spawn(async move {
-            let serve = builder
-                .concurrency_limit_per_connection(per_connection)
-                .load_shed(true)
-                .add_service(health_service)
-                .add_service(reflection_v1)
-                .add_service(reflection_v1alpha)
-                .add_service(door)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stop.wait_for(|down| *down).await;
-                });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "gRPC listener failed");
-            }
-        });
+        let http_task = serve_http_door(&hub, http_listener, http_addr, http_tls)?;
+        let (health, grpc_task) = serve_grpc_door(&hub, grpc_listener, grpc_tls).await?;
         tokio::spawn(crate::sweeper::run(Arc::clone(&hub)));
         tracing::info!(
             node_id = %hub.node_id(),

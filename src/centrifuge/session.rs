@@ -241,28 +241,16 @@ async fn serve(
                 if !bucket.take(mono_ms()) {
                     return close_now(hub, socket, conn, (cc::TOO_MANY_REQUESTS, "too many requests")).await;
                 }
-                let decoded = match msg {
-                    Some(Ok(Message::Text(text))) => codec.decode(text.as_bytes(), false),
-                    Some(Ok(Message::Binary(b))) => codec.decode(&b, true),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Ok(Message::Close(frame))) => {
-                        let (code, reason) = frame
-                            .map(|f| (f.code, f.reason.to_string()))
-                            .unwrap_or((1005, String::new()));
+                let cmds = match read(msg, codec) {
+                    Read::Commands(cmds) => cmds,
+                    Read::Skip => continue,
+                    Read::PeerClosed(ended) => {
                         // Let tungstenite send its close reply, then end.
                         let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.flush()).await;
-                        return Ended { code, reason };
+                        return ended;
                     }
-                    Some(Err(e)) => match error_code(e) {
-                        close::TOO_LARGE => {
-                            return close_now(hub, socket, conn, (close::TOO_LARGE, "message size limit exceeded")).await;
-                        }
-                        _ => return lost("read failed"),
-                    },
-                    None => return lost("connection lost"),
-                };
-                let Ok(cmds) = decoded else {
-                    return close_now(hub, socket, conn, (cc::BAD_REQUEST, "bad request")).await;
+                    Read::Lost(why) => return lost(why),
+                    Read::Close(c) => return close_now(hub, socket, conn, c).await,
                 };
                 let outcome = Box::pin(commands(hub, conn, &mut t, cmds, &mut out, &mut bad)).await;
                 if let Err(ended) = send_all(socket, conn, codec, std::mem::take(&mut out)).await {
@@ -276,6 +264,42 @@ async fn serve(
                 }
             }
         }
+    }
+}
+
+/// What a read from the client calls for.
+enum Read {
+    Commands(Vec<Command>),
+    /// A ping or pong: nothing to do.
+    Skip,
+    /// The client sent its close frame.
+    PeerClosed(Ended),
+    Lost(&'static str),
+    Close(Closing),
+}
+
+fn read(msg: Option<Result<Message, axum::Error>>, codec: Codec) -> Read {
+    let decoded = match msg {
+        Some(Ok(Message::Text(text))) => codec.decode(text.as_bytes(), false),
+        Some(Ok(Message::Binary(b))) => codec.decode(&b, true),
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => return Read::Skip,
+        Some(Ok(Message::Close(frame))) => {
+            let (code, reason) = frame
+                .map(|f| (f.code, f.reason.to_string()))
+                .unwrap_or((1005, String::new()));
+            return Read::PeerClosed(Ended { code, reason });
+        }
+        Some(Err(e)) => {
+            return match error_code(e) {
+                close::TOO_LARGE => Read::Close((close::TOO_LARGE, "message size limit exceeded")),
+                _ => Read::Lost("read failed"),
+            }
+        }
+        None => return Read::Lost("connection lost"),
+    };
+    match decoded {
+        Ok(cmds) => Read::Commands(cmds),
+        Err(_) => Read::Close((cc::BAD_REQUEST, "bad request")),
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::mpsc;
 
 use super::interest::SubOp;
@@ -75,48 +76,20 @@ async fn session(c: &Arc<RedisCluster>, ops: &mut mpsc::UnboundedReceiver<SubOp>
         Ok(Err(e)) => return Ended::Lost(e.to_string()),
         Err(_) => return Ended::Lost("connect timed out".into()),
     };
-    let (mut sink, mut stream) = ps.split();
-    let mut channels = vec![
-        wire::CONTROL.to_owned(),
-        wire::EVENTS.to_owned(),
-        wire::node_channel(&c.node_id),
-    ];
-    channels.extend(c.interest.channels());
-    for batch in channels.chunks(BATCH) {
-        match tokio::time::timeout(REDIS_TIMEOUT, sink.subscribe(batch)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Ended::Lost(e.to_string()),
-            Err(_) => return Ended::Lost("subscribe timed out".into()),
-        }
-    }
-    c.interest.settle_all();
-    let last_rx = Arc::new(AtomicI64::new(mono_ms()));
-    let reader = {
-        let c = Arc::clone(c);
-        let last_rx = Arc::clone(&last_rx);
-        tokio::spawn(async move {
-            while let Some(m) = stream.next().await {
-                last_rx.store(mono_ms(), Ordering::Relaxed);
-                c.on_message(m.get_payload_bytes());
-            }
-        })
+    let (mut sink, stream) = ps.split();
+    let channels = match subscribe_all(c, &mut sink).await {
+        Ok(n) => n,
+        Err(ended) => return ended,
     };
+    let last_rx = Arc::new(AtomicI64::new(mono_ms()));
+    let mut reader = spawn_reader(c, stream, Arc::clone(&last_rx));
     let _abort = AbortOnDrop(reader.abort_handle());
-    let mut reader = reader;
-    // Whatever was published while this node could not hear it is read from history first.
-    c.catch_up_all().await;
-    // The other nodes may be resubscribing too: hear from each again before delivering.
-    c.members.lock().unconfirm_all();
-    c.hello_nonce.fetch_add(1, Ordering::AcqRel);
-    c.pubsub_ready.store(true, Ordering::Release);
-    c.local.metrics.cluster_subscribed.inc();
-    tracing::info!(channels = channels.len(), "subscribed to Redis pub/sub");
-    members::beat_to(c, None, members::Beat::Hello).await;
+    announce_ready(c, channels).await;
     let mut check = tokio::time::interval(Duration::from_secs(1));
     let mut deferred: Option<SubOp> = None;
     loop {
         let op = match deferred.take() {
-            Some(op) => Some(op),
+            Some(op) => op,
             None => tokio::select! {
                 _ = &mut reader => return Ended::Lost("the connection closed".into()),
                 _ = async { let _ = stop.wait_for(|s| *s).await; } => return Ended::Stopped,
@@ -127,40 +100,101 @@ async fn session(c: &Arc<RedisCluster>, ops: &mut mpsc::UnboundedReceiver<SubOp>
                     continue;
                 }
                 op = ops.recv() => match op {
-                    Some(op) => Some(op),
+                    Some(op) => op,
                     None => return Ended::Stopped,
                 },
             },
         };
-        match op {
-            Some(SubOp::Subscribe(mut chs)) => {
-                // Coalesce the subscribes already queued into one round trip.
-                while chs.len() < BATCH {
-                    match ops.try_recv() {
-                        Ok(SubOp::Subscribe(more)) => chs.extend(more),
-                        Ok(other) => {
-                            deferred = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                let r = tokio::time::timeout(REDIS_TIMEOUT, sink.subscribe(&chs)).await;
-                let ok = matches!(r, Ok(Ok(())));
-                c.interest.settle(&chs, ok);
-                if !ok {
-                    return Ended::Lost("subscribe failed".into());
-                }
-            }
-            Some(SubOp::Unsubscribe(chs)) => {
-                let r = tokio::time::timeout(REDIS_TIMEOUT, sink.unsubscribe(&chs)).await;
-                if !matches!(r, Ok(Ok(()))) {
-                    return Ended::Lost("unsubscribe failed".into());
-                }
-            }
-            None => {}
+        if let Err(ended) = apply(c, &mut sink, op, ops, &mut deferred).await {
+            return ended;
         }
     }
+}
+
+/// Subscribes this node's own channels and every channel it holds interest in, in batches;
+/// returns how many.
+async fn subscribe_all(c: &RedisCluster, sink: &mut PubSubSink) -> Result<usize, Ended> {
+    let mut channels = vec![
+        wire::CONTROL.to_owned(),
+        wire::EVENTS.to_owned(),
+        wire::node_channel(&c.node_id),
+    ];
+    channels.extend(c.interest.channels());
+    for batch in channels.chunks(BATCH) {
+        match tokio::time::timeout(REDIS_TIMEOUT, sink.subscribe(batch)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Ended::Lost(e.to_string())),
+            Err(_) => return Err(Ended::Lost("subscribe timed out".into())),
+        }
+    }
+    c.interest.settle_all();
+    Ok(channels.len())
+}
+
+/// The task that hands every pub/sub message to the node, noting when the last one came.
+fn spawn_reader(
+    c: &Arc<RedisCluster>,
+    mut stream: PubSubStream,
+    last_rx: Arc<AtomicI64>,
+) -> tokio::task::JoinHandle<()> {
+    let c = Arc::clone(c);
+    tokio::spawn(async move {
+        while let Some(m) = stream.next().await {
+            last_rx.store(mono_ms(), Ordering::Relaxed);
+            c.on_message(m.get_payload_bytes());
+        }
+    })
+}
+
+/// Subscribed again: catch up, then say so. Whatever was published while this node could not
+/// hear it is read from history first; the other nodes may be resubscribing too, so each must
+/// vouch again before this node delivers.
+async fn announce_ready(c: &Arc<RedisCluster>, channels: usize) {
+    c.catch_up_all().await;
+    c.members.lock().unconfirm_all();
+    c.hello_nonce.fetch_add(1, Ordering::AcqRel);
+    c.pubsub_ready.store(true, Ordering::Release);
+    c.local.metrics.cluster_subscribed.inc();
+    tracing::info!(channels, "subscribed to Redis pub/sub");
+    members::beat_to(c, None, members::Beat::Hello).await;
+}
+
+/// Carries out one subscription change, coalescing the subscribes already queued behind it
+/// into one round trip (an op of another kind found on the way is kept in `deferred`).
+async fn apply(
+    c: &RedisCluster,
+    sink: &mut PubSubSink,
+    op: SubOp,
+    ops: &mut mpsc::UnboundedReceiver<SubOp>,
+    deferred: &mut Option<SubOp>,
+) -> Result<(), Ended> {
+    match op {
+        SubOp::Subscribe(mut chs) => {
+            while chs.len() < BATCH {
+                match ops.try_recv() {
+                    Ok(SubOp::Subscribe(more)) => chs.extend(more),
+                    Ok(other) => {
+                        *deferred = Some(other);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let r = tokio::time::timeout(REDIS_TIMEOUT, sink.subscribe(&chs)).await;
+            let ok = matches!(r, Ok(Ok(())));
+            c.interest.settle(&chs, ok);
+            if !ok {
+                return Err(Ended::Lost("subscribe failed".into()));
+            }
+        }
+        SubOp::Unsubscribe(chs) => {
+            let r = tokio::time::timeout(REDIS_TIMEOUT, sink.unsubscribe(&chs)).await;
+            if !matches!(r, Ok(Ok(()))) {
+                return Err(Ended::Lost("unsubscribe failed".into()));
+            }
+        }
+    }
+    Ok(())
 }
 
 struct AbortOnDrop(tokio::task::AbortHandle);
