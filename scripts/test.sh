@@ -26,7 +26,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 step "cargo test"
-cargo test --locked
+cargo test --locked --workspace
 
 # The JS, browser and SDK tests start the binary `cargo test` just built for the Rust tests
 # (building it again with `cargo build` would compile the crate a second time: the test build's

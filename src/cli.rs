@@ -73,7 +73,7 @@ enum Command {
     },
     /// Measure a running node: connections, deliveries/s, latency, server memory and CPU.
     #[cfg(feature = "load-tool")]
-    Bench(crate::bench::Options),
+    Bench(boundary_realtime_bench::Options),
 }
 
 pub fn main() -> ExitCode {
@@ -165,7 +165,7 @@ fn run(cli: Cli) -> Result<(), String> {
         #[cfg(feature = "load-tool")]
         Command::Bench(opts) => {
             let report = runtime()?
-                .block_on(crate::bench::run(&opts))
+                .block_on(boundary_realtime_bench::run(&opts))
                 .map_err(|e| e.to_string())?;
             if opts.json {
                 eprint!("{}", report.human());

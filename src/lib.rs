@@ -7,8 +7,6 @@
 //! frame to each. [`core`] is pure (no I/O, no clock); everything else is the shell.
 
 pub mod auth;
-#[cfg(feature = "load-tool")]
-pub mod bench;
 pub mod centrifuge;
 pub mod cli;
 pub mod clock;

@@ -2,8 +2,8 @@
 //! checking the tool's own counting against what the calls must deliver and what the server
 //! says it sent. No performance figure is asserted here.
 
-use boundary_realtime::bench::{self, BenchError, Options};
 use boundary_realtime::proto::GetStatsRequest;
+use boundary_realtime_bench::{self as bench, BenchError, Options};
 use clap::Parser;
 
 use crate::common::*;

@@ -591,7 +591,7 @@ async fn bench_drives_a_cluster() {
         let mut args = vec![mode];
         args.extend(crate::bench::SMOKE_ARGS);
         let opts = crate::bench::options_with(&ws, &grpc, &args);
-        let r = boundary_realtime::bench::run(&opts)
+        let r = boundary_realtime_bench::run(&opts)
             .await
             .unwrap_or_else(|e| panic!("{mode}: {e}"));
         assert_eq!(r.connect.opened, 12, "{mode}");

@@ -12,6 +12,12 @@ pub mod procfs;
 pub mod report;
 pub mod tally;
 
+/// The service's gRPC client, generated from its proto by this crate's build script.
+pub mod proto {
+    #![allow(clippy::all)]
+    tonic::include_proto!("boundary.realtime.v1");
+}
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
