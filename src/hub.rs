@@ -19,8 +19,8 @@ use crate::core::event::{Event, Shared, SharedEvent};
 use crate::core::frames::Since;
 use crate::core::message::{self, MessageInput};
 use crate::core::model::{
-    Command, ConnEvent, ConnEventKind, ConnSnapshot, HistoryPage, HistoryQuery, Interest,
-    ListFilter, NewPublication, Present, Route, Selector, StatsSnapshot,
+    Command, ConnEvent, ConnEventKind, ConnSnapshot, HistoryPage, HistoryQuery, ListFilter,
+    NewPublication, Present, StatsSnapshot, Who,
 };
 use crate::core::registry::{Offer, Outbox, TooMany};
 use crate::core::topic;
@@ -50,9 +50,6 @@ pub struct Listing {
     pub next_page_token: String,
     pub total: u64,
 }
-
-/// Which connections a Disconnect/Subscribe/Unsubscribe acts on (the door's name for it).
-pub type ConnSelector = Selector;
 
 /// Why a client's subscribe did not happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,9 +182,15 @@ impl Hub {
     }
 
     /// Validates `msg` once, then delivers it to `route` (each door encodes it once).
-    pub async fn send(&self, route: Route, msg: MessageInput<'_>) -> Result<Sent, CoreError> {
+    pub async fn send(&self, route: Who, msg: MessageInput<'_>) -> Result<Sent, CoreError> {
         if self.is_shutting_down() {
             return Err(CoreError::ShuttingDown);
+        }
+        if let Who::Topic(_) = route {
+            return Err(CoreError::invalid(
+                "target",
+                "a topic's subscribers are reached by Publish",
+            ));
         }
         let valid = message::validate("message", msg, self.config.limits.max_payload_bytes)?;
         let message_id = match valid.id {
@@ -278,7 +281,7 @@ impl Hub {
         if conn.has_topic(topic) {
             return self.resubscribed(conn, topic, since, reference).await;
         }
-        let key = vec![Interest::Topic(topic.to_owned())];
+        let key = vec![Who::Topic(topic.to_owned())];
         self.broker
             .hold(key.clone())
             .await
@@ -375,7 +378,7 @@ impl Hub {
     ) -> bool {
         let was = self.local.topics.unsubscribe(topic, conn);
         if was {
-            self.broker.release(vec![Interest::Topic(topic.to_owned())]);
+            self.broker.release(vec![Who::Topic(topic.to_owned())]);
             self.local
                 .emit_topic_event(ConnEventKind::Unsubscribed, conn, topic);
         }
@@ -390,14 +393,15 @@ impl Hub {
     /// Runs a command on the connections of this node the selector names: NOT_FOUND for a
     /// connection id that is not live here. Called by the control seam, on the owning node
     /// (through [`CommandHandler`]).
-    async fn run_local(&self, target: Selector, command: Command) -> Result<u32, CoreError> {
+    async fn run_local(&self, target: Who, command: Command) -> Result<u32, CoreError> {
         let conns = match &target {
-            Selector::Connection(id) => {
+            Who::Connection(id) => {
                 vec![self.local.get(id).ok_or_else(|| CoreError::NotFound {
                     what: format!("connection {id:?}"),
                 })?]
             }
-            Selector::User(user) => self.local.registry.of_user(user),
+            Who::User(user) => self.local.registry.of_user(user),
+            other => return Err(not_a_command_target(other)),
         };
         let mut n = 0;
         for c in &conns {
@@ -417,23 +421,20 @@ impl Hub {
         Ok(n)
     }
 
-    fn check_selector(target: &Selector) -> Result<(), CoreError> {
+    fn check_selector(target: &Who) -> Result<(), CoreError> {
         match target {
-            Selector::Connection(id) if id.is_empty() => {
+            Who::Connection(id) if id.is_empty() => {
                 Err(CoreError::invalid("connection_id", "is required"))
             }
-            Selector::User(u) if u.is_empty() => Err(CoreError::invalid("user_id", "is required")),
-            _ => Ok(()),
+            Who::User(u) if u.is_empty() => Err(CoreError::invalid("user_id", "is required")),
+            Who::Connection(_) | Who::User(_) => Ok(()),
+            other => Err(not_a_command_target(other)),
         }
     }
 
     /// Subscribes the selected connections (no authorization, no cap: the backend decides);
     /// returns how many are subscribed now.
-    pub async fn subscribe_selected(
-        &self,
-        topic: &str,
-        target: Selector,
-    ) -> Result<u32, CoreError> {
+    pub async fn subscribe_selected(&self, topic: &str, target: Who) -> Result<u32, CoreError> {
         topic::validate_name("topic", topic)?;
         Self::check_selector(&target)?;
         self.control
@@ -447,11 +448,7 @@ impl Hub {
     }
 
     /// Unsubscribes the selected connections; returns how many were subscribed.
-    pub async fn unsubscribe_selected(
-        &self,
-        topic: &str,
-        target: Selector,
-    ) -> Result<u32, CoreError> {
+    pub async fn unsubscribe_selected(&self, topic: &str, target: Who) -> Result<u32, CoreError> {
         topic::validate_name("topic", topic)?;
         Self::check_selector(&target)?;
         self.control
@@ -465,12 +462,7 @@ impl Hub {
     }
 
     /// Closes the selected connections with `code` (0 means 4000) and `reason`.
-    pub async fn disconnect(
-        &self,
-        target: Selector,
-        code: u32,
-        reason: &str,
-    ) -> Result<u32, CoreError> {
+    pub async fn disconnect(&self, target: Who, code: u32, reason: &str) -> Result<u32, CoreError> {
         let code = match code {
             0 => close::DISCONNECTED,
             4000..=4999 => code as u16,
@@ -661,11 +653,14 @@ impl Hub {
 }
 
 impl CommandHandler for Hub {
-    fn run_local(
-        &self,
-        target: Selector,
-        command: Command,
-    ) -> BoxFuture<'_, Result<u32, CoreError>> {
+    fn run_local(&self, target: Who, command: Command) -> BoxFuture<'_, Result<u32, CoreError>> {
         Box::pin(Hub::run_local(self, target, command))
     }
+}
+
+fn not_a_command_target(who: &Who) -> CoreError {
+    CoreError::invalid(
+        "target",
+        format!("{who:?}: a command acts on a connection or a user's connections"),
+    )
 }

@@ -11,12 +11,10 @@ use parking_lot::{Mutex, RwLock};
 
 use super::{BoxFuture, Broker, Control, HistoryStore};
 use crate::core::event::{Event, Message, Publication, Shared, SharedEvent};
-use crate::core::ids::parse_conn_id;
 use crate::core::model::{
-    Command, ConnSnapshot, Cursor, HistoryPage, HistoryQuery, Interest, Kept, ListFilter, ListPage,
-    NewPublication, Present, Published, Route, Selector, StatsPart, META_TTL_MS,
+    Command, ConnSnapshot, Cursor, HistoryPage, HistoryQuery, Kept, ListFilter, ListPage,
+    NewPublication, Present, Published, StatsPart, Who, META_TTL_MS,
 };
-use crate::core::registry::Target;
 use crate::core::topic::{History, Kept as KeptEntry};
 use crate::core::topics::{HistoryRead, Live};
 use crate::core::CoreError;
@@ -129,30 +127,25 @@ impl Memory {
 }
 
 impl Broker for Memory {
-    fn deliver(&self, route: Route, message: Message) -> BoxFuture<'_, Result<u32, CoreError>> {
+    fn deliver(&self, route: Who, message: Message) -> BoxFuture<'_, Result<u32, CoreError>> {
         let l = &self.local;
         let event = Shared::new(Event::Message(message));
-        let result = match &route {
-            Route::User(u) => Ok(l.deliver(Target::User(u), &event)),
-            Route::Role(r) => Ok(l.deliver(Target::Role(r), &event)),
-            Route::All => Ok(l.deliver(Target::All, &event)),
-            Route::Connection(id) => match parse_conn_id(id) {
-                Some((node, seq)) if node == l.id && l.registry.get(seq).is_some() => {
-                    Ok(l.deliver(Target::Connection(seq), &event))
-                }
-                _ => Err(CoreError::NotFound {
-                    what: format!("connection {id:?}"),
-                }),
-            },
-        };
+        let result = l
+            .deliver_to(&route, &event)
+            .ok_or_else(|| CoreError::NotFound {
+                what: match &route {
+                    Who::Connection(id) => format!("connection {id:?}"),
+                    other => format!("{other:?}"),
+                },
+            });
         Box::pin(std::future::ready(result))
     }
 
-    fn hold(&self, _keys: Vec<Interest>) -> BoxFuture<'_, Result<(), CoreError>> {
+    fn hold(&self, _keys: Vec<Who>) -> BoxFuture<'_, Result<(), CoreError>> {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn release(&self, _keys: Vec<Interest>) {}
+    fn release(&self, _keys: Vec<Who>) {}
 
     fn ready(&self) -> bool {
         true
@@ -296,7 +289,7 @@ impl HistoryStore for Memory {
 }
 
 impl Control for Memory {
-    fn command(&self, target: Selector, command: Command) -> BoxFuture<'_, Result<u32, CoreError>> {
+    fn command(&self, target: Who, command: Command) -> BoxFuture<'_, Result<u32, CoreError>> {
         Box::pin(async move {
             let handler = self.handler.get()?;
             handler.run_local(target, command).await

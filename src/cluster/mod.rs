@@ -19,8 +19,8 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use crate::core::event::{Message, SharedEvent};
 use crate::core::model::{
-    Command, ConnSnapshot, Cursor, HistoryPage, HistoryQuery, Interest, ListFilter, ListPage,
-    NewPublication, Present, Published, Route, Selector, StatsPart,
+    Command, ConnSnapshot, Cursor, HistoryPage, HistoryQuery, ListFilter, ListPage, NewPublication,
+    Present, Published, StatsPart, Who,
 };
 use crate::core::topics::HistoryRead;
 use crate::core::CoreError;
@@ -34,15 +34,15 @@ pub trait Broker: Send + Sync + 'static {
     /// that is not live. Two deliveries from one caller to the same route reach each
     /// connection in the order they were made; nothing is promised across routes. Not
     /// atomic across nodes: on UNAVAILABLE some nodes may have delivered.
-    fn deliver(&self, route: Route, message: Message) -> BoxFuture<'_, Result<u32, CoreError>>;
+    fn deliver(&self, route: Who, message: Message) -> BoxFuture<'_, Result<u32, CoreError>>;
 
     /// Declares that this node holds connections for these keys; resolves once deliveries
     /// for them reach this node (so a connection told `connected` or `subscribed` misses
     /// nothing sent after). On error nothing is held.
-    fn hold(&self, keys: Vec<Interest>) -> BoxFuture<'_, Result<(), CoreError>>;
+    fn hold(&self, keys: Vec<Who>) -> BoxFuture<'_, Result<(), CoreError>>;
 
     /// The opposite of [`Broker::hold`], once per key held.
-    fn release(&self, keys: Vec<Interest>);
+    fn release(&self, keys: Vec<Who>);
 
     /// Whether deliveries can be made now (for `/readyz`).
     fn ready(&self) -> bool;
@@ -88,7 +88,7 @@ pub trait HistoryStore: Send + Sync + 'static {
 pub trait Control: Send + Sync + 'static {
     /// Runs `command` on the selected connections, on the nodes that hold them; returns how
     /// many it applied to.
-    fn command(&self, target: Selector, command: Command) -> BoxFuture<'_, Result<u32, CoreError>>;
+    fn command(&self, target: Who, command: Command) -> BoxFuture<'_, Result<u32, CoreError>>;
     fn get(&self, connection_id: &str) -> BoxFuture<'_, Result<ConnSnapshot, CoreError>>;
     fn list(
         &self,
@@ -130,11 +130,7 @@ impl Family {
 pub trait CommandHandler: Send + Sync + 'static {
     /// Runs `command` on the connections of this node `target` names; NOT_FOUND for a
     /// connection id that is not live here.
-    fn run_local(
-        &self,
-        target: Selector,
-        command: Command,
-    ) -> BoxFuture<'_, Result<u32, CoreError>>;
+    fn run_local(&self, target: Who, command: Command) -> BoxFuture<'_, Result<u32, CoreError>>;
 }
 
 /// Where a family keeps its [`CommandHandler`]: set once, held weakly (the handler owns the

@@ -11,21 +11,18 @@ use serde::{Deserialize, Serialize};
 
 use super::event::Message;
 
-/// Who a delivery goes to, cluster-wide.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Route {
+/// Who something is for: the one way every layer names recipients. A delivery goes to a
+/// user, a role, one connection or everyone (a topic's subscribers are reached by publishing,
+/// through the history store); a command acts on one connection or a user's connections; a
+/// node's interest is a user, a role or a topic it holds connections for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Who {
     User(String),
     Role(String),
     /// One connection, by its id `<node_id>.<seq>`: the node is read from the id.
     Connection(String),
+    Topic(String),
     All,
-}
-
-/// Which connections a command acts on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Selector {
-    Connection(String),
-    User(String),
 }
 
 /// What a backend asks to be done to connections.
@@ -34,14 +31,6 @@ pub enum Command {
     Disconnect { code: u16, reason: String },
     Subscribe { topic: String },
     Unsubscribe { topic: String },
-}
-
-/// What a node must receive for its connections.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Interest {
-    User(String),
-    Role(String),
-    Topic(String),
 }
 
 /// A connection as the API shows it, wherever it lives.

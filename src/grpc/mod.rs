@@ -18,8 +18,8 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 
 use crate::core::message::MessageInput;
-use crate::core::model::{HistoryQuery, ListFilter, Route};
-use crate::hub::{ConnSelector, Hub};
+use crate::core::model::{HistoryQuery, ListFilter, Who};
+use crate::hub::Hub;
 use crate::proto::realtime_service_server::{RealtimeService, RealtimeServiceServer};
 use crate::proto::{self, event::Kind};
 use status::{required, to_status};
@@ -97,7 +97,7 @@ impl GrpcDoor {
 
     async fn send(
         &self,
-        route: Route,
+        route: Who,
         message: Option<proto::Message>,
     ) -> Result<proto::SendResponse, Status> {
         let m = message.ok_or_else(|| required("message"))?;
@@ -129,8 +129,8 @@ macro_rules! selector {
     ($target:expr, $ty:path) => {{
         use $ty as Target;
         match $target {
-            Some(Target::ConnectionId(id)) => Ok(ConnSelector::Connection(id)),
-            Some(Target::UserId(user)) => Ok(ConnSelector::User(user)),
+            Some(Target::ConnectionId(id)) => Ok(Who::Connection(id)),
+            Some(Target::UserId(user)) => Ok(Who::User(user)),
             None => Err(Status::invalid_argument(
                 "target: set connection_id or user_id",
             )),
@@ -164,7 +164,7 @@ impl RealtimeService for GrpcDoor {
     ) -> Result<Response<proto::SendResponse>, Status> {
         self.handle("SendToUser", req, |r| async move {
             let user = non_empty("user_id", r.user_id)?;
-            self.send(Route::User(user), r.message).await
+            self.send(Who::User(user), r.message).await
         })
         .await
     }
@@ -175,7 +175,7 @@ impl RealtimeService for GrpcDoor {
     ) -> Result<Response<proto::SendResponse>, Status> {
         self.handle("SendToRole", req, |r| async move {
             let role = non_empty("role", r.role)?;
-            self.send(Route::Role(role), r.message).await
+            self.send(Who::Role(role), r.message).await
         })
         .await
     }
@@ -186,7 +186,7 @@ impl RealtimeService for GrpcDoor {
     ) -> Result<Response<proto::SendResponse>, Status> {
         self.handle("SendToConnection", req, |r| async move {
             let id = non_empty("connection_id", r.connection_id)?;
-            self.send(Route::Connection(id), r.message).await
+            self.send(Who::Connection(id), r.message).await
         })
         .await
     }
@@ -196,7 +196,7 @@ impl RealtimeService for GrpcDoor {
         req: Request<proto::BroadcastRequest>,
     ) -> Result<Response<proto::SendResponse>, Status> {
         self.handle("Broadcast", req, |r| async move {
-            self.send(Route::All, r.message).await
+            self.send(Who::All, r.message).await
         })
         .await
     }

@@ -15,8 +15,8 @@ use crate::clock::now_ms;
 use crate::core::event::{Event, Presence, Shared, SharedEvent};
 use crate::core::ids::{format_conn_id, parse_conn_id};
 use crate::core::model::{
-    name_hash, ConnEvent, ConnEventKind, ConnSnapshot, Cursor, Interest, ListFilter, ListPage,
-    Present, StatsPart,
+    name_hash, ConnEvent, ConnEventKind, ConnSnapshot, Cursor, ListFilter, ListPage, Present,
+    StatsPart, Who,
 };
 use crate::core::registry::{Conn, Filter, Outbox, Registry, Target, TooMany};
 use crate::core::topics::{Arrival, Live, Topics};
@@ -265,6 +265,20 @@ impl LocalNode {
         }
     }
 
+    /// Queues an event to this node's connections `who` names (a user, a role, one connection
+    /// or everyone); `None` when it names a connection this node does not hold, or a topic
+    /// (whose subscribers get publications, through [`LocalNode::on_publication`]).
+    pub fn deliver_to(&self, who: &Who, event: &SharedEvent) -> Option<u32> {
+        let target = match who {
+            Who::User(u) => Target::User(u),
+            Who::Role(r) => Target::Role(r),
+            Who::All => Target::All,
+            Who::Connection(id) => Target::Connection(self.get(id)?.info.seq),
+            Who::Topic(_) => return None,
+        };
+        Some(self.deliver(target, event))
+    }
+
     /// Queues an event to this node's connections named by `target`; closes the slow
     /// consumers it finds. Returns how many connections it was queued to.
     pub fn deliver(&self, target: Target<'_>, event: &SharedEvent) -> u32 {
@@ -390,16 +404,16 @@ impl LocalNode {
 }
 
 /// Called with the interests a leaving connection no longer needs.
-pub type LeaveHook = Box<dyn Fn(Vec<Interest>) + Send + Sync>;
+pub type LeaveHook = Box<dyn Fn(Vec<Who>) + Send + Sync>;
 
 /// The interests a connection holds: its user, its roles and the given topics.
-pub fn interests(conn: &WsConn, topics: &[String]) -> Vec<Interest> {
+pub fn interests(conn: &WsConn, topics: &[String]) -> Vec<Who> {
     let mut v = Vec::with_capacity(1 + conn.info.roles.len() + topics.len());
-    v.push(Interest::User(conn.info.user_id.clone()));
+    v.push(Who::User(conn.info.user_id.clone()));
     let mut roles: Vec<&String> = conn.info.roles.iter().collect();
     roles.sort();
     roles.dedup();
-    v.extend(roles.into_iter().map(|r| Interest::Role(r.clone())));
-    v.extend(topics.iter().map(|t| Interest::Topic(t.clone())));
+    v.extend(roles.into_iter().map(|r| Who::Role(r.clone())));
+    v.extend(topics.iter().map(|t| Who::Topic(t.clone())));
     v
 }

@@ -7,22 +7,17 @@ use std::sync::atomic::Ordering;
 use super::wire::{self, Header, Response};
 use super::{not_found, BoxFuture, Broker, RedisCluster};
 use crate::core::event::Message;
-use crate::core::model::{Interest, Route, Selector};
+use crate::core::model::Who;
 use crate::core::CoreError;
 
 impl Broker for RedisCluster {
-    fn deliver(&self, route: Route, message: Message) -> BoxFuture<'_, Result<u32, CoreError>> {
+    fn deliver(&self, route: Who, message: Message) -> BoxFuture<'_, Result<u32, CoreError>> {
         Box::pin(async move {
-            let channel = match &route {
-                Route::User(u) => wire::user_channel(u),
-                Route::Role(r) => wire::role_channel(r),
-                Route::All => wire::CONTROL.to_owned(),
-                Route::Connection(id) => self.channel_of(&Selector::Connection(id.clone()))?,
-            };
+            let channel = self.channel_of(&route)?;
             let from = self.node_id.clone();
-            let by_connection = matches!(route, Route::Connection(_));
+            let by_connection = matches!(route, Who::Connection(_));
             let id = match &route {
-                Route::Connection(id) => id.clone(),
+                Who::Connection(id) => id.clone(),
                 _ => String::new(),
             };
             let body = wire::encode_message(&message);
@@ -44,7 +39,7 @@ impl Broker for RedisCluster {
         })
     }
 
-    fn hold(&self, keys: Vec<Interest>) -> BoxFuture<'_, Result<(), CoreError>> {
+    fn hold(&self, keys: Vec<Who>) -> BoxFuture<'_, Result<(), CoreError>> {
         Box::pin(async move {
             if !self.pubsub_ready.load(Ordering::Acquire) {
                 return Err(CoreError::Unavailable(
@@ -55,7 +50,7 @@ impl Broker for RedisCluster {
         })
     }
 
-    fn release(&self, keys: Vec<Interest>) {
+    fn release(&self, keys: Vec<Who>) {
         self.interest.release(&keys);
     }
 

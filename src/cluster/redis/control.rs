@@ -6,17 +6,17 @@ use super::wire::{self, Request, Response};
 use super::{not_found, BoxFuture, Control, RedisCluster};
 use crate::clock::now_ms;
 use crate::core::model::{
-    merge_pages, Command, ConnSnapshot, Cursor, ListFilter, ListPage, Present, Selector, StatsPart,
+    merge_pages, Command, ConnSnapshot, Cursor, ListFilter, ListPage, Present, StatsPart, Who,
 };
 use crate::core::CoreError;
 
 impl Control for RedisCluster {
-    fn command(&self, target: Selector, command: Command) -> BoxFuture<'_, Result<u32, CoreError>> {
+    fn command(&self, target: Who, command: Command) -> BoxFuture<'_, Result<u32, CoreError>> {
         Box::pin(async move {
             let channel = self.channel_of(&target)?;
             let by_connection = match &target {
-                Selector::Connection(id) => Some(id.clone()),
-                Selector::User(_) => None,
+                Who::Connection(id) => Some(id.clone()),
+                _ => None,
             };
             let replies = self
                 .request(&channel, Request::Command { target, command })
@@ -45,7 +45,7 @@ impl Control for RedisCluster {
     fn get(&self, connection_id: &str) -> BoxFuture<'_, Result<ConnSnapshot, CoreError>> {
         let id = connection_id.to_owned();
         Box::pin(async move {
-            let channel = self.channel_of(&Selector::Connection(id.clone()))?;
+            let channel = self.channel_of(&Who::Connection(id.clone()))?;
             let replies = self
                 .request(&channel, Request::Get { id: id.clone() })
                 .await?;

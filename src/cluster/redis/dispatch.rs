@@ -9,8 +9,7 @@ use super::wire::{self, Header, Request, Response};
 use super::{members, RedisCluster};
 use crate::clock::now_ms;
 use crate::core::event::{Event, Message, Presence, Publication, Shared};
-use crate::core::model::{Command, Route, Selector};
-use crate::core::registry::Target;
+use crate::core::model::{Command, Who};
 use crate::core::topics::Live;
 use crate::core::CoreError;
 
@@ -86,7 +85,7 @@ impl RedisCluster {
         }
     }
 
-    pub(super) async fn run_command(&self, target: Selector, command: Command) -> Response {
+    pub(super) async fn run_command(&self, target: Who, command: Command) -> Response {
         let Ok(handler) = self.handler.get() else {
             return Response::Failed("the node is shutting down".into());
         };
@@ -122,20 +121,14 @@ impl RedisCluster {
     }
 
     /// A delivery to this node's connections of `route`; replies with the count.
-    fn on_deliver(self: &Arc<Self>, from: &str, rid: u64, route: &Route, body: &[u8]) {
+    fn on_deliver(self: &Arc<Self>, from: &str, rid: u64, route: &Who, body: &[u8]) {
         let Some(message) = message_of(body) else {
             return;
         };
         let event = Shared::new(Event::Message(message));
-        let l = &self.local;
-        let resp = match route {
-            Route::User(u) => Response::Count(l.deliver(Target::User(u), &event)),
-            Route::Role(r) => Response::Count(l.deliver(Target::Role(r), &event)),
-            Route::All => Response::Count(l.deliver(Target::All, &event)),
-            Route::Connection(id) => match l.get(id) {
-                Some(c) => Response::Count(l.deliver(Target::Connection(c.info.seq), &event)),
-                None => Response::NotFound,
-            },
+        let resp = match self.local.deliver_to(route, &event) {
+            Some(n) => Response::Count(n),
+            None => Response::NotFound,
         };
         self.reply(from, rid, resp);
     }

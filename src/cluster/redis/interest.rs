@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
 use super::{wire, RedisCluster, REDIS_TIMEOUT};
-use crate::core::model::Interest;
+use crate::core::model::Who;
 use crate::core::CoreError;
 
 /// How long an unused channel stays subscribed.
@@ -53,13 +53,13 @@ impl Interests {
     }
 
     /// Holds every key; resolves once Redis acknowledged each channel's subscription.
-    pub async fn hold(&self, keys: &[Interest]) -> Result<(), CoreError> {
+    pub async fn hold(&self, keys: &[Who]) -> Result<(), CoreError> {
         let mut waits = Vec::with_capacity(keys.len());
         {
             let mut map = self.map.lock();
             let mut fresh = Vec::new();
             for k in keys {
-                let ch = wire::interest_channel(k);
+                let ch = wire::channel(k).unwrap_or_default();
                 let e = map.entry(ch.clone()).or_insert_with(|| {
                     fresh.push(ch.clone());
                     Entry {
@@ -101,11 +101,11 @@ impl Interests {
     }
 
     /// Releases every key once.
-    pub fn release(&self, keys: &[Interest]) {
+    pub fn release(&self, keys: &[Who]) {
         let mut map = self.map.lock();
         let now = Instant::now();
         for k in keys {
-            if let Some(e) = map.get_mut(&wire::interest_channel(k)) {
+            if let Some(e) = map.get_mut(&wire::channel(k).unwrap_or_default()) {
                 e.count = e.count.saturating_sub(1);
                 if e.count == 0 {
                     e.idle_since = Some(now);
@@ -186,7 +186,7 @@ mod tests {
     async fn first_holder_subscribes_last_release_lingers_then_unsubscribes() {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let i = Arc::new(Interests::new(tx));
-        let keys = vec![Interest::User("a".into())];
+        let keys = vec![Who::User("a".into())];
         let i2 = Arc::clone(&i);
         let k2 = keys.clone();
         let first = tokio::spawn(async move { i2.hold(&k2).await });
@@ -215,7 +215,7 @@ mod tests {
     async fn a_refused_subscribe_fails_every_waiter_and_can_be_retried() {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let i = Arc::new(Interests::new(tx));
-        let keys = vec![Interest::Topic("t".into())];
+        let keys = vec![Who::Topic("t".into())];
         let i2 = Arc::clone(&i);
         let k2 = keys.clone();
         let first = tokio::spawn(async move { i2.hold(&k2).await });

@@ -5,7 +5,7 @@
 //!   reconnects by itself) and a dedicated pub/sub connection owned by [`supervisor`], which
 //!   reconnects, resubscribes everything this node holds, and has every held topic caught up
 //!   from history before it reports ready again. Every command runs under a timeout.
-//! - Interest ([`interest`]): a node subscribes to `rt:u:<user>`, `rt:r:<role>` and
+//! - Who ([`interest`]): a node subscribes to `rt:u:<user>`, `rt:r:<role>` and
 //!   `rt:t:{topic}` only while it holds a connection for them (reference counted, with a
 //!   deferred unsubscribe), so a delivery reaches only the nodes that need it.
 //! - Request/reply: a delivery, command or question is one PUBLISH on the narrowest channel;
@@ -49,8 +49,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{BoxFuture, Broker, Control, HistoryStore};
 use crate::clock::now_ms;
-use crate::core::ids::parse_conn_id;
-use crate::core::model::{name_hash, Selector};
+use crate::core::model::{name_hash, Who};
 use crate::core::CoreError;
 use crate::node::LocalNode;
 use wire::Header;
@@ -371,14 +370,12 @@ impl RedisCluster {
         Ok(())
     }
 
-    fn channel_of(&self, target: &Selector) -> Result<String, CoreError> {
-        match target {
-            Selector::Connection(id) => match parse_conn_id(id) {
-                Some((node, _)) => Ok(wire::node_channel(node)),
-                None => Err(not_found(id)),
-            },
-            Selector::User(u) => Ok(wire::user_channel(u)),
-        }
+    /// The channel that reaches `who`; NOT_FOUND for a connection id that names no node.
+    fn channel_of(&self, who: &Who) -> Result<String, CoreError> {
+        wire::channel(who).ok_or_else(|| match who {
+            Who::Connection(id) => not_found(id),
+            _ => CoreError::invalid("target", "reaches nobody"),
+        })
     }
 }
 

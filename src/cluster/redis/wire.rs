@@ -23,8 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::event::Message;
 use crate::core::model::{
-    Command, ConnEvent, ConnSnapshot, Cursor, Interest, ListFilter, ListPage, Present, Route,
-    Selector, StatsPart,
+    Command, ConnEvent, ConnSnapshot, Cursor, ListFilter, ListPage, Present, StatsPart, Who,
 };
 
 pub const CONTROL: &str = "rt:c";
@@ -48,13 +47,17 @@ pub fn topic_channel(topic: &str) -> String {
     format!("rt:t:{{{topic}}}")
 }
 
-/// The channel an interest subscribes to.
-pub fn interest_channel(i: &Interest) -> String {
-    match i {
-        Interest::User(u) => user_channel(u),
-        Interest::Role(r) => role_channel(r),
-        Interest::Topic(t) => topic_channel(t),
-    }
+/// The channel that reaches who `who` names: the nodes holding that user, role or topic, the
+/// node holding that connection (read from its id), or every node. `None` for a string that
+/// is not a connection id.
+pub fn channel(who: &Who) -> Option<String> {
+    Some(match who {
+        Who::User(u) => user_channel(u),
+        Who::Role(r) => role_channel(r),
+        Who::Topic(t) => topic_channel(t),
+        Who::Connection(id) => node_channel(crate::core::ids::parse_conn_id(id)?.0),
+        Who::All => CONTROL.to_owned(),
+    })
 }
 
 /// The keys of a topic: its history stream, its meta hash (epoch `e`, top offset `s`) and
@@ -71,7 +74,7 @@ pub fn topic_keys(topic: &str) -> (String, String, String) {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     Command {
-        target: Selector,
+        target: Who,
         command: Command,
     },
     Get {
@@ -110,7 +113,7 @@ pub enum Header {
     Deliver {
         from: String,
         rid: u64,
-        route: Route,
+        route: Who,
     },
     /// A topic publication (sent by the publish script, which adds the position line before
     /// the body); reply a count when `rid` > 0.
@@ -274,7 +277,7 @@ mod tests {
         let h = Header::Deliver {
             from: "a".into(),
             rid: 7,
-            route: Route::User("u:1".into()),
+            route: Who::User("u:1".into()),
         };
         let m = encode(&h, b"{\"type\":\"x\"}\n");
         let (back, body) = decode(&m).unwrap();
@@ -340,8 +343,14 @@ mod tests {
         assert_eq!(topic_channel("a:b"), "rt:t:{a:b}");
         assert_eq!(topic_keys("x").1, "rt:hm:{x}");
         assert_eq!(
-            interest_channel(&Interest::Role("admin".into())),
-            "rt:r:admin"
+            channel(&Who::Role("admin".into())).as_deref(),
+            Some("rt:r:admin")
         );
+        assert_eq!(
+            channel(&Who::Connection("n-1.00000000000000ff".into())).as_deref(),
+            Some("rt:n:n-1")
+        );
+        assert_eq!(channel(&Who::All).as_deref(), Some(CONTROL));
+        assert_eq!(channel(&Who::Connection("nodot".into())), None);
     }
 }
