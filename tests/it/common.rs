@@ -248,6 +248,21 @@ impl Ws {
     }
 }
 
+/// Checks that `cond` holds for the whole of `window`, every 50 ms (a bounded observation of
+/// something that must not change, tied to the constant that would change it).
+pub async fn throughout<F, Fut>(what: &str, window: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + window;
+    while tokio::time::Instant::now() < end {
+        assert!(cond().await, "expected {what} throughout {window:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(cond().await, "expected {what} throughout {window:?}");
+}
+
 /// Polls `cond` every 10 ms until it holds or the wait runs out.
 pub async fn eventually<F, Fut>(what: &str, mut cond: F)
 where

@@ -24,7 +24,7 @@
 //! formats. Pure parts (wire encoding, key names, reply parsing, the instance choice,
 //! membership and interest bookkeeping) are unit-tested in their files.
 
-mod interest;
+pub mod interest;
 mod members;
 mod scripts;
 mod supervisor;
