@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use boundary_realtime::core::event::Event;
-use boundary_realtime::core::frames;
 use boundary_realtime::core::message::{self, MessageInput};
+use boundary_realtime::core::native;
 use boundary_realtime::core::registry::{Conn, ConnInfo, Offer, Outbox, Registry, Target};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
@@ -20,7 +20,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 struct Counting(AtomicU64);
 
 impl Outbox for Counting {
-    type Frame = Arc<String>;
+    type Item = Arc<String>;
     fn offer(&self, _frame: &Arc<String>) -> Offer {
         self.0.fetch_add(1, Ordering::Relaxed);
         Offer::Queued
@@ -80,7 +80,7 @@ fn encoding(c: &mut Criterion) {
             };
             let valid = message::validate("message", input, 65_536).expect("valid");
             let event = Event::Message(valid.to_message("m-1", 1_732_000_000_000));
-            black_box(frames::event(&event))
+            black_box(native::event(&event))
         })
     });
     g.finish();

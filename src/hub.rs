@@ -13,18 +13,18 @@ use tokio::sync::{broadcast, watch, Notify};
 
 use crate::auth::Authenticator;
 use crate::clock::now_ms;
-use crate::cluster::{BoxFuture, Broker, CommandHandler, Control, Family, HistoryStore};
+use crate::cluster::{BoxFuture, Broker, CommandHandler, Control, Engine, HistoryStore};
 use crate::config::Config;
 use crate::core::event::{Event, Shared, SharedEvent};
-use crate::core::frames::Since;
 use crate::core::message::{self, MessageInput};
 use crate::core::model::{
     Command, ConnEvent, ConnEventKind, ConnSnapshot, HistoryPage, HistoryQuery, ListFilter,
-    NewPublication, Present, StatsSnapshot, Who,
+    NewPublication, PresenceEntry, StatsSnapshot, Who,
 };
+use crate::core::native::Since;
 use crate::core::registry::{Offer, Outbox, TooMany};
 use crate::core::topic;
-use crate::core::topics::{JoinStart, SubscribeRefused};
+use crate::core::topic_table::{JoinStart, SubscribeRefused};
 use crate::core::{close, page, CoreError};
 use crate::node::{position_lost, LocalNode, WsConn};
 
@@ -105,18 +105,18 @@ impl Hub {
         config: Config,
         auth: Arc<Authenticator>,
         local: Arc<LocalNode>,
-        family: Family,
+        engine: Engine,
     ) -> Arc<Self> {
-        let broker = Arc::clone(&family.broker);
+        let broker = Arc::clone(&engine.broker);
         local.set_on_leave(Box::new(move |keys| broker.release(keys)));
         let max_connections = crate::config::effective_max_connections(&config.limits);
         Arc::new(Hub {
             local,
             config,
             auth,
-            broker: family.broker,
-            store: family.store,
-            control: family.control,
+            broker: engine.broker,
+            store: engine.store,
+            control: engine.control,
             shutting_down: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
             admitted: AtomicUsize::new(0),
@@ -496,7 +496,7 @@ impl Hub {
     }
 
     /// The subscribers of a topic, cluster-wide, and the number of distinct users among them.
-    pub async fn presence(&self, topic: &str) -> Result<(Vec<Present>, usize), CoreError> {
+    pub async fn presence(&self, topic: &str) -> Result<(Vec<PresenceEntry>, usize), CoreError> {
         topic::validate_name("topic", topic)?;
         let subs = self.control.presence(topic).await?;
         let users: HashSet<&str> = subs.iter().map(|c| c.user_id.as_str()).collect();
@@ -504,7 +504,7 @@ impl Hub {
         Ok((subs, n))
     }
 
-    /// Kept publications of a topic as `q` asks (its limit capped at [`MAX_HISTORY`]), with
+    /// KeptPublication publications of a topic as `q` asks (its limit capped at [`MAX_HISTORY`]), with
     /// the epoch and the latest offset. A topic with no state answers nothing, an empty epoch
     /// and offset 0.
     pub async fn history(&self, topic: &str, q: HistoryQuery) -> Result<HistoryPage, CoreError> {

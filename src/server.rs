@@ -1,5 +1,5 @@
 //! Starting and stopping one node: bind both listeners, build this node's state, the cluster
-//! family (`[broker] kind`) and the hub over them, serve both doors, and shut down in order
+//! engine (`[broker] kind`) and the hub over them, serve both doors, and shut down in order
 //! (stop taking work, close every WebSocket with 1001, end WatchEvents with UNAVAILABLE, let
 //! in-flight unary RPCs finish, say goodbye to the cluster) within `shutdown_timeout_ms`.
 
@@ -40,7 +40,7 @@ pub struct Server {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     pub hub: Arc<Hub>,
-    cluster: crate::cluster::Built,
+    cluster: crate::cluster::Started,
     health: tonic_health::server::HealthReporter,
     http_task: JoinHandle<()>,
     grpc_task: JoinHandle<()>,
@@ -217,7 +217,7 @@ impl Server {
         let auth = Arc::new(Authenticator::new(&config, verifier).await?);
         let local = Arc::new(new_local_node(node_id, config.grpc.watch_buffer));
         let cluster = crate::cluster::build(&config, Arc::clone(&local)).await?;
-        let hub = Hub::new(config, Arc::clone(&auth), local, cluster.family.clone());
+        let hub = Hub::new(config, Arc::clone(&auth), local, cluster.engine.clone());
         let handler: std::sync::Weak<dyn crate::cluster::CommandHandler> =
             Arc::downgrade(&hub) as _;
         cluster.register(handler);

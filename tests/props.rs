@@ -3,8 +3,8 @@
 //! the same properties as the `fuzz/` targets (no panic; accepted input means what it says),
 //! in `cargo test`, on stable Rust.
 
-use boundary_realtime::core::frames::{self, ClientFrame};
 use boundary_realtime::core::message::{self, MessageInput};
+use boundary_realtime::core::native::{self, ClientFrame};
 use boundary_realtime::core::token;
 use proptest::prelude::*;
 use serde_json::Value;
@@ -30,15 +30,15 @@ proptest! {
 
     #[test]
     fn the_frame_parser_never_panics_and_errors_are_well_formed(text in frameish()) {
-        match frames::parse(&text) {
+        match native::parse(&text) {
             Ok(ClientFrame::Ping { reference }) => {
-                let reply: Value = serde_json::from_str(&frames::pong(reference.as_ref())).unwrap();
+                let reply: Value = serde_json::from_str(&native::pong(reference.as_ref())).unwrap();
                 prop_assert_eq!(reply.get("ref"), reference.as_ref());
             }
             Ok(_) => {}
             Err(bad) => {
                 prop_assert!(!bad.message.is_empty());
-                let reply: Value = serde_json::from_str(&frames::error(frames::ErrorCode::BadRequest, &bad.message, bad.reference.as_ref())).unwrap();
+                let reply: Value = serde_json::from_str(&native::error(native::ErrorCode::BadRequest, &bad.message, bad.reference.as_ref())).unwrap();
                 prop_assert_eq!(&reply["code"], "bad_request");
             }
         }
@@ -47,7 +47,7 @@ proptest! {
     #[test]
     fn ping_refs_are_echoed_exactly(r in prop_oneof![any::<i64>().prop_map(Value::from), any::<String>().prop_map(Value::from)]) {
         let text = serde_json::json!({"op": "ping", "ref": r}).to_string();
-        let parsed = frames::parse(&text).unwrap();
+        let parsed = native::parse(&text).unwrap();
         prop_assert_eq!(parsed, ClientFrame::Ping { reference: Some(r) });
     }
 
@@ -84,7 +84,7 @@ proptest! {
             Ok(m) => {
                 prop_assert!(valid_kind && valid_payload && valid_id, "accepted {kind:?} {payload:?} {id:?}");
                 let event = boundary_realtime::core::event::Event::Message(m.to_message(&id, 7));
-                let frame: Value = serde_json::from_slice(&frames::event(&event)).unwrap();
+                let frame: Value = serde_json::from_slice(&native::event(&event)).unwrap();
                 prop_assert_eq!(frame["type"].as_str(), Some(kind.as_str()));
                 prop_assert_eq!(frame["id"].as_str(), Some(id.as_str()));
                 prop_assert_eq!(&frame["ts"], 7);
@@ -97,7 +97,8 @@ proptest! {
 }
 
 mod topics {
-    use boundary_realtime::core::topic::{self, History, Kept, Recovery};
+    use boundary_realtime::core::history::{History, HistoryEntry, Recovery};
+    use boundary_realtime::core::topic;
     use proptest::prelude::*;
 
     /// The reference matcher: segment lists, `*` one segment, trailing `**` one or more.
@@ -148,7 +149,7 @@ mod topics {
                 let offset = h.next_offset();
                 prop_assert_eq!(offset, all.len() as u64 + 1, "offsets are 1, 2, 3, ...");
                 let id = id.map(|i| format!("m{i}")).unwrap_or_default();
-                h.push(Kept { offset, message_id: id.clone(), published_at_ms: now, event: offset }, now);
+                h.push(HistoryEntry { offset, message_id: id.clone(), published_at_ms: now, event: offset }, now);
                 all.push((offset, id, now));
                 h.evict(now);
                 let kept: Vec<&(u64, String, i64)> = all

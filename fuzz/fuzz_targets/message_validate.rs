@@ -3,7 +3,7 @@
 #![no_main]
 
 use boundary_realtime::core::event::Event;
-use boundary_realtime::core::frames;
+use boundary_realtime::core::native;
 use boundary_realtime::core::message::{self, MessageInput};
 use libfuzzer_sys::fuzz_target;
 
@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(m) = message::validate("message", input, 4096) {
         let event = Event::Message(m.to_message(id, 1));
-        let frame = frames::event(&event);
+        let frame = native::event(&event);
         let v: serde_json::Value = match serde_json::from_slice(&frame) {
             Ok(v) => v,
             // Where serde_json's Value is stricter than JSON itself, on purpose: it stops at depth

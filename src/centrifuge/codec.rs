@@ -9,7 +9,7 @@ use prost::Message as _;
 
 use super::wire::{Command, Message, Publication, Push, Reply};
 use crate::core::event::{Event, Shared, Wire};
-use crate::core::frames::message_object;
+use crate::core::native::message_object;
 use crate::core::registry::Protocol;
 
 /// The most commands one client frame may carry (a connect and a subscribe per allowed

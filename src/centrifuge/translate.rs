@@ -16,7 +16,7 @@ use super::wire::{
     ClientInfo, Join, Publication, Push, Reply, Subscribe, SubscribeResult, Unsubscribe,
 };
 use crate::core::event::{self, Event, Shared};
-use crate::core::frames::message_object;
+use crate::core::native::message_object;
 
 /// Unsubscribe push codes: 2000 ends the subscription, 2500 asks the SDK to subscribe again
 /// (the stream position was lost).

@@ -1,5 +1,5 @@
 //! The single-node family: every connection is on this node and topic history is kept in
-//! memory ([`crate::core::topic::History`] per topic, in a sharded map). Publishing appends and
+//! memory ([`crate::core::history::History`] per topic, in a sharded map). Publishing appends and
 //! hands the publication to the local topic table under the topic's history lock, so a single
 //! node never sees a gap. Commands and questions are answered by this node alone.
 
@@ -11,12 +11,12 @@ use parking_lot::{Mutex, RwLock};
 
 use super::{BoxFuture, Broker, Control, HistoryStore};
 use crate::core::event::{Event, Message, Publication, Shared, SharedEvent};
+use crate::core::history::{History, HistoryEntry};
 use crate::core::model::{
-    Command, ConnSnapshot, Cursor, HistoryPage, HistoryQuery, Kept, ListFilter, ListPage,
-    NewPublication, Present, Published, StatsPart, Who, META_TTL_MS,
+    Command, ConnSnapshot, Cursor, HistoryPage, HistoryQuery, KeptPublication, ListFilter,
+    ListPage, NewPublication, PresenceEntry, Published, StatsPart, Who, META_TTL_MS,
 };
-use crate::core::topic::{History, Kept as KeptEntry};
-use crate::core::topics::{HistoryRead, Live};
+use crate::core::topic_table::{HistoryRead, LivePosition};
 use crate::core::CoreError;
 use crate::node::LocalNode;
 
@@ -182,14 +182,14 @@ impl HistoryStore for Memory {
         // Handed to the local topic table under the history lock: in offset order, no gap.
         let arrival = self.local.on_publication(
             &p.topic,
-            Live {
+            LivePosition {
                 epoch: &epoch,
                 offset,
             },
             &event,
         );
         h.push(
-            KeptEntry {
+            HistoryEntry {
                 offset,
                 message_id,
                 published_at_ms: now,
@@ -253,9 +253,11 @@ impl HistoryStore for Memory {
                 HistoryPage {
                     publications: chosen
                         .filter_map(|p| match p.event.event() {
-                            Event::Publication(publication) => {
-                                Some(Kept::of(p.offset, &p.message_id, &publication.message))
-                            }
+                            Event::Publication(publication) => Some(KeptPublication::of(
+                                p.offset,
+                                &p.message_id,
+                                &publication.message,
+                            )),
                             _ => None,
                         })
                         .collect(),
@@ -320,7 +322,7 @@ impl Control for Memory {
         ))))
     }
 
-    fn presence(&self, topic: &str) -> BoxFuture<'_, Result<Vec<Present>, CoreError>> {
+    fn presence(&self, topic: &str) -> BoxFuture<'_, Result<Vec<PresenceEntry>, CoreError>> {
         Box::pin(std::future::ready(Ok(self.local.presence(topic))))
     }
 

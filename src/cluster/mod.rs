@@ -20,9 +20,9 @@ use std::sync::{Arc, OnceLock, Weak};
 use crate::core::event::{Message, SharedEvent};
 use crate::core::model::{
     Command, ConnSnapshot, Cursor, HistoryPage, HistoryQuery, ListFilter, ListPage, NewPublication,
-    Present, Published, StatsPart, Who,
+    PresenceEntry, Published, StatsPart, Who,
 };
-use crate::core::topics::HistoryRead;
+use crate::core::topic_table::HistoryRead;
 use crate::core::CoreError;
 
 pub use futures_util::future::BoxFuture;
@@ -96,7 +96,7 @@ pub trait Control: Send + Sync + 'static {
         after: Option<Cursor>,
         size: usize,
     ) -> BoxFuture<'_, Result<ListPage, CoreError>>;
-    fn presence(&self, topic: &str) -> BoxFuture<'_, Result<Vec<Present>, CoreError>>;
+    fn presence(&self, topic: &str) -> BoxFuture<'_, Result<Vec<PresenceEntry>, CoreError>>;
     fn stats(&self) -> BoxFuture<'_, Result<(Vec<StatsPart>, u32), CoreError>>;
     /// Makes every node's events reach this node's watchers from now on.
     fn watch(&self) -> BoxFuture<'_, Result<(), CoreError>>;
@@ -104,18 +104,19 @@ pub trait Control: Send + Sync + 'static {
     fn unwatch(&self);
 }
 
-/// The three parts a hub is built with.
+/// The engine: the three parts a hub is built with (`[broker] kind` picks the memory or
+/// the Redis one).
 #[derive(Clone)]
-pub struct Family {
+pub struct Engine {
     pub broker: Arc<dyn Broker>,
     pub store: Arc<dyn HistoryStore>,
     pub control: Arc<dyn Control>,
 }
 
-impl Family {
-    /// A family whose three parts are one object (as both implementations are).
-    pub fn of<T: Broker + HistoryStore + Control>(all: &Arc<T>) -> Family {
-        Family {
+impl Engine {
+    /// An engine whose three parts are one object (as both implementations are).
+    pub fn of<T: Broker + HistoryStore + Control>(all: &Arc<T>) -> Engine {
+        Engine {
             broker: Arc::clone(all) as Arc<dyn Broker>,
             store: Arc::clone(all) as Arc<dyn HistoryStore>,
             control: Arc::clone(all) as Arc<dyn Control>,
@@ -125,7 +126,7 @@ impl Family {
 
 /// What the cluster asks of the layer above it: run a command on this node's own
 /// connections (a subscribe reads history and joins the topic table, which is the hub's
-/// work). The hub registers itself once, when it exists ([`Built::register`]), as
+/// work). The hub registers itself once, when it exists ([`Started::register`]), as
 /// centrifuge's node registers its `BrokerEventHandler`: the cluster never names the hub.
 pub trait CommandHandler: Send + Sync + 'static {
     /// Runs `command` on the connections of this node `target` names; NOT_FOUND for a
@@ -133,8 +134,8 @@ pub trait CommandHandler: Send + Sync + 'static {
     fn run_local(&self, target: Who, command: Command) -> BoxFuture<'_, Result<u32, CoreError>>;
 }
 
-/// Where a family keeps its [`CommandHandler`]: set once, held weakly (the handler owns the
-/// family), and gone while the node shuts down.
+/// Where an engine keeps its [`CommandHandler`]: set once, held weakly (the handler owns the
+/// engine), and gone while the node shuts down.
 #[derive(Default)]
 pub struct HandlerSlot(OnceLock<Weak<dyn CommandHandler>>);
 
@@ -152,19 +153,19 @@ impl HandlerSlot {
     }
 }
 
-/// Why the cluster family could not start.
+/// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("broker.redis_url: {0}")]
 pub struct StartError(pub String);
 
-/// The family a node was built with, and what must be done once the hub exists.
-pub struct Built {
-    pub family: Family,
+/// The engine a node started, and what must be done once the hub exists and when it leaves.
+pub struct Started {
+    pub engine: Engine,
     memory: Option<Arc<memory::Memory>>,
     redis: Option<Arc<redis::RedisCluster>>,
 }
 
-impl Built {
+impl Started {
     /// Registers what runs commands on this node's connections (the hub).
     pub fn register(&self, handler: Weak<dyn CommandHandler>) {
         if let Some(m) = &self.memory {
@@ -183,11 +184,11 @@ impl Built {
     }
 }
 
-/// Builds the family `[broker] kind` names, for this node.
+/// Starts the engine `[broker] kind` names, for this node.
 pub async fn build(
     config: &crate::config::Config,
     local: Arc<crate::node::LocalNode>,
-) -> Result<Built, StartError> {
+) -> Result<Started, StartError> {
     let limits = memory::HistoryLimits {
         size: config.topics.history_size,
         ttl_ms: config.topics.history_ttl_ms,
@@ -197,16 +198,16 @@ pub async fn build(
             let r = redis::RedisCluster::start(config, local)
                 .await
                 .map_err(|e| StartError(e.to_string()))?;
-            Ok(Built {
-                family: Family::of(&r),
+            Ok(Started {
+                engine: Engine::of(&r),
                 memory: None,
                 redis: Some(r),
             })
         }
         crate::config::BrokerKind::Memory => {
             let m = memory::Memory::new(local, limits);
-            Ok(Built {
-                family: Family::of(&m),
+            Ok(Started {
+                engine: Engine::of(&m),
                 memory: Some(m),
                 redis: None,
             })

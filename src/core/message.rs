@@ -1,6 +1,6 @@
 //! Application messages: validation of what a backend sends, once, into the [`Message`] every
 //! layer carries. Each door encodes it for its protocol (the native form is in
-//! [`super::frames`]), once per message and protocol.
+//! [`super::native`]), once per message and protocol.
 
 use bytes::Bytes;
 use serde_json::value::RawValue;

@@ -153,7 +153,7 @@ pub fn name_hash(s: &str) -> u64 {
 
 /// A Presence entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Present {
+pub struct PresenceEntry {
     pub connection_id: String,
     pub user_id: String,
 }
@@ -179,7 +179,7 @@ pub struct Published {
 
 /// A publication as the History RPC returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Kept {
+pub struct KeptPublication {
     pub offset: u64,
     pub message_id: String,
     pub kind: String,
@@ -187,11 +187,11 @@ pub struct Kept {
     pub published_at_ms: i64,
 }
 
-impl Kept {
+impl KeptPublication {
     /// A kept message as the History RPC shows it; `message_id` is the caller's id, or empty
     /// when the server made it.
-    pub fn of(offset: u64, message_id: &str, m: &Message) -> Kept {
-        Kept {
+    pub fn of(offset: u64, message_id: &str, m: &Message) -> KeptPublication {
+        KeptPublication {
             offset,
             message_id: message_id.to_owned(),
             kind: m.kind.to_string(),
@@ -214,7 +214,7 @@ pub struct HistoryQuery {
 /// The History RPC's answer.
 #[derive(Debug, Clone, Default)]
 pub struct HistoryPage {
-    pub publications: Vec<Kept>,
+    pub publications: Vec<KeptPublication>,
     pub epoch: String,
     pub latest: u64,
 }

@@ -14,12 +14,12 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
-/// How a connection receives frames: a bounded, non-blocking queue in front of its socket.
+/// How a connection receives events: a bounded, non-blocking queue in front of its socket.
 pub trait Outbox: Send + Sync + 'static {
-    /// The shared, already-encoded frame type (cheap to clone: a pointer).
-    type Frame: Send + Sync;
+    /// What is queued: a shared event (cheap to clone: a pointer).
+    type Item: Send + Sync;
     /// Queues a frame without waiting.
-    fn offer(&self, frame: &Self::Frame) -> Offer;
+    fn offer(&self, frame: &Self::Item) -> Offer;
     /// Asks the connection to close with this code and reason; later calls are ignored.
     fn close(&self, code: u16, reason: &str) {
         self.close_from(code, reason, crate::core::close::Origin::Server);
@@ -416,7 +416,7 @@ impl<O: Outbox> Registry<O> {
 
     /// Queues `frame` to every connection `target` names. Never waits: a full queue is
     /// reported in [`Delivery::overflowed`] for the caller to close.
-    pub fn deliver(&self, target: Target<'_>, frame: &O::Frame) -> Delivery<O> {
+    pub fn deliver(&self, target: Target<'_>, frame: &O::Item) -> Delivery<O> {
         let mut d = Delivery {
             queued: 0,
             overflowed: Vec::new(),
@@ -517,7 +517,7 @@ impl<O: Outbox> Registry<O> {
     }
 }
 
-fn offer_to<O: Outbox>(conn: &Arc<Conn<O>>, frame: &O::Frame, d: &mut Delivery<O>) {
+fn offer_to<O: Outbox>(conn: &Arc<Conn<O>>, frame: &O::Item, d: &mut Delivery<O>) {
     if conn.is_closing() {
         return;
     }
@@ -608,7 +608,7 @@ mod tests {
     }
 
     impl Outbox for TestOutbox {
-        type Frame = String;
+        type Item = String;
         fn offer(&self, frame: &String) -> Offer {
             let mut got = self.got.lock();
             if got.len() >= self.cap {

@@ -15,11 +15,11 @@ use crate::clock::now_ms;
 use crate::core::event::{Event, Presence, Shared, SharedEvent};
 use crate::core::ids::{format_conn_id, parse_conn_id};
 use crate::core::model::{
-    name_hash, ConnEvent, ConnEventKind, ConnSnapshot, Cursor, ListFilter, ListPage, Present,
+    name_hash, ConnEvent, ConnEventKind, ConnSnapshot, Cursor, ListFilter, ListPage, PresenceEntry,
     StatsPart, Who,
 };
 use crate::core::registry::{Conn, Filter, Outbox, Registry, Target, TooMany};
-use crate::core::topics::{Arrival, Live, Topics};
+use crate::core::topic_table::{Arrival, LivePosition, Topics};
 use crate::metrics::Metrics;
 use outbox::WsOutbox;
 
@@ -292,7 +292,7 @@ impl LocalNode {
     pub fn on_publication(
         &self,
         topic: &str,
-        live: Live<'_>,
+        live: LivePosition<'_>,
         event: &SharedEvent,
     ) -> Arrival<WsOutbox> {
         let a = self
@@ -361,11 +361,11 @@ impl LocalNode {
     }
 
     /// The subscribers of `topic` on this node.
-    pub fn presence(&self, topic: &str) -> Vec<Present> {
+    pub fn presence(&self, topic: &str) -> Vec<PresenceEntry> {
         self.topics
             .subscribers(topic)
             .iter()
-            .map(|c| Present {
+            .map(|c| PresenceEntry {
                 connection_id: c.info.id.clone(),
                 user_id: c.info.user_id.clone(),
             })

@@ -153,7 +153,7 @@ impl WsOutbox {
 }
 
 impl Outbox for WsOutbox {
-    type Frame = SharedEvent;
+    type Item = SharedEvent;
 
     fn offer(&self, frame: &SharedEvent) -> Offer {
         let mut q = self.queue.lock();

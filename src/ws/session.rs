@@ -18,11 +18,11 @@ use crate::core::close::{
     UNAUTHORIZED as CLOSE_UNAUTHORIZED,
 };
 use crate::core::event::Wire;
-use crate::core::frames::{self, ClientFrame, ErrorCode};
+use crate::core::native::{self, ClientFrame, ErrorCode};
 use crate::core::rate::TokenBucket;
 use crate::core::registry::Protocol;
 use crate::core::topic;
-use crate::core::topics::SubscribeRefused;
+use crate::core::topic_table::SubscribeRefused;
 use crate::hub::{Admission, ConnectError, Hub, SubscribeError};
 use crate::node::outbox::{Control, SharedEvent, WsOutbox};
 use crate::node::WsConn;
@@ -73,13 +73,13 @@ pub async fn run(
                 )
             }
         };
-        let reply = frames::error(code, &message, None);
+        let reply = native::error(code, &message, None);
         if socket.send(Message::Text(reply.into())).await.is_ok() {
             close(&mut socket, close_code, reason).await;
         }
         return;
     }
-    let connected = frames::connected(
+    let connected = native::connected(
         &conn.info.id,
         &conn.info.user_id,
         conn.expires_at_ms(),
@@ -115,7 +115,7 @@ async fn first_frame_auth(socket: &mut WebSocket, hub: &Hub) -> Option<Identity>
             }
             return None;
         }
-        Ok(Ok(Message::Text(text))) => match frames::parse(text.as_str()) {
+        Ok(Ok(Message::Text(text))) => match native::parse(text.as_str()) {
             Ok(ClientFrame::Auth { token }) => match hub.auth.verify(&token).await {
                 Ok(identity) => {
                     metrics.handshake("ok");
@@ -136,7 +136,7 @@ async fn first_frame_auth(socket: &mut WebSocket, hub: &Hub) -> Option<Identity>
             "the first frame must be {\"op\":\"auth\",\"token\":...}".to_owned()
         }
     };
-    let reply = frames::error(ErrorCode::Unauthorized, &refusal, None);
+    let reply = native::error(ErrorCode::Unauthorized, &refusal, None);
     if socket.send(Message::Text(reply.into())).await.is_ok() {
         close(socket, CLOSE_UNAUTHORIZED, "unauthorized").await;
     }
@@ -181,7 +181,7 @@ async fn serve(socket: &mut WebSocket, hub: &Hub, conn: &Arc<WsConn>, connected:
                 }
                 let reply = match msg {
                     Some(Ok(Message::Text(text))) => Box::pin(on_text(hub, conn, text.as_str())).await,
-                    Some(Ok(Message::Binary(_))) => Reply::Bad(frames::error(
+                    Some(Ok(Message::Binary(_))) => Reply::Bad(native::error(
                         ErrorCode::BadRequest,
                         "binary frames are not supported; send JSON text frames",
                         None,
@@ -224,7 +224,7 @@ async fn serve(socket: &mut WebSocket, hub: &Hub, conn: &Arc<WsConn>, connected:
 
 /// The text message for a queued event: its native form, encoded once per event.
 fn text_of(e: &SharedEvent) -> Utf8Bytes {
-    let bytes = e.encoded(Wire::Native, frames::event);
+    let bytes = e.encoded(Wire::Native, native::event);
     // Our encoder writes UTF-8 (JSON of checked text); checked again by the type.
     Utf8Bytes::try_from(bytes.clone()).unwrap_or_default()
 }
@@ -249,9 +249,9 @@ enum Reply {
 }
 
 async fn on_text(hub: &Hub, conn: &Arc<WsConn>, text: &str) -> Reply {
-    match frames::parse(text) {
-        Ok(ClientFrame::Ping { reference }) => Reply::Ok(frames::pong(reference.as_ref())),
-        Ok(ClientFrame::Auth { .. }) => Reply::Bad(frames::error(
+    match native::parse(text) {
+        Ok(ClientFrame::Ping { reference }) => Reply::Ok(native::pong(reference.as_ref())),
+        Ok(ClientFrame::Auth { .. }) => Reply::Bad(native::error(
             ErrorCode::BadRequest,
             "already authenticated; use refresh to change the token",
             None,
@@ -259,14 +259,14 @@ async fn on_text(hub: &Hub, conn: &Arc<WsConn>, text: &str) -> Reply {
         Ok(ClientFrame::Refresh { token, reference }) => match hub.auth.verify(&token).await {
             Ok(id) if id.user_id == conn.info.user_id => {
                 conn.set_expires_at_ms(id.expires_at_ms);
-                Reply::Ok(frames::refreshed(id.expires_at_ms, reference.as_ref()))
+                Reply::Ok(native::refreshed(id.expires_at_ms, reference.as_ref()))
             }
-            Ok(_) => Reply::Ok(frames::error(
+            Ok(_) => Reply::Ok(native::error(
                 ErrorCode::Unauthorized,
                 "the token is for another user",
                 reference.as_ref(),
             )),
-            Err(e) => Reply::Ok(frames::error(
+            Err(e) => Reply::Ok(native::error(
                 ErrorCode::Unauthorized,
                 &e.to_string(),
                 reference.as_ref(),
@@ -279,13 +279,13 @@ async fn on_text(hub: &Hub, conn: &Arc<WsConn>, text: &str) -> Reply {
         }) => {
             let r = reference.as_ref();
             if let Err(e) = topic::validate_name("topic", &topic) {
-                return Reply::Bad(frames::error(ErrorCode::BadRequest, &e.to_string(), r));
+                return Reply::Bad(native::error(ErrorCode::BadRequest, &e.to_string(), r));
             }
             if !(topic::allowed(&conn.info.topic_patterns, &topic)
                 || topic::allowed(&hub.config.topics.public, &topic))
             {
                 let msg = format!("not allowed to subscribe to {topic:?}");
-                return Reply::Ok(frames::error(ErrorCode::Forbidden, &msg, r));
+                return Reply::Ok(native::error(ErrorCode::Forbidden, &msg, r));
             }
             let max = hub.config.topics.max_subscriptions;
             match hub
@@ -294,20 +294,20 @@ async fn on_text(hub: &Hub, conn: &Arc<WsConn>, text: &str) -> Reply {
             {
                 Ok(()) | Err(SubscribeError::Refused(SubscribeRefused::Closing)) => Reply::None,
                 Err(SubscribeError::Refused(SubscribeRefused::TooMany)) => {
-                    Reply::Ok(frames::error(
+                    Reply::Ok(native::error(
                         ErrorCode::TooManySubscriptions,
                         &format!("this connection already has {max} subscriptions"),
                         r,
                     ))
                 }
                 Err(SubscribeError::Unavailable(why)) => {
-                    Reply::Ok(frames::error(ErrorCode::Unavailable, &why, r))
+                    Reply::Ok(native::error(ErrorCode::Unavailable, &why, r))
                 }
             }
         }
         Ok(ClientFrame::Unsubscribe { topic, reference }) => {
             if let Err(e) = topic::validate_name("topic", &topic) {
-                return Reply::Bad(frames::error(
+                return Reply::Bad(native::error(
                     ErrorCode::BadRequest,
                     &e.to_string(),
                     reference.as_ref(),
@@ -316,7 +316,7 @@ async fn on_text(hub: &Hub, conn: &Arc<WsConn>, text: &str) -> Reply {
             hub.unsubscribe(conn, &topic, reference.as_ref());
             Reply::None
         }
-        Err(bad) => Reply::Bad(frames::error(
+        Err(bad) => Reply::Bad(native::error(
             ErrorCode::BadRequest,
             &bad.message,
             bad.reference.as_ref(),

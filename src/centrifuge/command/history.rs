@@ -11,8 +11,8 @@ use super::{allowed, code, Answer};
 use crate::centrifuge::translate::Translator;
 use crate::centrifuge::wire::{HistoryRequest, HistoryResult, Publication, Reply};
 use crate::core::event::Message;
-use crate::core::frames::message_object;
 use crate::core::model::HistoryQuery;
+use crate::core::native::message_object;
 use crate::hub::{Hub, MAX_HISTORY};
 use crate::node::WsConn;
 

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use super::{allowed, code, Answer};
 use crate::centrifuge::translate::Translator;
 use crate::centrifuge::wire::SubscribeRequest;
-use crate::core::frames::Since;
+use crate::core::native::Since;
 use crate::core::topic;
-use crate::core::topics::SubscribeRefused;
+use crate::core::topic_table::SubscribeRefused;
 use crate::hub::{Hub, SubscribeError};
 use crate::node::WsConn;
 

@@ -6,7 +6,7 @@ use super::wire::{self, Request, Response};
 use super::{not_found, BoxFuture, Control, RedisCluster};
 use crate::clock::now_ms;
 use crate::core::model::{
-    merge_pages, Command, ConnSnapshot, Cursor, ListFilter, ListPage, Present, StatsPart, Who,
+    merge_pages, Command, ConnSnapshot, Cursor, ListFilter, ListPage, PresenceEntry, StatsPart, Who,
 };
 use crate::core::CoreError;
 
@@ -93,12 +93,12 @@ impl Control for RedisCluster {
         })
     }
 
-    fn presence(&self, topic: &str) -> BoxFuture<'_, Result<Vec<Present>, CoreError>> {
+    fn presence(&self, topic: &str) -> BoxFuture<'_, Result<Vec<PresenceEntry>, CoreError>> {
         let channel = wire::topic_channel(topic);
         let topic = topic.to_owned();
         Box::pin(async move {
             let replies = self.request(&channel, Request::Presence { topic }).await?;
-            let mut all: Vec<Present> = replies
+            let mut all: Vec<PresenceEntry> = replies
                 .into_iter()
                 .flat_map(|r| match r {
                     Response::Presence(p) => p,

@@ -10,7 +10,7 @@ use super::{members, RedisCluster};
 use crate::clock::now_ms;
 use crate::core::event::{Event, Message, Presence, Publication, Shared};
 use crate::core::model::{Command, Who};
-use crate::core::topics::Live;
+use crate::core::topic_table::LivePosition;
 use crate::core::CoreError;
 
 impl RedisCluster {
@@ -153,7 +153,7 @@ impl RedisCluster {
         }));
         let a = self
             .local
-            .on_publication(&topic, Live { epoch, offset }, &event);
+            .on_publication(&topic, LivePosition { epoch, offset }, &event);
         if a.gap.is_some() {
             self.catch_up(topic);
         }

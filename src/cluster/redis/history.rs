@@ -14,7 +14,7 @@ use super::{wire, Key, RedisCluster, REDIS_TIMEOUT};
 use crate::clock::now_ms;
 use crate::core::event::{Event, Message, Publication, Shared, SharedEvent};
 use crate::core::model::META_TTL_MS;
-use crate::core::topics::{HistoryRead, Live};
+use crate::core::topic_table::{HistoryRead, LivePosition};
 use crate::core::CoreError;
 use crate::node::position_lost;
 
@@ -51,7 +51,7 @@ impl RedisCluster {
                 for (o, f) in &read.pubs {
                     self.local.on_publication(
                         topic,
-                        Live {
+                        LivePosition {
                             epoch: &epoch,
                             offset: *o,
                         },

@@ -8,8 +8,10 @@ use super::wire::{self, Response};
 use super::{BoxFuture, HistoryStore, Key, RedisCluster, REDIS_TIMEOUT};
 use crate::clock::now_ms;
 use crate::core::event::SharedEvent;
-use crate::core::model::{name_hash, HistoryPage, HistoryQuery, Kept, NewPublication, Published};
-use crate::core::topics::HistoryRead;
+use crate::core::model::{
+    name_hash, HistoryPage, HistoryQuery, KeptPublication, NewPublication, Published,
+};
+use crate::core::topic_table::HistoryRead;
 use crate::core::CoreError;
 
 impl HistoryStore for RedisCluster {
@@ -105,7 +107,13 @@ impl HistoryStore for RedisCluster {
                 self.read_raw(&topic, since, count, false, reverse).await?;
             let publications = entries
                 .iter()
-                .filter_map(|e| Some(Kept::of(e.offset, &e.message_id, e.message.as_ref()?)))
+                .filter_map(|e| {
+                    Some(KeptPublication::of(
+                        e.offset,
+                        &e.message_id,
+                        e.message.as_ref()?,
+                    ))
+                })
                 .collect();
             Ok(HistoryPage {
                 publications,

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::event::Message;
 use crate::core::model::{
-    Command, ConnEvent, ConnSnapshot, Cursor, ListFilter, ListPage, Present, StatsPart, Who,
+    Command, ConnEvent, ConnSnapshot, Cursor, ListFilter, ListPage, PresenceEntry, StatsPart, Who,
 };
 
 pub const CONTROL: &str = "rt:c";
@@ -99,7 +99,7 @@ pub enum Response {
     NotFound,
     Conn(Box<ConnSnapshot>),
     Page(ListPage),
-    Presence(Vec<Present>),
+    Presence(Vec<PresenceEntry>),
     Stats(StatsPart),
     Ok,
     Failed(String),

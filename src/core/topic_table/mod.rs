@@ -44,7 +44,7 @@ struct Joiner<O: Outbox> {
     ticket: u64,
     conn: Arc<Conn<O>>,
     /// Publications that arrived while joining: (epoch, offset, frame).
-    seen: Vec<(Arc<str>, u64, O::Frame)>,
+    seen: Vec<(Arc<str>, u64, O::Item)>,
 }
 
 /// Where the topic's live stream stands on this node.
@@ -60,7 +60,7 @@ struct TopicState<O: Outbox> {
     listeners: usize,
     joining: Vec<Joiner<O>>,
     stream: Option<Stream>,
-    pending: BTreeMap<u64, O::Frame>,
+    pending: BTreeMap<u64, O::Item>,
 }
 
 impl<O: Outbox> TopicState<O> {
@@ -157,14 +157,14 @@ impl<O> Default for Arrival<O> {
 
 /// A live publication as it reaches this node.
 #[derive(Debug, Clone, Copy)]
-pub struct Live<'a> {
+pub struct LivePosition<'a> {
     pub epoch: &'a str,
     pub offset: u64,
 }
 
 impl<O: Outbox> Default for Topics<O>
 where
-    O::Frame: Clone,
+    O::Item: Clone,
 {
     fn default() -> Self {
         Self::new()
@@ -173,7 +173,7 @@ where
 
 impl<O: Outbox> Topics<O>
 where
-    O::Frame: Clone,
+    O::Item: Clone,
 {
     pub fn new() -> Self {
         Topics {
@@ -232,9 +232,9 @@ where
     pub fn on_publication(
         &self,
         topic: &str,
-        live: Live<'_>,
-        frame: &O::Frame,
-        reset: impl Fn(u64, &str) -> O::Frame,
+        live: LivePosition<'_>,
+        frame: &O::Item,
+        reset: impl Fn(u64, &str) -> O::Item,
     ) -> Arrival<O> {
         let Some(state) = self.get(topic) else {
             return Arrival::default();
@@ -291,7 +291,7 @@ where
 
     /// Gives up on the offsets missing before the first pending publication (history no longer
     /// has them): subscribers are told their position was lost, then the pending ones flow.
-    pub fn skip_gap(&self, topic: &str, reset: impl Fn(u64, &str) -> O::Frame) -> Arrival<O> {
+    pub fn skip_gap(&self, topic: &str, reset: impl Fn(u64, &str) -> O::Item) -> Arrival<O> {
         let Some(state) = self.get(topic) else {
             return Arrival::default();
         };
@@ -332,7 +332,7 @@ where
         topic: &str,
         epoch: &str,
         latest: u64,
-        reset: impl Fn(u64, &str) -> O::Frame,
+        reset: impl Fn(u64, &str) -> O::Item,
     ) -> Arrival<O> {
         let Some(state) = self.get(topic) else {
             return Arrival::default();
@@ -406,7 +406,7 @@ where
 
     /// Queues a join or leave notice to the listeners of `topic`; returns those whose queue
     /// was full (they are slow consumers).
-    pub fn offer_listeners(&self, topic: &str, frame: &O::Frame) -> Vec<Arc<Conn<O>>> {
+    pub fn offer_listeners(&self, topic: &str, frame: &O::Item) -> Vec<Arc<Conn<O>>> {
         let mut overflowed = Vec::new();
         let Some(state) = self.get(topic) else {
             return overflowed;
@@ -470,9 +470,9 @@ where
 }
 
 /// Delivers the next offset, then whatever pending publications follow it.
-fn advance<O: Outbox>(t: &mut TopicState<O>, offset: u64, frame: &O::Frame, out: &mut Arrival<O>)
+fn advance<O: Outbox>(t: &mut TopicState<O>, offset: u64, frame: &O::Item, out: &mut Arrival<O>)
 where
-    O::Frame: Clone,
+    O::Item: Clone,
 {
     if let Some(s) = t.stream.as_mut() {
         s.last = offset;
@@ -502,7 +502,7 @@ where
     }
 }
 
-fn deliver<O: Outbox>(t: &mut TopicState<O>, offset: u64, frame: &O::Frame, out: &mut Arrival<O>) {
+fn deliver<O: Outbox>(t: &mut TopicState<O>, offset: u64, frame: &O::Item, out: &mut Arrival<O>) {
     for sub in t.subscribers.values_mut() {
         if offset <= sub.after {
             continue;
@@ -520,13 +520,13 @@ fn deliver<O: Outbox>(t: &mut TopicState<O>, offset: u64, frame: &O::Frame, out:
     }
 }
 
-fn push_overflow<O: Outbox>(conn: &Arc<Conn<O>>, f: &O::Frame, overflowed: &mut Vec<Arc<Conn<O>>>) {
+fn push_overflow<O: Outbox>(conn: &Arc<Conn<O>>, f: &O::Item, overflowed: &mut Vec<Arc<Conn<O>>>) {
     if offer(conn, f) == Offer::Full && conn.mark_closing() {
         overflowed.push(Arc::clone(conn));
     }
 }
 
-fn offer<O: Outbox>(conn: &Arc<Conn<O>>, frame: &O::Frame) -> Offer {
+fn offer<O: Outbox>(conn: &Arc<Conn<O>>, frame: &O::Item) -> Offer {
     if conn.is_closing() {
         return Offer::Closed;
     }
@@ -547,7 +547,7 @@ mod tests {
     }
 
     impl Outbox for Rec {
-        type Frame = Arc<String>;
+        type Item = Arc<String>;
         fn offer(&self, f: &Arc<String>) -> Offer {
             let mut g = self.got.lock();
             if g.len() >= self.cap {
@@ -627,7 +627,7 @@ mod tests {
     fn live(t: &Topics<Rec>, e: &str, o: u64) -> Arrival<Rec> {
         t.on_publication(
             "t",
-            Live {
+            LivePosition {
                 epoch: e,
                 offset: o,
             },

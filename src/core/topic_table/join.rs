@@ -9,7 +9,7 @@ use super::*;
 
 impl<O: Outbox> Topics<O>
 where
-    O::Frame: Clone,
+    O::Item: Clone,
 {
     /// Starts subscribing `conn` to `topic` (at most `max` subscriptions per connection, 0: no
     /// limit): from now on, publications arriving here are kept for it.
@@ -84,10 +84,10 @@ where
     pub fn finish_join(
         &self,
         ticket: Ticket,
-        read: HistoryRead<O::Frame>,
+        read: HistoryRead<O::Item>,
         since: Option<(u64, &str)>,
-        reply: impl FnOnce(u64, &str, Option<bool>) -> O::Frame,
-        reset: impl Fn(u64, &str) -> O::Frame,
+        reply: impl FnOnce(u64, &str, Option<bool>) -> O::Item,
+        reset: impl Fn(u64, &str) -> O::Item,
     ) -> Option<Joined<O>> {
         let state = self.get(&ticket.topic)?;
         let mut t = state.lock();
@@ -143,13 +143,13 @@ where
 /// lost). Returns the stream as it stands.
 fn align_stream<O: Outbox>(
     t: &mut TopicState<O>,
-    read: &HistoryRead<O::Frame>,
-    seen: &[(Arc<str>, u64, O::Frame)],
-    reset: impl Fn(u64, &str) -> O::Frame,
+    read: &HistoryRead<O::Item>,
+    seen: &[(Arc<str>, u64, O::Item)],
+    reset: impl Fn(u64, &str) -> O::Item,
     overflowed: &mut Vec<Arc<Conn<O>>>,
 ) -> Stream
 where
-    O::Frame: Clone,
+    O::Item: Clone,
 {
     let from_read = || Stream {
         epoch: Arc::from(read.epoch.as_str()),
@@ -178,7 +178,7 @@ struct StartPoint<F> {
     /// The last offset it is taken to have (it gets what follows).
     after: u64,
     recovered: Option<bool>,
-    /// Kept publications to replay, by offset.
+    /// KeptPublication publications to replay, by offset.
     candidates: Vec<(u64, F)>,
     /// Whether the live stream is still in the read's epoch.
     same_epoch: bool,
@@ -240,10 +240,10 @@ struct Replayed {
 /// placed before the first publication beyond `reply_offset`, or last.
 fn replay<O: Outbox>(
     conn: &Arc<Conn<O>>,
-    candidates: Vec<(u64, O::Frame)>,
+    candidates: Vec<(u64, O::Item)>,
     after: u64,
     reply_offset: u64,
-    reply: impl FnOnce(u64) -> O::Frame,
+    reply: impl FnOnce(u64) -> O::Item,
 ) -> Replayed {
     let mut next = after + 1;
     let mut replayed = 0;
