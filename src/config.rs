@@ -1,8 +1,9 @@
-//! Configuration: the keys and defaults of PROTOCOL.md section 4, loaded from a TOML file,
+//! Configuration: the keys and defaults of docs/configuration.md, loaded from a TOML file,
 //! then `REALTIME_<SECTION>__<KEY>` environment variables, then command-line flags, each layer
 //! overriding the one before. Unknown keys are refused (a typo must not silently fall back to a
-//! default), and every error names the key at fault. Reading the public key file is the only
-//! I/O here besides the TOML file itself.
+//! default), and every error names the key at fault. Besides the TOML file, the only I/O here
+//! is reading the files keys name (the JWT key or key set, the TLS certificates and keys),
+//! once, when the configuration is validated.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -417,3 +417,129 @@ pub fn interests(conn: &WsConn, topics: &[String]) -> Vec<Who> {
     v.extend(topics.iter().map(|t| Who::Topic(t.clone())));
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::event::Message;
+    use crate::core::registry::{ConnInfo, Protocol};
+
+    fn node() -> LocalNode {
+        LocalNode::new("n1".into(), 0, 1, "m".into(), 16)
+    }
+
+    fn conn(node: &LocalNode, user: &str) -> Arc<WsConn> {
+        let (id, seq) = node.next_conn_id();
+        Arc::new(Conn::new(
+            ConnInfo {
+                id,
+                seq,
+                user_id: user.into(),
+                roles: vec!["r".into()],
+                topic_patterns: vec![],
+                metadata: Default::default(),
+                connected_at_ms: 0,
+                remote_addr: String::new(),
+                user_agent: String::new(),
+                protocol: Protocol::Native,
+            },
+            None,
+            WsOutbox::new(2),
+        ))
+    }
+
+    fn event() -> SharedEvent {
+        Shared::new(Event::Message(Message {
+            kind: "t".into(),
+            payload: bytes::Bytes::from_static(b"1"),
+            id: "m".into(),
+            ts_ms: 0,
+        }))
+    }
+
+    #[test]
+    fn delivers_to_whom_it_holds_and_nowhere_else() {
+        let n = node();
+        let (a, b) = (conn(&n, "ann"), conn(&n, "bob"));
+        n.register(Arc::clone(&a), 0).unwrap();
+        n.register(Arc::clone(&b), 0).unwrap();
+        let e = event();
+        assert_eq!(n.deliver_to(&Who::User("ann".into()), &e), Some(1));
+        assert_eq!(n.deliver_to(&Who::Role("r".into()), &e), Some(2));
+        assert_eq!(
+            n.deliver_to(&Who::Connection(b.info.id.clone()), &e),
+            Some(1)
+        );
+        assert_eq!(n.deliver_to(&Who::User("nobody".into()), &e), Some(0));
+        let elsewhere = format!("n2.{:016x}", b.info.seq);
+        assert_eq!(n.deliver_to(&Who::Connection(elsewhere), &e), None);
+        assert_eq!(n.deliver_to(&Who::Topic("t".into()), &e), None);
+        // Both queues (2 each) are full; ann's task takes hers. The next delivery reaches ann
+        // and closes bob as a slow consumer.
+        a.outbox.try_recv_many(&mut Vec::new(), usize::MAX);
+        assert_eq!(n.deliver_to(&Who::All, &e), Some(1));
+        assert_eq!(b.outbox.close_request().map(|r| r.code), Some(4008));
+        assert!(n.get(&b.info.id).is_none());
+        assert_eq!(n.metrics.messages_dropped.get(), 1);
+    }
+
+    #[test]
+    fn watchers_see_connects_and_disconnects_with_their_codes() {
+        let n = node();
+        let mut events = n.subscribe_events();
+        let c = conn(&n, "ann");
+        n.register(Arc::clone(&c), 1).unwrap();
+        assert!(n.register(conn(&n, "ann"), 1).is_err(), "one per user");
+        assert!(n.close(&c, 4100, "bye"));
+        assert!(!n.close(&c, 4100, "again"), "closed once");
+        let first = events.try_recv().unwrap();
+        let second = events.try_recv().unwrap();
+        assert_eq!(
+            (
+                first.kind,
+                second.kind,
+                second.close_code,
+                second.close_reason.as_str()
+            ),
+            (
+                ConnEventKind::Connected,
+                ConnEventKind::Disconnected,
+                4100,
+                "bye"
+            )
+        );
+        assert!(events.try_recv().is_err());
+        assert_eq!(n.stats_part().connections, 0);
+    }
+
+    #[test]
+    fn a_listing_pages_in_sequence_order_and_counts_all() {
+        let n = node();
+        let conns: Vec<_> = (0..5).map(|i| conn(&n, &format!("u{}", i % 2))).collect();
+        for c in &conns {
+            n.register(Arc::clone(c), 0).unwrap();
+        }
+        let all = ListFilter::default();
+        let first = n.list(&all, None, 2);
+        assert_eq!((first.items.len(), first.total), (2, 5));
+        let next = first.next.clone().expect("more");
+        let rest = n.list(&all, Some(&next), 10);
+        let seqs: Vec<u64> = first
+            .items
+            .iter()
+            .chain(&rest.items)
+            .map(|c| c.seq)
+            .collect();
+        let want: Vec<u64> = conns.iter().map(|c| c.info.seq).collect();
+        assert_eq!(seqs, want);
+        assert_eq!(rest.next, None);
+        let u1 = ListFilter {
+            user: Some("u1".into()),
+            ..Default::default()
+        };
+        assert_eq!(n.list(&u1, None, 10).total, 2);
+        // A cursor on a node that sorts after this one: nothing here.
+        let after = ("n2".to_owned(), 0);
+        assert_eq!(n.list(&all, Some(&after), 10).items.len(), 0);
+    }
+}
