@@ -18,8 +18,8 @@ use crate::config::Config;
 use crate::core::event::{Event, Shared, SharedEvent};
 use crate::core::message::{self, MessageInput};
 use crate::core::model::{
-    Command, ConnEvent, ConnEventKind, ConnSnapshot, HistoryPage, HistoryQuery, ListFilter,
-    NewPublication, PresenceEntry, StatsSnapshot, Who,
+    Command, ConnEvent, ConnEventKind, ConnSnapshot, Delivery, HistoryPage, HistoryQuery,
+    ListFilter, PresenceEntry, StatsSnapshot, StreamPosition, Who,
 };
 use crate::core::native::Since;
 use crate::core::registry::{Offer, Outbox, TooMany};
@@ -197,13 +197,17 @@ impl Hub {
             Some(id) => id.to_owned(),
             None => self.local.next_message_id(),
         };
-        let connections = self
+        let d = self
             .broker
-            .deliver(route, valid.to_message(&message_id, now_ms()))
+            .deliver(Delivery {
+                to: route,
+                message: valid.to_message(&message_id, now_ms()),
+                caller_id: valid.id.is_some(),
+            })
             .await?;
         Ok(Sent {
             message_id,
-            connections,
+            connections: d.connections,
         })
     }
 
@@ -223,19 +227,24 @@ impl Hub {
             Some(id) => (id.to_owned(), true),
             None => (self.local.next_message_id(), false),
         };
-        let p = self
-            .store
-            .publish(NewPublication {
-                topic: topic.to_owned(),
+        let d = self
+            .broker
+            .deliver(Delivery {
+                to: Who::Topic(topic.to_owned()),
                 message: valid.to_message(&message_id, now_ms()),
                 caller_id,
             })
             .await?;
+        // Every engine positions a delivery to a topic.
+        let position = d.position.unwrap_or(StreamPosition {
+            offset: 0,
+            epoch: String::new(),
+        });
         Ok(PublishOutcome {
             message_id,
-            offset: p.offset,
-            epoch: p.epoch,
-            connections: p.connections,
+            offset: position.offset,
+            epoch: position.epoch,
+            connections: d.connections,
         })
     }
 

@@ -13,8 +13,8 @@ use super::{BoxFuture, Broker, Control, HistoryStore};
 use crate::core::event::{Event, Message, Publication, Shared, SharedEvent};
 use crate::core::history::{History, HistoryEntry};
 use crate::core::model::{
-    Command, ConnSnapshot, Cursor, HistoryPage, HistoryQuery, KeptPublication, ListFilter,
-    ListPage, NewPublication, PresenceEntry, Published, StatsPart, Who, META_TTL_MS,
+    Command, ConnSnapshot, Cursor, Delivered, Delivery, HistoryPage, HistoryQuery, KeptPublication,
+    ListFilter, ListPage, PresenceEntry, StatsPart, StreamPosition, Who, META_TTL_MS,
 };
 use crate::core::topic_table::{HistoryRead, LivePosition};
 use crate::core::CoreError;
@@ -124,64 +124,37 @@ impl Memory {
         }
         dropped
     }
-}
 
-impl Broker for Memory {
-    fn deliver(&self, route: Who, message: Message) -> BoxFuture<'_, Result<u32, CoreError>> {
-        let l = &self.local;
-        let event = Shared::new(Event::Message(message));
-        let result = l
-            .deliver_to(&route, &event)
-            .ok_or_else(|| CoreError::NotFound {
-                what: match &route {
-                    Who::Connection(id) => format!("connection {id:?}"),
-                    other => format!("{other:?}"),
-                },
-            });
-        Box::pin(std::future::ready(result))
-    }
-
-    fn hold(&self, _keys: Vec<Who>) -> BoxFuture<'_, Result<(), CoreError>> {
-        Box::pin(std::future::ready(Ok(())))
-    }
-
-    fn release(&self, _keys: Vec<Who>) {}
-
-    fn ready(&self) -> bool {
-        true
-    }
-}
-
-impl HistoryStore for Memory {
-    fn publish(&self, p: NewPublication) -> BoxFuture<'_, Result<Published, CoreError>> {
-        let h = self.topic(&p.topic);
+    /// A publication: the topic's next offset, kept, and handed to this node's subscribers
+    /// under the history lock (in offset order, no gap).
+    fn publish(&self, topic: &str, message: Message, caller_id: bool) -> Delivered {
+        let h = self.topic(topic);
         let mut h = h.lock();
         let epoch = h.epoch.clone();
-        if p.caller_id {
-            if let Some(offset) = h.find_id(&p.message.id) {
-                return Box::pin(std::future::ready(Ok(Published {
-                    offset,
-                    epoch,
+        if caller_id {
+            if let Some(offset) = h.find_id(&message.id) {
+                return Delivered {
                     connections: 0,
-                })));
+                    position: Some(StreamPosition { offset, epoch }),
+                };
             }
         }
         let offset = h.next_offset();
-        let now = p.message.ts_ms;
-        let message_id = if p.caller_id {
-            p.message.id.to_string()
+        let now = message.ts_ms;
+        let message_id = if caller_id {
+            message.id.to_string()
         } else {
             String::new()
         };
         let event = Shared::new(Event::Publication(Publication {
-            topic: p.topic.as_str().into(),
+            topic: topic.into(),
             offset,
             epoch: epoch.as_str().into(),
-            message: p.message,
+            message,
         }));
         // Handed to the local topic table under the history lock: in offset order, no gap.
         let arrival = self.local.on_publication(
-            &p.topic,
+            topic,
             LivePosition {
                 epoch: &epoch,
                 offset,
@@ -197,13 +170,48 @@ impl HistoryStore for Memory {
             },
             now,
         );
-        Box::pin(std::future::ready(Ok(Published {
-            offset,
-            epoch,
+        Delivered {
             connections: arrival.queued,
-        })))
+            position: Some(StreamPosition { offset, epoch }),
+        }
+    }
+}
+
+impl Broker for Memory {
+    fn deliver(&self, d: Delivery) -> BoxFuture<'_, Result<Delivered, CoreError>> {
+        let result = match d.to {
+            Who::Topic(topic) => Ok(self.publish(&topic, d.message, d.caller_id)),
+            to => {
+                let event = Shared::new(Event::Message(d.message));
+                self.local
+                    .deliver_to(&to, &event)
+                    .map(|connections| Delivered {
+                        connections,
+                        position: None,
+                    })
+                    .ok_or_else(|| CoreError::NotFound {
+                        what: match &to {
+                            Who::Connection(id) => format!("connection {id:?}"),
+                            other => format!("{other:?}"),
+                        },
+                    })
+            }
+        };
+        Box::pin(std::future::ready(result))
     }
 
+    fn hold(&self, _keys: Vec<Who>) -> BoxFuture<'_, Result<(), CoreError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn release(&self, _keys: Vec<Who>) {}
+
+    fn ready(&self) -> bool {
+        true
+    }
+}
+
+impl HistoryStore for Memory {
     fn read(
         &self,
         topic: &str,

@@ -2,10 +2,11 @@
 //! with a memory implementation (one node, [`memory`]) and a Redis one (any number of nodes,
 //! [`redis`]). The doors call the hub; the hub calls these; neither door knows which runs.
 //!
-//! - [`Broker`]: deliveries to users, roles, connections and everyone, and the interest a node
-//!   declares so that deliveries for its connections reach it.
-//! - [`HistoryStore`]: topic offsets, epochs, history and idempotency; publishing appends and
-//!   hands the publication to every node that holds the topic.
+//! - [`Broker`]: every delivery, on one path: to a topic (the stream's next offset, kept in
+//!   history, idempotent by the caller's id, handed to every node that holds the topic) or to
+//!   users, roles, connections and everyone (as it is); and the interest a node declares so
+//!   that deliveries for its connections reach it.
+//! - [`HistoryStore`]: reading what topics keep (a subscriber joining, History, GetStats).
 //! - [`Control`]: commands on connections wherever they are (disconnect, subscribe,
 //!   unsubscribe), and the cluster-wide questions (get, list, presence, stats, events).
 //!
@@ -17,10 +18,10 @@ pub mod redis;
 
 use std::sync::{Arc, OnceLock, Weak};
 
-use crate::core::event::{Message, SharedEvent};
+use crate::core::event::SharedEvent;
 use crate::core::model::{
-    Command, ConnSnapshot, Cursor, HistoryPage, HistoryQuery, ListFilter, ListPage, NewPublication,
-    PresenceEntry, Published, StatsPart, Who,
+    Command, ConnSnapshot, Cursor, Delivered, Delivery, HistoryPage, HistoryQuery, ListFilter,
+    ListPage, PresenceEntry, StatsPart, Who,
 };
 use crate::core::topic_table::HistoryRead;
 use crate::core::CoreError;
@@ -29,12 +30,19 @@ pub use futures_util::future::BoxFuture;
 
 /// Deliveries, and the interest that routes them to this node.
 pub trait Broker: Send + Sync + 'static {
-    /// Queues `message` to every connection `route` names, on every node, as one shared event
-    /// per node. Returns how many connections it was queued to; NOT_FOUND for a connection
-    /// that is not live. Two deliveries from one caller to the same route reach each
-    /// connection in the order they were made; nothing is promised across routes. Not
-    /// atomic across nodes: on UNAVAILABLE some nodes may have delivered.
-    fn deliver(&self, route: Who, message: Message) -> BoxFuture<'_, Result<u32, CoreError>>;
+    /// Delivers a message: to a topic, as the stream's next publication (atomic per topic:
+    /// the idempotency check, the next offset, the append and the hand-off to every node
+    /// holding the topic happen as one step, so a topic's publications have offsets 1, 2, 3,
+    /// ... without a gap or a repeat within an epoch, and every node receives them in offset
+    /// order; a node that misses one sees a gap and reads it from history; a caller-chosen id
+    /// already kept answers the kept position, delivers nothing and counts 0); to a user, a
+    /// role, one connection or everyone, queued as it is to every such connection on every
+    /// node, as one shared event per node (two deliveries from one caller to the same
+    /// recipients reach each connection in the order they were made; NOT_FOUND for a
+    /// connection that is not live). Returns how many connections it was queued to,
+    /// cluster-wide, and the stream position. Not atomic across nodes: on UNAVAILABLE some
+    /// nodes may have delivered.
+    fn deliver(&self, d: Delivery) -> BoxFuture<'_, Result<Delivered, CoreError>>;
 
     /// Declares that this node holds connections for these keys; resolves once deliveries
     /// for them reach this node (so a connection told `connected` or `subscribed` misses
@@ -48,16 +56,8 @@ pub trait Broker: Send + Sync + 'static {
     fn ready(&self) -> bool;
 }
 
-/// Topic offsets, epochs, history and idempotency.
+/// Reading topic history (the writing is [`Broker::deliver`] to a topic).
 pub trait HistoryStore: Send + Sync + 'static {
-    /// Appends a publication and hands it to every node holding the topic. Atomic per topic:
-    /// the idempotency check, the next offset, the append and the hand-off happen as one
-    /// step, so a topic's publications have offsets 1, 2, 3, ... without a gap or a repeat
-    /// within an epoch, and every node receives them in offset order (a node that misses one
-    /// sees a gap and reads it from history). A caller-chosen id already kept answers the
-    /// kept offset, delivers nothing and counts 0 connections.
-    fn publish(&self, p: NewPublication) -> BoxFuture<'_, Result<Published, CoreError>>;
-
     /// The topic's epoch and latest offset (made when absent), with the kept publications
     /// after `since` when it is given, for a subscriber joining. One consistent read: the
     /// publications are exactly those kept up to `latest`.

@@ -158,23 +158,33 @@ pub struct PresenceEntry {
     pub user_id: String,
 }
 
-/// A publication to append.
+/// A message on its way: to whom, and (for a stream) whether its id makes a retry
+/// idempotent. To a topic it takes the topic stream's next position and is kept in its
+/// history; to anyone else it is delivered as it is. A stream of another kind (a user's,
+/// with user streams) is another `to` on the same path.
 #[derive(Debug, Clone)]
-pub struct NewPublication {
-    pub topic: String,
+pub struct Delivery {
+    pub to: Who,
     /// The message, validated; its id is the caller's or a server-made one.
     pub message: Message,
     /// Whether the caller chose the id (only those make retries idempotent).
     pub caller_id: bool,
 }
 
-/// What a Publish did.
+/// Where a message sits in its stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
+pub struct StreamPosition {
     pub offset: u64,
     pub epoch: String,
+}
+
+/// What a delivery did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
     /// Connections it was queued to, cluster-wide (0 for an idempotent retry).
     pub connections: u32,
+    /// Its place in its stream (`None` for a message with no stream).
+    pub position: Option<StreamPosition>,
 }
 
 /// A publication as the History RPC returns it.

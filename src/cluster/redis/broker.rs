@@ -7,35 +7,22 @@ use std::sync::atomic::Ordering;
 use super::wire::{self, Header, Response};
 use super::{not_found, BoxFuture, Broker, RedisCluster};
 use crate::core::event::Message;
-use crate::core::model::Who;
+use crate::core::model::{Delivered, Delivery, Who};
 use crate::core::CoreError;
 
 impl Broker for RedisCluster {
-    fn deliver(&self, route: Who, message: Message) -> BoxFuture<'_, Result<u32, CoreError>> {
+    fn deliver(&self, d: Delivery) -> BoxFuture<'_, Result<Delivered, CoreError>> {
         Box::pin(async move {
-            let channel = self.channel_of(&route)?;
-            let from = self.node_id.clone();
-            let by_connection = matches!(route, Who::Connection(_));
-            let id = match &route {
-                Who::Connection(id) => id.clone(),
-                _ => String::new(),
-            };
-            let body = wire::encode_message(&message);
-            let replies = self
-                .ask(&channel, |rid| Header::Deliver { from, rid, route }, &body)
-                .await?;
-            let mut n = 0;
-            let mut found = false;
-            for r in replies {
-                if let Response::Count(c) = r {
-                    n += c;
-                    found = true;
+            match d.to {
+                Who::Topic(topic) => self.publish(&topic, &d.message, d.caller_id).await,
+                to => {
+                    let connections = self.send(to, &d.message).await?;
+                    Ok(Delivered {
+                        connections,
+                        position: None,
+                    })
                 }
             }
-            if by_connection && !found {
-                return Err(not_found(&id));
-            }
-            Ok(n)
         })
     }
 
@@ -56,5 +43,42 @@ impl Broker for RedisCluster {
 
     fn ready(&self) -> bool {
         self.cluster_ready().is_ok() && self.cmd_ok.load(Ordering::Acquire)
+    }
+}
+
+impl RedisCluster {
+    /// A message with no stream: one request on the channel that reaches `to`, each receiving
+    /// node answering with its count.
+    async fn send(&self, to: Who, message: &Message) -> Result<u32, CoreError> {
+        let channel = self.channel_of(&to)?;
+        let from = self.node_id.clone();
+        let connection = match &to {
+            Who::Connection(id) => Some(id.clone()),
+            _ => None,
+        };
+        let body = wire::encode_message(message);
+        let replies = self
+            .ask(
+                &channel,
+                |rid| Header::Deliver {
+                    from,
+                    rid,
+                    route: to,
+                },
+                &body,
+            )
+            .await?;
+        let mut n = 0;
+        let mut found = false;
+        for r in replies {
+            if let Response::Count(c) = r {
+                n += c;
+                found = true;
+            }
+        }
+        match connection {
+            Some(id) if !found => Err(not_found(&id)),
+            _ => Ok(n),
+        }
     }
 }

@@ -7,80 +7,14 @@ use super::history::{as_string, as_u64};
 use super::wire::{self, Response};
 use super::{BoxFuture, HistoryStore, Key, RedisCluster, REDIS_TIMEOUT};
 use crate::clock::now_ms;
-use crate::core::event::SharedEvent;
+use crate::core::event::{Message, SharedEvent};
 use crate::core::model::{
-    name_hash, HistoryPage, HistoryQuery, KeptPublication, NewPublication, Published,
+    name_hash, Delivered, HistoryPage, HistoryQuery, KeptPublication, StreamPosition,
 };
 use crate::core::topic_table::HistoryRead;
 use crate::core::CoreError;
 
 impl HistoryStore for RedisCluster {
-    fn publish(&self, p: NewPublication) -> BoxFuture<'_, Result<Published, CoreError>> {
-        Box::pin(async move {
-            self.cluster_ready()?;
-            let (stream, meta, idem_prefix) = wire::topic_keys(&p.topic);
-            let caller_id: &str = if p.caller_id { &p.message.id } else { "" };
-            let idem = format!("{idem_prefix}{caller_id}");
-            let (rid, rx, gen) = self.new_pending();
-            let mut inv = self.publish_script.prepare_invoke();
-            inv.key(&stream)
-                .key(&meta)
-                .key(&idem)
-                .key(wire::TOPIC_INDEX)
-                .arg(wire::encode_message(&p.message))
-                .arg(wire::pub_header(&self.node_id, rid, &p.topic))
-                .arg(self.settings.history_size)
-                .arg(self.settings.history_ttl_ms)
-                .arg(self.meta_ttl_ms())
-                .arg(crate::cluster::memory::new_epoch())
-                .arg(caller_id)
-                .arg(wire::topic_channel(&p.topic))
-                .arg(p.message.ts_ms)
-                .arg(&p.topic);
-            let mut con = self.commands(Key::Topic(&p.topic));
-            let r = tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut con)).await;
-            let v: Value = match self.outcome(r) {
-                Ok(v) => v,
-                Err(e) => {
-                    self.pending.lock().remove(&rid);
-                    return Err(e);
-                }
-            };
-            let Some((offset, epoch, n)) = published_reply(v) else {
-                self.pending.lock().remove(&rid);
-                return Err(CoreError::Unavailable(
-                    "unexpected answer from the publish script".into(),
-                ));
-            };
-            if n < 0 {
-                self.pending.lock().remove(&rid);
-                return Ok(Published {
-                    offset,
-                    epoch,
-                    connections: 0,
-                });
-            }
-            self.expect(rid, n as usize);
-            let replies = if n == 0 {
-                Vec::new()
-            } else {
-                self.collect(rid, rx, gen).await?
-            };
-            let connections = replies
-                .iter()
-                .map(|r| match r {
-                    Response::Count(c) => *c,
-                    _ => 0,
-                })
-                .sum();
-            Ok(Published {
-                offset,
-                epoch,
-                connections,
-            })
-        })
-    }
-
     fn read(
         &self,
         topic: &str,
@@ -141,6 +75,79 @@ impl HistoryStore for RedisCluster {
             let (names,): (Vec<String>,) = self.outcome(r)?;
             Ok(names.iter().map(|n| name_hash(n)).collect())
         })
+    }
+}
+
+impl RedisCluster {
+    /// A publication: one run of the publish script (idempotency, epoch, offset, append,
+    /// PUBLISH), then the receiving nodes' counts.
+    pub(super) async fn publish(
+        &self,
+        topic: &str,
+        message: &Message,
+        caller_id: bool,
+    ) -> Result<Delivered, CoreError> {
+        {
+            self.cluster_ready()?;
+            let (stream, meta, idem_prefix) = wire::topic_keys(topic);
+            let caller_id: &str = if caller_id { &message.id } else { "" };
+            let idem = format!("{idem_prefix}{caller_id}");
+            let (rid, rx, gen) = self.new_pending();
+            let mut inv = self.publish_script.prepare_invoke();
+            inv.key(&stream)
+                .key(&meta)
+                .key(&idem)
+                .key(wire::TOPIC_INDEX)
+                .arg(wire::encode_message(message))
+                .arg(wire::pub_header(&self.node_id, rid, topic))
+                .arg(self.settings.history_size)
+                .arg(self.settings.history_ttl_ms)
+                .arg(self.meta_ttl_ms())
+                .arg(crate::cluster::memory::new_epoch())
+                .arg(caller_id)
+                .arg(wire::topic_channel(topic))
+                .arg(message.ts_ms)
+                .arg(topic);
+            let mut con = self.commands(Key::Topic(topic));
+            let r = tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut con)).await;
+            let v: Value = match self.outcome(r) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.pending.lock().remove(&rid);
+                    return Err(e);
+                }
+            };
+            let Some((offset, epoch, n)) = published_reply(v) else {
+                self.pending.lock().remove(&rid);
+                return Err(CoreError::Unavailable(
+                    "unexpected answer from the publish script".into(),
+                ));
+            };
+            if n < 0 {
+                self.pending.lock().remove(&rid);
+                return Ok(Delivered {
+                    connections: 0,
+                    position: Some(StreamPosition { offset, epoch }),
+                });
+            }
+            self.expect(rid, n as usize);
+            let replies = if n == 0 {
+                Vec::new()
+            } else {
+                self.collect(rid, rx, gen).await?
+            };
+            let connections = replies
+                .iter()
+                .map(|r| match r {
+                    Response::Count(c) => *c,
+                    _ => 0,
+                })
+                .sum();
+            Ok(Delivered {
+                connections,
+                position: Some(StreamPosition { offset, epoch }),
+            })
+        }
     }
 }
 
