@@ -281,9 +281,7 @@ async fn on_text(hub: &Hub, conn: &Arc<WsConn>, text: &str) -> Reply {
             if let Err(e) = topic::validate_name("topic", &topic) {
                 return Reply::Bad(native::error(ErrorCode::BadRequest, &e.to_string(), r));
             }
-            if !(topic::allowed(&conn.info.topic_patterns, &topic)
-                || topic::allowed(&hub.config.topics.public, &topic))
-            {
+            if !hub.may_subscribe(conn, &topic) {
                 let msg = format!("not allowed to subscribe to {topic:?}");
                 return Reply::Ok(native::error(ErrorCode::Forbidden, &msg, r));
             }

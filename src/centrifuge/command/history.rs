@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{allowed, code, Answer};
+use super::{code, Answer};
 use crate::centrifuge::translate::Translator;
 use crate::centrifuge::wire::{HistoryRequest, HistoryResult, Publication, Reply};
 use crate::core::event::Message;
@@ -23,7 +23,7 @@ pub async fn run(
     h: &HistoryRequest,
     a: &mut Answer<'_>,
 ) {
-    if !(t.subscribed(&h.channel) || allowed(hub, conn, &h.channel)) {
+    if !(t.subscribed(&h.channel) || hub.may_subscribe(conn, &h.channel)) {
         return a.fail(code::PERMISSION_DENIED, "permission denied", false);
     }
     let page = match hub.history(&h.channel, query(h)).await {

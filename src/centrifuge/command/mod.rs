@@ -182,9 +182,3 @@ fn unsubscribe(hub: &Hub, conn: &Arc<WsConn>, channel: &str, a: &mut Answer<'_>)
         });
     }
 }
-
-/// Whether the connection may subscribe to (and read the history of) `channel`.
-fn allowed(hub: &Hub, conn: &WsConn, channel: &str) -> bool {
-    topic::allowed(&conn.info.topic_patterns, channel)
-        || topic::allowed(&hub.config.topics.public, channel)
-}

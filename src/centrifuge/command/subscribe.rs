@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{allowed, code, Answer};
+use super::{code, Answer};
 use crate::centrifuge::translate::Translator;
 use crate::centrifuge::wire::SubscribeRequest;
 use crate::core::native::Since;
@@ -30,7 +30,7 @@ pub async fn run(
     if t.has(&ch) {
         return a.fail(code::ALREADY_SUBSCRIBED, "already subscribed", false);
     }
-    if !allowed(hub, conn, &ch) {
+    if !hub.may_subscribe(conn, &ch) {
         return a.fail(code::PERMISSION_DENIED, "permission denied", false);
     }
     let since = s.recover.then_some(Since {
