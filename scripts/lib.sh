@@ -1,13 +1,14 @@
 # Shared by the measurement scripts: start a release server on loopback with a fresh secret and
 # API key, wait until it listens, and stop it when the script exits.
 # Usage: . scripts/lib.sh; start_server NAME   (sets SECRET, KEY, PID; log in target/NAME-server.log)
+# SERVER_BIN names another server binary to start (default: this tree's release build).
 start_server() {
   local name=$1
   SECRET=$name-secret-$(date +%s%N)-$RANDOM$RANDOM$RANDOM$RANDOM
   KEY=$name-api-key-$RANDOM$RANDOM$RANDOM
   ulimit -n 20000 2>/dev/null || true
   REALTIME_JWT__SECRET=$SECRET REALTIME_GRPC__API_KEYS=$KEY REALTIME_NODE__ID=$name \
-    ./target/release/boundary-realtime serve --http-listen 127.0.0.1:18080 --grpc-listen 127.0.0.1:15051 \
+    "${SERVER_BIN:-./target/release/boundary-realtime}" serve --http-listen 127.0.0.1:18080 --grpc-listen 127.0.0.1:15051 \
     > "target/$name-server.log" 2>&1 &
   PID=$!
   trap 'kill $PID 2>/dev/null || true' EXIT

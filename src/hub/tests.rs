@@ -3,8 +3,6 @@
 
 use super::*;
 use crate::core::event::Event;
-use crate::core::registry::{Conn, ConnInfo, Protocol};
-use crate::node::outbox::WsOutbox;
 
 async fn hub() -> Arc<Hub> {
     let mut config = Config::default();
@@ -27,23 +25,7 @@ async fn hub() -> Arc<Hub> {
 }
 
 fn conn(hub: &Hub, user: &str) -> Arc<WsConn> {
-    let (id, seq) = hub.next_conn_id();
-    Arc::new(Conn::new(
-        ConnInfo {
-            id,
-            seq,
-            user_id: user.into(),
-            roles: vec!["staff".into()],
-            topic_patterns: vec![],
-            metadata: Default::default(),
-            connected_at_ms: 0,
-            remote_addr: String::new(),
-            user_agent: String::new(),
-            protocol: Protocol::Native,
-        },
-        None,
-        WsOutbox::new(8),
-    ))
+    crate::node::test_conn(hub.next_conn_id(), user, "staff", 8)
 }
 
 fn queued(c: &WsConn) -> Vec<Event> {

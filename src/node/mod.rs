@@ -418,34 +418,44 @@ pub fn interests(conn: &WsConn, topics: &[String]) -> Vec<Who> {
     v
 }
 
+/// A connection that is only its outbox (no socket), for the unit tests of this node and the
+/// hub: `(id, seq)` from [`LocalNode::next_conn_id`], one role, a queue of `queue` events.
+#[cfg(test)]
+pub(crate) fn test_conn(
+    (id, seq): (String, u64),
+    user: &str,
+    role: &str,
+    queue: usize,
+) -> Arc<WsConn> {
+    use crate::core::registry::{ConnInfo, Protocol};
+    Arc::new(Conn::new(
+        ConnInfo {
+            id,
+            seq,
+            user_id: user.into(),
+            roles: vec![role.into()],
+            topic_patterns: vec![],
+            metadata: Default::default(),
+            connected_at_ms: 0,
+            remote_addr: String::new(),
+            user_agent: String::new(),
+            protocol: Protocol::Native,
+        },
+        None,
+        WsOutbox::new(queue),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::event::Message;
-    use crate::core::registry::{ConnInfo, Protocol};
-
     fn node() -> LocalNode {
         LocalNode::new("n1".into(), 0, 1, "m".into(), 16)
     }
 
     fn conn(node: &LocalNode, user: &str) -> Arc<WsConn> {
-        let (id, seq) = node.next_conn_id();
-        Arc::new(Conn::new(
-            ConnInfo {
-                id,
-                seq,
-                user_id: user.into(),
-                roles: vec!["r".into()],
-                topic_patterns: vec![],
-                metadata: Default::default(),
-                connected_at_ms: 0,
-                remote_addr: String::new(),
-                user_agent: String::new(),
-                protocol: Protocol::Native,
-            },
-            None,
-            WsOutbox::new(2),
-        ))
+        test_conn(node.next_conn_id(), user, "r", 2)
     }
 
     fn event() -> SharedEvent {
