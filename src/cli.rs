@@ -25,7 +25,7 @@ pub struct Cli {
     /// Log format: human or json (overrides [log] format).
     #[arg(long, global = true)]
     log_format: Option<crate::config::LogFormat>,
-    /// Log filter, e.g. info or boundary_realtime=debug (overrides [log] level; RUST_LOG wins).
+    /// Log filter, e.g. info or info,boundary_realtime=debug (wins over RUST_LOG and [log] level).
     #[arg(long, global = true)]
     log_level: Option<String>,
 }
@@ -105,11 +105,9 @@ fn run(cli: Cli) -> Result<(), String> {
             if let Some(v) = cli.log_format {
                 overrides.push(("log.format", v.as_str().to_owned()));
             }
-            if let Some(v) = cli.log_level {
-                overrides.push(("log.level", v));
-            }
             let (config, checked) =
                 config::load(config.as_deref(), &overrides).map_err(|e| e.to_string())?;
+            let filter = log_filter(cli.log_level.as_deref(), &config)?;
             if check_config {
                 println!(
                     "configuration is valid: http {}, grpc {}, jwt {:?}, broker {}",
@@ -120,7 +118,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 );
                 return Ok(());
             }
-            crate::telemetry::init(config.log.format, &config.log.level);
+            crate::telemetry::init(config.log.format, filter);
             runtime()?.block_on(serve(config, checked, None))
         }
         Command::Dev {
@@ -143,11 +141,9 @@ fn run(cli: Cli) -> Result<(), String> {
             if let Some(v) = cli.log_format {
                 config.log.format = v;
             }
-            if let Some(v) = cli.log_level {
-                config.log.level = v;
-            }
             let checked = config.validate().map_err(|e| e.to_string())?;
-            crate::telemetry::init(config.log.format, &config.log.level);
+            let filter = log_filter(cli.log_level.as_deref(), &config)?;
+            crate::telemetry::init(config.log.format, filter);
             runtime()?.block_on(serve(config, checked, Some(print_dev_banner)))
         }
         Command::Token {
@@ -206,6 +202,9 @@ pub fn mint(
                 .into(),
         );
     }
+    if config::is_placeholder(config.jwt.secret.expose_secret()) {
+        return Err(format!("jwt.secret {}", config::PLACEHOLDER_SECRET));
+    }
     if sub.is_empty() {
         return Err("--sub must not be empty".into());
     }
@@ -229,6 +228,15 @@ pub fn mint(
         &EncodingKey::from_secret(config.jwt.secret.expose_secret().as_bytes()),
     )
     .map_err(|e| format!("cannot sign the token: {e}"))
+}
+
+/// The log filter in force (`--log-level`, else `RUST_LOG`, else `[log] level`), checked.
+fn log_filter(
+    flag: Option<&str>,
+    config: &Config,
+) -> Result<tracing_subscriber::filter::Targets, String> {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    crate::telemetry::select(flag, rust_log.as_deref(), &config.log.level)
 }
 
 async fn serve(

@@ -13,8 +13,64 @@ use figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::filter::Targets;
+
 use crate::core::claims::{KeyMaterial, VerifierConfig};
 use crate::core::ids::validate_node_id;
+
+/// Parses a log filter strictly: comma-separated levels (`off`, `error`, `warn`, `info`,
+/// `debug`, `trace`) and `target=level` directives. Anything else is refused, naming it:
+/// tracing's own parser would read `verbose` as a target name and silently log nothing.
+pub fn parse_log_filter(spec: &str) -> Result<Targets, String> {
+    let mut targets = Targets::new();
+    let mut any = false;
+    for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        targets = match directive.split_once('=') {
+            None => targets.with_default(log_level(directive)?),
+            Some((target, lvl)) => {
+                let name_ok = !target.is_empty()
+                    && target
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-'));
+                if !name_ok {
+                    return Err(format!("{target:?} is not a target (a module path)"));
+                }
+                targets.with_target(target, log_level(lvl)?)
+            }
+        };
+        any = true;
+    }
+    if !any {
+        return Err("is empty; use a level such as info".into());
+    }
+    Ok(targets)
+}
+
+fn log_level(word: &str) -> Result<LevelFilter, String> {
+    Ok(match word.trim().to_ascii_lowercase().as_str() {
+        "off" => LevelFilter::OFF,
+        "error" => LevelFilter::ERROR,
+        "warn" => LevelFilter::WARN,
+        "info" => LevelFilter::INFO,
+        "debug" => LevelFilter::DEBUG,
+        "trace" => LevelFilter::TRACE,
+        _ => {
+            return Err(format!(
+                "{word:?} is not a level (off, error, warn, info, debug, trace) or target=level"
+            ))
+        }
+    })
+}
+
+/// Whether a secret or key still holds a placeholder of the published example file (any value
+/// starting `REPLACE`): with it, anyone who read the example could mint tokens or call the API.
+pub fn is_placeholder(value: &str) -> bool {
+    value.starts_with("REPLACE")
+}
+
+/// Why a placeholder `jwt.secret` is refused, and what to do.
+pub const PLACEHOLDER_SECRET: &str = "holds the example file's placeholder (a value starting REPLACE), which anyone can read; put a random secret of 32 bytes or more there, e.g. `openssl rand -hex 32`";
 
 /// An invalid configuration: which key, and what is wrong with it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -508,6 +564,8 @@ impl Config {
         }
         parse_addr("http.listen", &self.http.listen)?;
         parse_addr("grpc.listen", &self.grpc.listen)?;
+        parse_log_filter(&self.log.level)
+            .map_err(|m| err("log.level", format!("{:?}: {m}", self.log.level)))?;
         for o in &self.http.allowed_origins {
             if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
                 return Err(err(
@@ -541,6 +599,17 @@ impl Config {
             return Err(err(
                 "grpc.api_keys",
                 "at least one API key is required (or set grpc.allow_unauthenticated = true)",
+            ));
+        }
+        if self
+            .grpc
+            .api_keys
+            .iter()
+            .any(|k| is_placeholder(k.expose_secret()))
+        {
+            return Err(err(
+                "grpc.api_keys",
+                "holds the example file's placeholder (a value starting REPLACE), which anyone can read; put a random key there, e.g. `openssl rand -hex 24`",
             ));
         }
         if self
@@ -698,6 +767,9 @@ impl Config {
             let secret = j.secret.expose_secret();
             if secret.is_empty() {
                 return Err(err("jwt.secret", format!("is required for {algorithm:?}")));
+            }
+            if is_placeholder(secret) {
+                return Err(err("jwt.secret", PLACEHOLDER_SECRET));
             }
             // RFC 7518 section 3.2: a key at least as long as the hash output.
             let min = match algorithm {

@@ -312,8 +312,8 @@ fn token_refuses_a_zero_ttl() {
 #[test]
 fn the_example_configuration_loads_and_check_config_says_so() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/realtime.example.toml");
-    let (c, _) = boundary_realtime::config::load(Some(std::path::Path::new(example)), &[])
-        .expect("the shipped example is a valid configuration");
+    let c = boundary_realtime::config::load_unchecked(Some(std::path::Path::new(example)))
+        .expect("the shipped example parses");
     let mut defaults = boundary_realtime::config::Config::default();
     defaults.jwt.secret = c.jwt.secret.clone();
     defaults.grpc.api_keys = c.grpc.api_keys.clone();
@@ -322,10 +322,12 @@ fn the_example_configuration_loads_and_check_config_says_so() {
         serde_json::to_value(&defaults).unwrap(),
         "every other key is at its default"
     );
+    // With its two placeholders replaced (here from the environment), it is valid.
     let out = Command::new(BIN)
         .args(["serve", "--check-config", "--config", example])
-        .env_remove("REALTIME_JWT__SECRET")
-        .env_remove("REALTIME_GRPC__API_KEYS")
+        .env("REALTIME_JWT__SECRET", SECRET)
+        .env("REALTIME_GRPC__API_KEYS", API_KEY)
+        .env_remove("RUST_LOG")
         .output()
         .unwrap();
     assert!(
@@ -335,6 +337,35 @@ fn the_example_configuration_loads_and_check_config_says_so() {
     );
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.starts_with("configuration is valid"), "{said}");
+    // Copied unchanged, its placeholders are refused, by serve and by token: anyone who read
+    // the example could mint tokens or call the API with them.
+    let out = Command::new(BIN)
+        .args(["serve", "--check-config", "--config", example])
+        .env_remove("REALTIME_JWT__SECRET")
+        .env_remove("REALTIME_GRPC__API_KEYS")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("grpc.api_keys: holds the example file's placeholder")
+            && err.contains("jwt.secret: holds the example file's placeholder"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["token", "--config", example, "--sub", "alice"])
+        .env_remove("REALTIME_JWT__SECRET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "no token printed");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("jwt.secret holds the example file's placeholder"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A bad value is reported and nothing starts.
     let out = Command::new(BIN)
         .args(["serve", "--check-config", "--config", example])
@@ -343,4 +374,36 @@ fn the_example_configuration_loads_and_check_config_says_so() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("limits.send_queue"));
+}
+
+#[test]
+fn a_log_filter_that_is_not_levels_is_refused_naming_where_it_came_from() {
+    let check = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--check-config"])
+            .args(args)
+            .env("REALTIME_JWT__SECRET", SECRET)
+            .env("REALTIME_GRPC__API_KEYS", API_KEY)
+            .env_remove("RUST_LOG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = check(&["--log-level", "verbose"], &[]);
+    assert!(!ok && err.contains("--log-level: \"verbose\""), "{err}");
+    let (ok, err) = check(&[], &[("RUST_LOG", "nonsense[[")]);
+    assert!(!ok && err.contains("RUST_LOG: \"nonsense[[\""), "{err}");
+    let (ok, err) = check(&[], &[("REALTIME_LOG__LEVEL", "loud")]);
+    assert!(!ok && err.contains("log.level: \"loud\""), "{err}");
+    // The flag wins over a bad RUST_LOG, which is then not used; good filters pass.
+    let (ok, err) = check(
+        &["--log-level", "info,boundary_realtime=debug"],
+        &[("RUST_LOG", "x[[")],
+    );
+    assert!(ok, "{err}");
 }
