@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# A local cluster to try cluster mode: a redis-server (port 16379, nothing kept on disk) and
-# three nodes sharing it, on 127.0.0.1. Prints each node's URLs, a token and an API key; Ctrl-C
-# stops everything. Needs redis-server (Debian: apt-get install redis-server).
+# A local cluster to try cluster mode: a redis-server (nothing kept on disk) and three nodes
+# sharing it, on 127.0.0.1. Prints each node's URLs, a token and an API key; Ctrl-C stops
+# everything. Needs redis-server (Debian: apt-get install redis-server).
 # Usage: scripts/cluster.sh [NODES]   (default 3)
+# Ports: REDIS_PORT (default 16379); node i listens on HTTP_BASE_PORT+i and GRPC_BASE_PORT+i
+# (defaults 18080 and 15050).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-3}
-RPORT=16379
+RPORT=${REDIS_PORT:-16379}
+HTTP_BASE=${HTTP_BASE_PORT:-18080}
+GRPC_BASE=${GRPC_BASE_PORT:-15050}
 command -v redis-server >/dev/null || { echo "needs redis-server (apt-get install redis-server)" >&2; exit 1; }
 cargo build --release --quiet
 B=$PWD/target/release/boundary-realtime
@@ -26,7 +30,7 @@ for i in $(seq "$N"); do
   REALTIME_JWT__SECRET=$SECRET REALTIME_GRPC__API_KEYS=$KEY REALTIME_NODE__ID=node$i \
   REALTIME_BROKER__KIND=redis REALTIME_BROKER__REDIS_URL=redis://127.0.0.1:$RPORT \
   REALTIME_TOPICS__PUBLIC='**' REALTIME_HTTP__DEMO=true \
-    "$B" serve --http-listen 127.0.0.1:$((18080 + i)) --grpc-listen 127.0.0.1:$((15050 + i)) \
+    "$B" serve --http-listen 127.0.0.1:$((HTTP_BASE + i)) --grpc-listen 127.0.0.1:$((GRPC_BASE + i)) \
     > "target/cluster/node$i.log" 2>&1 &
   PIDS+=($!)
 done
@@ -38,12 +42,12 @@ done
 TOKEN=$(REALTIME_JWT__SECRET=$SECRET "$B" token --sub demo-user --topic '**' --ttl 86400)
 echo "Redis     redis://127.0.0.1:$RPORT"
 for i in $(seq "$N"); do
-  echo "node$i     ws://127.0.0.1:$((18080 + i))/ws   gRPC 127.0.0.1:$((15050 + i))   demo http://127.0.0.1:$((18080 + i))/demo#token=$TOKEN"
+  echo "node$i     ws://127.0.0.1:$((HTTP_BASE + i))/ws   gRPC 127.0.0.1:$((GRPC_BASE + i))   demo http://127.0.0.1:$((HTTP_BASE + i))/demo#token=$TOKEN"
 done
 echo "API key   $KEY"
 echo "Token     $TOKEN   (user demo-user, any topic, 24 h)"
 echo
 echo "Open node1's demo page, then send through node$N, e.g. with grpcurl:"
-echo "  grpcurl -plaintext -H 'authorization: Bearer $KEY' -d '{\"user_id\":\"demo-user\",\"message\":{\"type\":\"hello\",\"payload_json\":\"{}\"}}' 127.0.0.1:$((15050 + N)) boundary.realtime.v1.RealtimeService/SendToUser"
+echo "  grpcurl -plaintext -H 'authorization: Bearer $KEY' -d '{\"user_id\":\"demo-user\",\"message\":{\"type\":\"hello\",\"payload_json\":\"{}\"}}' 127.0.0.1:$((GRPC_BASE + N)) boundary.realtime.v1.RealtimeService/SendToUser"
 echo "Logs in target/cluster/. Ctrl-C stops everything."
 wait

@@ -56,6 +56,7 @@ enum Command {
     },
     /// Print one token signed with the configured HS* secret.
     Token {
+        /// A TOML configuration file with the secret (else REALTIME_JWT__SECRET).
         #[arg(long)]
         config: Option<PathBuf>,
         /// The user id (`sub`).

@@ -262,6 +262,7 @@ impl Verifier {
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
+        self.check_algorithm(token)?;
         let header = jsonwebtoken::decode_header(token).map_err(|e| map_jwt_error(e.kind()))?;
         let key = keys
             .find(header.kid.as_deref())
@@ -278,6 +279,7 @@ impl Verifier {
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
+        self.check_algorithm(token)?;
         let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map_err(|e| map_jwt_error(e.kind()))?;
         let claims = data.claims;
@@ -310,6 +312,38 @@ impl Verifier {
             expires_at_ms,
         })
     }
+}
+
+impl Verifier {
+    /// Refuses a token whose header names another algorithm than the pinned one, before
+    /// anything else is read. The JWT library cannot even parse a header naming `none` (it is
+    /// no algorithm of its), so without this an `alg: none` token would read as malformed.
+    fn check_algorithm(&self, token: &str) -> Result<(), AuthError> {
+        let Some(alg) = header_alg(token) else {
+            return Ok(()); // unreadable: the library says how
+        };
+        let pinned = self
+            .validation
+            .algorithms
+            .iter()
+            .any(|a| format!("{a:?}") == alg);
+        if pinned {
+            Ok(())
+        } else {
+            Err(AuthError::WrongAlgorithm)
+        }
+    }
+}
+
+/// The `alg` a token's header names, if the header can be read.
+fn header_alg(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let header = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    Some(v.get("alg")?.as_str()?.to_owned())
 }
 
 fn map_jwt_error(kind: &ErrorKind) -> AuthError {
@@ -376,6 +410,7 @@ fn metadata(v: Option<Value>) -> Result<BTreeMap<String, String>, AuthError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
     use jsonwebtoken::{encode, EncodingKey, Header};
     use serde_json::json;
 
@@ -461,6 +496,15 @@ mod tests {
             Err(AuthError::WrongAlgorithm)
         );
         assert_eq!(v.verify("", NOW), Err(AuthError::Missing));
+        // `alg: none` (an unsigned token): the wrong algorithm, not a malformed token.
+        let none = format!(
+            "{}.{}.",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(r#"{"alg":"none","typ":"JWT"}"#),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(json!({"sub":"u","exp":exp_in(60_000)}).to_string())
+        );
+        assert_eq!(v.verify(&none, NOW), Err(AuthError::WrongAlgorithm));
         assert!(matches!(v.verify("abc", NOW), Err(AuthError::Malformed(_))));
         let other = encode(
             &Header::new(Algorithm::HS256),

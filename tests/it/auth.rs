@@ -223,6 +223,16 @@ async fn first_frame_faults_get_unauthorized_and_4001() {
         .await;
     let (_, _, texts) = ws.next_close().await;
     assert_eq!(texts[0]["message"], "token expired");
+    // An unsigned token (`alg: none`) is refused as the wrong algorithm, as the docs say.
+    let alg_none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1IiwiZXhwIjo5OTk5OTk5OTk5fQ.";
+    let mut ws = s.connect_bare().await;
+    ws.send_text(&json!({"op":"auth","token":alg_none}).to_string())
+        .await;
+    let (_, _, texts) = ws.next_close().await;
+    assert_eq!(
+        texts[0]["message"],
+        "token algorithm is not the configured one"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
