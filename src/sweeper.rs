@@ -39,6 +39,7 @@ pub async fn run(hub: Arc<Hub>) {
             _ = tick.tick() => {
                 let now = now_ms();
                 sweep(&hub, rules, now);
+                hub.local().refusals.flush(now);
                 let len = hub.local().registry.len();
                 peak = peak.max(len);
                 if heap_trim::worth_trimming(peak, len, now - last_trim) {

@@ -52,7 +52,7 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if let Some(refused) = crate::websocket::gate(&hub, &headers) {
+    if let Some(refused) = crate::websocket::gate(&hub, remote, &headers) {
         return refused;
     }
     let ws = ws.protocols(SUBPROTOCOLS);

@@ -25,6 +25,7 @@ use crate::core::close::{self, centrifuge_codes as cc};
 use crate::core::rate::TokenBucket;
 use crate::hub::{Admission, ConnectError, Hub};
 use crate::node::outbox::{Control, SharedEvent, WsOutbox};
+use crate::node::refusals::Refusal;
 use crate::node::WsConn;
 use crate::websocket::socket::{
     close, error_code, lost, new_conn, next_data_frame, write, Ended, Peer, CLOSE_TIMEOUT,
@@ -52,7 +53,7 @@ pub async fn run(
     peer: Peer,
     _admitted: Admission,
 ) {
-    let Some(start) = Box::pin(await_connect(&mut socket, &hub, codec)).await else {
+    let Some(start) = Box::pin(await_connect(&mut socket, &hub, codec, &peer)).await else {
         return;
     };
     let outbox = WsOutbox::with_dialect(hub.config.limits.send_queue, close::centrifuge);
@@ -114,7 +115,21 @@ pub(super) fn ttl_of(expires_at_ms: Option<i64>, now_ms: i64) -> Option<(bool, u
 /// Waits for the first command, `connect`, within `auth_timeout_ms`. An expired token is
 /// answered with error 109 (the SDK fetches a new one and connects again); any other bad
 /// token closes with 3500, which the SDKs do not retry.
-async fn await_connect(socket: &mut WebSocket, hub: &Hub, codec: Codec) -> Option<Start> {
+async fn await_connect(
+    socket: &mut WebSocket,
+    hub: &Hub,
+    codec: Codec,
+    peer: &Peer,
+) -> Option<Start> {
+    let refused = |code: u16, reason: &str| {
+        hub.refused(Refusal {
+            what: "connection closed",
+            code,
+            reason,
+            remote_addr: &peer.remote_addr,
+            user_id: None,
+        })
+    };
     let metrics = &hub.metrics();
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(hub.config.limits.auth_timeout_ms);
@@ -131,6 +146,7 @@ async fn await_connect(socket: &mut WebSocket, hub: &Hub, codec: Codec) -> Optio
         let msg = match next {
             Err(_) => {
                 metrics.handshake("timeout");
+                refused(cc::STALE, "no connect command within auth_timeout_ms");
                 close(socket, cc::STALE, "stale").await;
                 return None;
             }
@@ -176,6 +192,7 @@ async fn await_connect(socket: &mut WebSocket, hub: &Hub, codec: Codec) -> Optio
             Ok(_) | Err(AuthError::Expired) => {}
             Err(e) => {
                 metrics.handshake(e.label());
+                refused(cc::INVALID_TOKEN, &e.to_string());
                 close(socket, cc::INVALID_TOKEN, "invalid token").await;
                 return None;
             }
@@ -357,7 +374,7 @@ async fn send_all(
 
 /// Takes the connection out of the registry at once, then runs the close handshake.
 async fn close_now(hub: &Hub, socket: &mut WebSocket, conn: &WsConn, c: Closing) -> Ended {
-    hub.disconnected(conn, c.0, c.1);
+    hub.closed_by_session(conn, c.0, c.1);
     close(socket, c.0, c.1).await
 }
 

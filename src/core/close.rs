@@ -34,6 +34,26 @@ pub const TOO_MANY_CONNECTIONS: u16 = 4429;
 /// The reason sent with [`TOKEN_EXPIRED`] by the sweeper.
 pub const REASON_TOKEN_EXPIRED: &str = "token expired";
 
+/// Whether a close the server decided on is one an operator may be asked about ("why was I
+/// refused?"): a token refused or expired, the client's rate, bad frames, a missed heartbeat,
+/// on either endpoint. These are logged (see `node::refusals`).
+pub fn is_refusal(code: u16) -> bool {
+    use centrifuge_codes as c;
+    matches!(
+        code,
+        UNAUTHORIZED
+            | RATE_LIMITED
+            | TOO_MANY_BAD_FRAMES
+            | HEARTBEAT_LOST
+            | c::EXPIRED
+            | c::INVALID_TOKEN
+            | c::TOO_MANY_REQUESTS
+            | c::BAD_REQUEST
+            | c::NO_PONG
+            | c::STALE
+    )
+}
+
 /// Centrifugo protocol codes used on that endpoint only.
 pub mod centrifuge_codes {
     pub const SHUTDOWN: u16 = 3001;

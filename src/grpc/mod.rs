@@ -88,7 +88,17 @@ impl GrpcDoor {
         let start = Instant::now();
         let out = match self.authorize(req.metadata()) {
             Ok(()) => f(req.into_inner()).await,
-            Err(s) => Err(s),
+            Err(s) => {
+                let remote = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+                self.hub.refused(crate::node::refusals::Refusal {
+                    what: "API call refused",
+                    code: 401,
+                    reason: s.message(),
+                    remote_addr: &remote,
+                    user_id: None,
+                });
+                Err(s)
+            }
         };
         let code = out.as_ref().map_or_else(Status::code, |_| Code::Ok);
         self.hub.metrics().grpc(method, code, start.elapsed());

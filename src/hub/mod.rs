@@ -178,6 +178,18 @@ impl Hub {
         self.local.unregister(conn.info.seq, code, reason);
     }
 
+    /// A session closes its connection itself (its rate, bad frames): out of every index, and
+    /// logged when it is a refusal.
+    pub fn closed_by_session(&self, conn: &WsConn, code: u16, reason: &str) {
+        self.local.unregister(conn.info.seq, code, reason);
+        self.local.log_close(conn, code, reason);
+    }
+
+    /// Logs why a client was refused (rate-limited; never a token or a key).
+    pub fn refused(&self, r: crate::node::refusals::Refusal<'_>) {
+        self.local.refused(r);
+    }
+
     /// The history store (for the sweeper).
     pub fn store(&self) -> &Arc<dyn HistoryStore> {
         &self.store

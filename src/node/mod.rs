@@ -5,6 +5,7 @@
 //! answered here for this node's share ([`LocalNode::list`], [`LocalNode::stats_part`], ...).
 
 pub mod outbox;
+pub mod refusals;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -37,6 +38,8 @@ pub struct LocalNode {
     pub registry: Registry<WsOutbox>,
     pub topics: Topics<WsOutbox>,
     pub metrics: Metrics,
+    /// Why clients were refused, for the log (rate-limited).
+    pub refusals: refusals::RefusalLog,
     pub started_at_ms: i64,
     events: broadcast::Sender<Arc<ConnEvent>>,
     /// Set while a watcher on another node wants this node's events.
@@ -69,6 +72,7 @@ impl LocalNode {
             registry: Registry::new(),
             topics: Topics::new(),
             metrics: Metrics::new(),
+            refusals: Default::default(),
             started_at_ms,
             events: broadcast::channel(event_buffer.max(1)).0,
             export_events: AtomicBool::new(false),
@@ -251,7 +255,29 @@ impl LocalNode {
         origin: crate::core::close::Origin,
     ) -> bool {
         conn.outbox.close_from(code, reason, origin);
-        self.unregister(conn.info.seq, code, reason).is_some()
+        let closed = self.unregister(conn.info.seq, code, reason).is_some();
+        if closed && origin == crate::core::close::Origin::Server {
+            self.log_close(conn, code, reason);
+        }
+        closed
+    }
+
+    /// Logs a close the server decided on when it is a refusal (see [`refusals`]).
+    pub fn log_close(&self, conn: &WsConn, code: u16, reason: &str) {
+        if crate::core::close::is_refusal(code) {
+            self.refused(refusals::Refusal {
+                what: "connection closed",
+                code,
+                reason,
+                remote_addr: &conn.info.remote_addr,
+                user_id: Some(&conn.info.user_id),
+            });
+        }
+    }
+
+    /// Logs a refusal now (rate-limited).
+    pub fn refused(&self, r: refusals::Refusal<'_>) {
+        self.refusals.record(r, now_ms());
     }
 
     /// Closes slow consumers found by a delivery (their queue was full).

@@ -5,6 +5,7 @@
 
 pub mod socket;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
@@ -26,7 +27,7 @@ pub const MAX_WRITE_BUFFER: usize = 256 * 1024;
 
 /// The checks every WebSocket upgrade passes first, on both endpoints: the node is not
 /// shutting down (503) and the Origin is allowed (403). Returns the refusal, if any.
-pub fn gate(hub: &Hub, headers: &HeaderMap) -> Option<Response> {
+pub fn gate(hub: &Hub, remote: SocketAddr, headers: &HeaderMap) -> Option<Response> {
     if hub.is_shutting_down() {
         return Some(json_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -40,6 +41,7 @@ pub fn gate(hub: &Hub, headers: &HeaderMap) -> Option<Response> {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     if !origin::allowed(origin, host, &hub.config.http.allowed_origins) {
         hub.metrics().handshake("origin_refused");
+        refused_upgrade(hub, remote, 403, "Origin not allowed", None);
         return Some(json_error(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -47,6 +49,23 @@ pub fn gate(hub: &Hub, headers: &HeaderMap) -> Option<Response> {
         ));
     }
     None
+}
+
+/// Logs a refused upgrade (see `node::refusals`): the HTTP status, why, who.
+pub fn refused_upgrade(
+    hub: &Hub,
+    remote: SocketAddr,
+    status: u16,
+    reason: &str,
+    user_id: Option<&str>,
+) {
+    hub.refused(crate::node::refusals::Refusal {
+        what: "upgrade refused",
+        code: status,
+        reason,
+        remote_addr: &remote.to_string(),
+        user_id,
+    });
 }
 
 /// A place under the node's connection cap (counted as `node_full` when there is none).

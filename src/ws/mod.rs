@@ -15,7 +15,7 @@ use crate::core::claims::AuthError;
 use crate::core::token;
 use crate::hub::Hub;
 use crate::tls::PeerAddr;
-use crate::websocket::{admit, configure, gate, json_error, node_full, peer};
+use crate::websocket::{admit, configure, gate, json_error, node_full, peer, refused_upgrade};
 
 /// `GET /ws`.
 pub async fn upgrade(
@@ -25,7 +25,7 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if let Some(refused) = gate(&hub, &headers) {
+    if let Some(refused) = gate(&hub, remote, &headers) {
         return refused;
     }
     let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
@@ -33,6 +33,7 @@ pub async fn upgrade(
         Ok(t) => t,
         Err(e) => {
             hub.metrics().handshake("malformed");
+            refused_upgrade(&hub, remote, 401, &e.to_string(), None);
             return json_error(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string());
         }
     };
@@ -42,7 +43,7 @@ pub async fn upgrade(
                 hub.metrics().handshake("ok");
                 Some(identity)
             }
-            Err(e) => return refuse(&hub, &e),
+            Err(e) => return refuse(&hub, remote, &e),
         },
         None => None,
     };
@@ -50,11 +51,9 @@ pub async fn upgrade(
     if let Some(id) = &identity {
         if max_per_user > 0 && hub.user_connections(&id.user_id) >= max_per_user {
             hub.metrics().handshake("too_many_connections");
-            return json_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_connections",
-                &format!("this user already has {max_per_user} connections"),
-            );
+            let why = format!("this user already has {max_per_user} connections");
+            refused_upgrade(&hub, remote, 429, &why, Some(&id.user_id));
+            return json_error(StatusCode::TOO_MANY_REQUESTS, "too_many_connections", &why);
         }
     }
     let Some(admission) = admit(&hub) else {
@@ -69,7 +68,8 @@ pub async fn upgrade(
     })
 }
 
-fn refuse(hub: &Hub, e: &AuthError) -> Response {
+fn refuse(hub: &Hub, remote: std::net::SocketAddr, e: &AuthError) -> Response {
     hub.metrics().handshake(e.label());
+    refused_upgrade(hub, remote, 401, &e.to_string(), None);
     json_error(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string())
 }

@@ -25,6 +25,7 @@ use crate::core::topic;
 use crate::core::topic_table::SubscribeRefused;
 use crate::hub::{Admission, ConnectError, Hub, SubscribeError};
 use crate::node::outbox::{Control, SharedEvent, WsOutbox};
+use crate::node::refusals::Refusal;
 use crate::node::WsConn;
 use crate::websocket::socket::{
     close, error_code, lost, new_conn, next_data_frame, write, Ended, Peer, CLOSE_TIMEOUT,
@@ -44,7 +45,7 @@ pub async fn run(
 ) {
     let identity = match identity {
         Some(identity) => identity,
-        None => match Box::pin(first_frame_auth(&mut socket, &hub)).await {
+        None => match Box::pin(first_frame_auth(&mut socket, &hub, &peer)).await {
             Some(identity) => identity,
             None => return,
         },
@@ -92,7 +93,7 @@ pub async fn run(
 
 /// Waits for `{"op":"auth","token":...}` within `auth_timeout`. On failure, answers
 /// `unauthorized` and closes with 4001.
-async fn first_frame_auth(socket: &mut WebSocket, hub: &Hub) -> Option<Identity> {
+async fn first_frame_auth(socket: &mut WebSocket, hub: &Hub, peer: &Peer) -> Option<Identity> {
     let metrics = &hub.metrics();
     let wait = Duration::from_millis(hub.config.limits.auth_timeout_ms);
     let mut shutdown = hub.shutdown_signal();
@@ -136,6 +137,13 @@ async fn first_frame_auth(socket: &mut WebSocket, hub: &Hub) -> Option<Identity>
             "the first frame must be {\"op\":\"auth\",\"token\":...}".to_owned()
         }
     };
+    hub.refused(Refusal {
+        what: "connection closed",
+        code: CLOSE_UNAUTHORIZED,
+        reason: &refusal,
+        remote_addr: &peer.remote_addr,
+        user_id: None,
+    });
     let reply = native::error(ErrorCode::Unauthorized, &refusal, None);
     if socket.send(Message::Text(reply.into())).await.is_ok() {
         close(socket, CLOSE_UNAUTHORIZED, "unauthorized").await;
@@ -237,7 +245,7 @@ async fn close_now(
     code: u16,
     reason: &str,
 ) -> Ended {
-    hub.disconnected(conn, code, reason);
+    hub.closed_by_session(conn, code, reason);
     close(socket, code, reason).await
 }
 

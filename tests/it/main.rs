@@ -11,6 +11,7 @@ mod delivery;
 mod grpc_api;
 mod jwks;
 mod lifecycle;
+mod logs;
 mod protection;
 mod routing;
 mod tls;
