@@ -336,17 +336,23 @@ frame, never the URL):
   rt.on("message", (m) => console.log(m.type, m.payload));
   rt.connect();
 
-Send that connection (or the demo page) a message:
+Send that connection (or the demo page) a message, with curl (the HTTP JSON API):
+
+  curl -H 'Authorization: Bearer {key}' \
+    -d '{{"userId":"dev-user","message":{{"type":"hello","payload":{{"text":"hi"}}}}}}' \
+    http://{http}/api/v1/SendToUser
+
+Publish to a topic the demo page subscribed to (here "news"):
+
+  curl -H 'Authorization: Bearer {key}' \
+    -d '{{"topic":"news","message":{{"type":"headline","payload":{{"title":"hello"}}}}}}' \
+    http://{http}/api/v1/Publish
+
+The same over gRPC, with grpcurl:
 
   grpcurl -plaintext -H 'authorization: Bearer {key}' \
     -d '{{"user_id":"dev-user","message":{{"type":"hello","payload_json":"{{\"text\":\"hi\"}}"}}}}' \
     {grpc} boundary.realtime.v1.RealtimeService/SendToUser
-
-Publish to a topic the demo page subscribed to (here "news"):
-
-  grpcurl -plaintext -H 'authorization: Bearer {key}' \
-    -d '{{"topic":"news","message":{{"type":"headline","payload_json":"{{\"title\":\"hello\"}}"}}}}' \
-    {grpc} boundary.realtime.v1.RealtimeService/Publish
 
 Mint more tokens for this run (this binary; after `cargo install --path .` it is on your
 PATH as boundary-realtime):

@@ -156,6 +156,8 @@ pub struct HttpConfig {
     pub tls_key_file: String,
     /// Addition: serve the demo page at `/demo` (on in `dev`).
     pub demo: bool,
+    /// Serve the HTTP JSON API (`POST /api/v1/<Rpc>`) on this listener.
+    pub api: bool,
 }
 
 impl Default for HttpConfig {
@@ -166,6 +168,7 @@ impl Default for HttpConfig {
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
             demo: false,
+            api: true,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The HTTP listener's routes: `/ws` (the WebSocket door), `/healthz`, `/readyz`, `/metrics`,
-//! and with `http.demo` the demo page (`/demo`) and the client library it uses. The page and
+//! The HTTP listener's routes: `/ws` (the WebSocket door), `/api/v1/<Rpc>` (the HTTP JSON
+//! API, `grpc::json`), `/healthz`, `/readyz`, `/metrics`, and with `http.demo` the demo page (`/demo`) and the client library it uses. The page and
 //! library are embedded from `clients/js/` at build time. No request logging layer here: a
 //! logged URL could carry a `?token=`.
 
@@ -8,10 +8,11 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
 use crate::hub::Hub;
+use crate::tls::PeerAddr;
 
 const DEMO_HTML: &str = include_str!("../clients/js/demo/index.html");
 const DEMO_JS: &str = include_str!("../clients/js/demo/demo.js");
@@ -26,6 +27,14 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
+    if hub.config.http.api {
+        // The largest request: a message at the payload limit, plus room for its fields.
+        let limit = hub.config.limits.max_payload_bytes + 64 * 1024;
+        router = router.route(
+            "/api/v1/{rpc}",
+            post(api).layer(axum::extract::DefaultBodyLimit::max(limit)),
+        );
+    }
     if hub.config.centrifuge.enabled {
         router = router.route(&hub.config.centrifuge.path, get(crate::centrifuge::upgrade));
     }
@@ -46,6 +55,18 @@ pub fn router(hub: Arc<Hub>) -> Router {
             );
     }
     router.with_state(hub)
+}
+
+/// `POST /api/v1/<Rpc>`: the HTTP JSON API (see `grpc::json`).
+async fn api(
+    State(hub): State<Arc<Hub>>,
+    axum::extract::ConnectInfo(PeerAddr(remote)): axum::extract::ConnectInfo<PeerAddr>,
+    axum::extract::Path(rpc): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let door = Arc::new(crate::grpc::GrpcDoor::new(hub));
+    crate::grpc::json::call(&door, &rpc, &headers, remote, body).await
 }
 
 /// The client library, importable from any page's console or module (`import()` fetches

@@ -3,6 +3,7 @@
 //! result back; every call is counted and timed by method and status code.
 
 mod convert;
+pub mod json;
 mod status;
 
 use secrecy::ExposeSecret;

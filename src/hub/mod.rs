@@ -694,4 +694,4 @@ fn not_a_command_target(who: &Who) -> CoreError {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -4,7 +4,8 @@
 use super::*;
 use crate::core::event::Event;
 
-async fn hub() -> Arc<Hub> {
+/// A hub over the memory engine, with a test secret and key (also for other modules' tests).
+pub(crate) async fn hub() -> Arc<Hub> {
     let mut config = Config::default();
     config.jwt.secret = "unit-test-secret-0123456789abcdef-0123456789abcdef".into();
     config.grpc.api_keys = vec!["unit-test-key-0123456789".into()];

@@ -258,7 +258,9 @@ async fn dev_prints_a_working_quick_start() {
         (m["type"].as_str(), m["payload"]["text"].as_str()),
         (Some("hello"), Some("hi"))
     );
-    // The printed mint command works as pasted: it names this binary, not a PATH entry.
+    // The printed commands work as pasted: first curl to the HTTP JSON API, then the mint
+    // command (it names this binary, not a PATH entry).
+    let mut banner = Vec::new();
     let mint = loop {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
@@ -266,7 +268,31 @@ async fn dev_prints_a_working_quick_start() {
         if line.contains("token --sub alice") {
             break line;
         }
+        banner.push(line);
     };
+    let start = banner
+        .iter()
+        .position(|l| l.trim_start().starts_with("curl "))
+        .expect("a curl command first");
+    let end = start
+        + banner[start..]
+            .iter()
+            .position(|l| l.contains("/api/v1/SendToUser"))
+            .expect("to SendToUser");
+    let curl = banner[start..=end].join("\n");
+    let out = Command::new("sh")
+        .args(["-c", &format!("{curl} -sS")])
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{curl}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(answer["connections"], 1, "{answer}");
+    let m = ws.next_json().await;
+    assert_eq!(
+        (m["type"].as_str(), m["payload"]["text"].as_str()),
+        (Some("hello"), Some("hi"))
+    );
     let out = Command::new("sh")
         .args(["-c", mint.trim()])
         .env("PATH", "/usr/bin:/bin")

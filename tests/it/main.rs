@@ -9,6 +9,7 @@ mod cli;
 mod cluster;
 mod delivery;
 mod grpc_api;
+mod http_api;
 mod jwks;
 mod lifecycle;
 mod logs;

@@ -194,10 +194,12 @@ class Base:
         async def get_token():
             asked.append(1)
             return SERVER.token(user)
-        c, rec = self.client(user, token=SERVER.token(user, ttl=2), get_token=get_token)
+        # 3 s, not less: with whole-second exp and ttl, a 2 s token left the SDK under a second
+        # to refresh, and on a busy machine it sometimes lost that race (a reconnect).
+        c, rec = self.client(user, token=SERVER.token(user, ttl=3), get_token=get_token)
         await c.connect()
-        await until("getToken", lambda: asked, timeout=5)
-        await asyncio.sleep(2.5)  # past the first token's exp
+        await until("getToken", lambda: asked, timeout=6)
+        await asyncio.sleep(3.5)  # past the first token's exp
         self.assertEqual(len(rec.of("connected")), 1)
         self.assertEqual(rec.of("disconnected"), [])
 

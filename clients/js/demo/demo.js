@@ -66,10 +66,9 @@ client.on("state", (s) => {
   el.textContent = s.state + (s.code ? ` (${s.code}${s.reason ? " " + s.reason : ""})` : "");
   $("conn").textContent = s.state === "connected" ? s.connectionId : "";
   if (s.state === "connected") {
-    $("send-example").textContent = $("send-example").textContent.replace(
-      /"user_id":"[^"]*"/,
-      `"user_id":${JSON.stringify(s.userId)}`,
-    );
+    $("send-example").textContent = $("send-example")
+      .textContent.replace(/"user_id":"[^"]*"/, `"user_id":${JSON.stringify(s.userId)}`)
+      .replace(/http:\/\/[^/\s]+\/api/, `${location.protocol}//${location.host}/api`);
   }
   if (s.state === "disconnected" && s.code === 4001 && token) {
     // The server refused this token (bad, expired, or for a closed session): trying it again

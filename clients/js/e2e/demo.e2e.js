@@ -46,8 +46,10 @@ test("the demo page connects, shows a gRPC message, and recovers missed publicat
   await page.waitForSelector('#state[data-state="connected"]', { timeout: 10000 });
   // It subscribed to "news" by itself (the topic the dev banner publishes to).
   await page.waitForSelector('#topics li[data-topic="news"]');
-  // The footer's command names this page's user.
-  assert.match(await page.textContent("#send-example"), /"user_id":"dev-user"/);
+  // The footer's curl command names this page's user and this node's address.
+  const example = await page.textContent("#send-example");
+  assert.match(example, /"user_id":"dev-user"/);
+  assert.ok(example.includes(`${new URL(server.demoUrl).origin}/api/v1/SendToUser`), example);
 
   // A direct message over gRPC appears on the page.
   const sent = await server.call("SendToUser", {

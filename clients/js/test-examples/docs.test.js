@@ -1,8 +1,9 @@
 // The snippets the docs tell a newcomer to paste, run as written against a live server (only
 // the API key and address are filled in): the README's Python quick start (stubs generated
-// into target/py-stubs, the snippet run from another directory) and docs/grpc-api.md's Node
+// into target/py-stubs, the snippet run from another directory), docs/grpc-api.md's Node
 // snippet (which must load the proto without proto-loader's "not found in any of the include
-// paths" warning). A WebSocket client checks each one's message arrived.
+// paths" warning) and its HTTP JSON API examples (curl, Python's urllib, Node's fetch). A
+// WebSocket client checks each one's message arrived.
 // The README step is run as written, with the virtual environment it makes in target/py-venv.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -51,7 +52,8 @@ function fill(snippet) {
   return snippet
     .replaceAll("PASTE_API_KEY", server.apiKey)
     .replaceAll("YOUR_API_KEY", server.apiKey)
-    .replaceAll("127.0.0.1:50051", server.grpcAddr);
+    .replaceAll("127.0.0.1:50051", server.grpcAddr)
+    .replaceAll("127.0.0.1:8080", new URL(server.ws).host);
 }
 
 async function listener(user, roles = []) {
@@ -103,6 +105,34 @@ test("docs/grpc-api.md's Node snippet loads the proto without warnings and sends
     assert.match(out.stdout, /\S+ 1\n/, "it printed the message id and 1 connection");
   } finally {
     fs.rmSync(file, { force: true });
+    c.close();
+  }
+});
+
+test("docs/grpc-api.md's HTTP JSON API examples (curl, Python's urllib, Node's fetch) send", async () => {
+  const [curl] = blocks("docs/grpc-api.md", "sh", "## HTTP JSON API");
+  const [python] = blocks("docs/grpc-api.md", "python", "## HTTP JSON API");
+  const [js] = blocks("docs/grpc-api.md", "js", "## HTTP JSON API");
+  const { c, got } = await listener("alice");
+  try {
+    const viaCurl = await run("bash", ["-euc", fill(curl)]);
+    assert.equal(viaCurl.code, 0, viaCurl.stderr);
+    assert.equal(JSON.parse(viaCurl.stdout).connections, 1, viaCurl.stdout);
+    const viaPython = await run("python3", ["-c", fill(python)]);
+    assert.equal(viaPython.code, 0, viaPython.stderr);
+    assert.match(viaPython.stdout, /\S+ 1\n/, "it printed the message id and 1 connection");
+    const file = path.join(os.tmpdir(), `http-api-${process.pid}.mjs`);
+    fs.writeFileSync(file, fill(js));
+    try {
+      const viaNode = await run(process.execPath, [file]);
+      assert.equal(viaNode.code, 0, viaNode.stderr);
+      assert.match(viaNode.stdout, /\S+ 1\n/);
+    } finally {
+      fs.rmSync(file, { force: true });
+    }
+    await until("three messages", () => got.length === 3);
+    assert.deepEqual(got, Array(3).fill(["order.updated", { id: 42 }]));
+  } finally {
     c.close();
   }
 });
