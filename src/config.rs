@@ -431,18 +431,53 @@ pub fn load(
     file: Option<&Path>,
     overrides: &[(&str, String)],
 ) -> Result<(Config, Checked), ConfigError> {
-    let config = layered(file, overrides)?;
+    let config = match layered_partial(file, overrides) {
+        Ok(c) => c,
+        Err((mut e, Some(partial))) => {
+            // Also what the checks say of the sections that did read, so one run tells all.
+            let failed: Vec<String> = std::iter::once(&e)
+                .chain(&e.more)
+                .map(|p| p.key.split('.').next().unwrap_or("").to_owned())
+                .collect();
+            if let Err(v) = partial.validate() {
+                let section = |k: &str| k.split('.').next().unwrap_or("").to_owned();
+                e.more.extend(
+                    std::iter::once(v.clone())
+                        .chain(v.more)
+                        .map(|mut p| {
+                            p.more.clear();
+                            p
+                        })
+                        .filter(|p| !failed.contains(&section(&p.key))),
+                );
+            }
+            return Err(e);
+        }
+        Err((e, None)) => return Err(e),
+    };
     let checked = config.validate()?;
     Ok((config, checked))
 }
 
 fn layered(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Config, ConfigError> {
+    layered_partial(file, overrides).map_err(|(e, _)| e)
+}
+
+/// The layered configuration; on values of the wrong type, every section's first problem and
+/// the configuration made of the sections that did read (defaults for the others).
+fn layered_partial(
+    file: Option<&Path>,
+    overrides: &[(&str, String)],
+) -> Result<Config, (ConfigError, Option<Box<Config>>)> {
     let mut fig = Figment::from(Serialized::defaults(Config::default()));
     if let Some(path) = file {
         if !path.is_file() {
-            return Err(err(
-                "--config",
-                format!("{} is not a readable file", path.display()),
+            return Err((
+                err(
+                    "--config",
+                    format!("{} is not a readable file", path.display()),
+                ),
+                None,
             ));
         }
         fig = fig.merge(Toml::file_exact(path));
@@ -451,13 +486,59 @@ fn layered(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Config, 
     for (key, value) in overrides {
         fig = fig.merge((*key, value.as_str()));
     }
-    fig.extract().map_err(|e| {
-        let mut e = figment_error(e);
+    let named = |mut e: ConfigError| {
         // A syntax error has no key: name the file.
         if let (Some(path), "config") = (file, e.key.as_str()) {
             e.key = path.display().to_string();
         }
         e
+    };
+    fig.extract().map_err(|first| {
+        if first.path.is_empty() {
+            // Not inside a section: a syntax error, or an unknown section.
+            return (named(figment_error(first)), None);
+        }
+        let mut partial = Config::default();
+        // serde stops at the first problem: read each section on its own to find them all
+        // (the first of each section), so one run reports everything.
+        let mut problems = Vec::new();
+        macro_rules! sections {
+            ($($name:ident => $ty:ty),* $(,)?) => {$(
+                match fig.extract_inner::<$ty>(stringify!($name)) {
+                Ok(section) => partial.$name = section,
+                Err(mut e) => {
+                    let $name = stringify!($name);
+                    // figment names the section last; put it first, as a key reads.
+                    if e.path.last().map(String::as_str) == Some($name) {
+                        e.path.pop();
+                    }
+                    if e.path.first().map(String::as_str) != Some($name) {
+                        e.path.insert(0, $name.to_owned());
+                    }
+                    problems.push(figment_error(e));
+                }
+                }
+            )*};
+        }
+        sections! {
+            node => NodeConfig,
+            http => HttpConfig,
+            grpc => GrpcConfig,
+            jwt => JwtConfig,
+            limits => LimitsConfig,
+            topics => TopicsConfig,
+            centrifuge => CentrifugeConfig,
+            broker => BrokerConfig,
+            log => LogConfig,
+        }
+        // Nothing wrong inside a section: the problem is around them (a syntax error, an
+        // unknown section).
+        let mut problems = problems.into_iter().map(named);
+        let Some(mut e) = problems.next() else {
+            return (named(figment_error(first)), None);
+        };
+        e.more = problems.collect();
+        (e, Some(Box::new(partial)))
     })
 }
 
@@ -468,6 +549,13 @@ fn figment_error(e: figment::Error) -> ConfigError {
         .as_ref()
         .map(|m| {
             let name = m.name.to_string();
+            if name.contains("environment variable") && !key.is_empty() {
+                // Name the variable itself, not the provider.
+                return format!(
+                    " (from environment variable REALTIME_{})",
+                    key.to_uppercase().replace('.', "__")
+                );
+            }
             match &m.source {
                 Some(src) => format!(" (from {name} {src})"),
                 None => format!(" (from {name})"),
@@ -481,6 +569,17 @@ fn figment_error(e: figment::Error) -> ConfigError {
                 m.push_str(&format!(" (did you mean {near:?}?)"));
             }
             format!("{m}; this section has: {}{source}", expected.join(", "))
+        }
+        // figment's own text wraps the list in backticks twice (``a` or `b``).
+        figment::error::Kind::UnknownVariant(found, expected) => {
+            format!(
+                "unknown value {found:?}; expected {}{source}",
+                expected
+                    .iter()
+                    .map(|e| format!("{e:?}"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            )
         }
         kind => format!("{kind}{source}"),
     };
@@ -1193,6 +1292,73 @@ mod tests {
                     jsonwebtoken::Algorithm::HS512
                 )
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn type_errors_of_every_section_come_in_one_run_naming_key_and_variable() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "bad.toml",
+                r#"
+                [node]
+                shutdown_timeout_ms = "soon"
+                [http]
+                demo = 3
+                "#,
+            )?;
+            jail.set_env("REALTIME_LIMITS__CLIENT_RATE", "fast");
+            let e = load_unchecked(Some(Path::new("bad.toml"))).unwrap_err();
+            let all: Vec<(String, String)> = std::iter::once(&e)
+                .chain(&e.more)
+                .map(|p| (p.key.clone(), p.message.clone()))
+                .collect();
+            let keys: Vec<&str> = all.iter().map(|(k, _)| k.as_str()).collect();
+            assert_eq!(
+                keys,
+                [
+                    "node.shutdown_timeout_ms",
+                    "http.demo",
+                    "limits.client_rate"
+                ]
+            );
+            assert!(all[0].1.ends_with("(from TOML file bad.toml)"), "{all:?}");
+            assert!(
+                all[2]
+                    .1
+                    .ends_with("(from environment variable REALTIME_LIMITS__CLIENT_RATE)"),
+                "{all:?}"
+            );
+            // An unknown value names the choices once, without doubled backticks.
+            jail.set_env("REALTIME_LOG__FORMAT", "xml");
+            let e = load_unchecked(None).unwrap_err();
+            let log = std::iter::once(&e)
+                .chain(&e.more)
+                .find(|p| p.key == "log.format")
+                .unwrap();
+            assert_eq!(
+                log.message,
+                "unknown value \"xml\"; expected \"human\" or \"json\" (from environment variable REALTIME_LOG__FORMAT)"
+            );
+            // A syntax error is one problem, naming the file.
+            jail.create_file("syntax.toml", "[limits\nx = 1\n")?;
+            let e = load_unchecked(Some(Path::new("syntax.toml"))).unwrap_err();
+            assert_eq!((e.key.as_str(), e.more.len()), ("syntax.toml", 0));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_type_error_and_the_checks_problems_come_together() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("REALTIME_LOG__FORMAT", "xml");
+            let e = load(None, &[]).unwrap_err();
+            let keys: Vec<&str> = std::iter::once(&e)
+                .chain(&e.more)
+                .map(|p| p.key.as_str())
+                .collect();
+            assert_eq!(keys, ["log.format", "grpc.api_keys", "jwt.secret"]);
             Ok(())
         });
     }

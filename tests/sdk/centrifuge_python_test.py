@@ -12,6 +12,7 @@ SDK's tests cover those.
 """
 import asyncio
 import json
+import logging
 import os
 import re
 import subprocess
@@ -25,6 +26,10 @@ from centrifuge import (Client, ClientEventHandler, SubscriptionEventHandler)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "examples", "python"))
 from send import load_stubs  # noqa: E402
+
+# unittest runs coroutines in asyncio's debug mode, whose "Executing <Task ...> took 0.1
+# seconds" warnings about a busy machine are noise in the test output.
+logging.getLogger("asyncio").setLevel(logging.ERROR)
 
 BIN = os.environ.get("BOUNDARY_BIN", os.path.join(ROOT, "target", "debug", "boundary-realtime"))
 WAIT = 10.0
