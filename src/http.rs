@@ -28,8 +28,9 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
     if hub.config.http.api {
-        // The largest request: a message at the payload limit, plus room for its fields.
-        let limit = hub.config.limits.max_payload_bytes + 64 * 1024;
+        // The largest request any RPC takes (each RPC's own limit is checked in `grpc::json`).
+        let l = &hub.config.limits;
+        let limit = (l.max_payload_bytes + 64 * 1024).max(l.max_batch_bytes);
         router = router.route(
             "/api/v1/{rpc}",
             post(api).layer(axum::extract::DefaultBodyLimit::max(limit)),

@@ -96,6 +96,25 @@ pub async fn call(
     if door.hub.is_shutting_down() {
         return error(&Status::unavailable("the service is shutting down"));
     }
+    // A message at the payload limit plus room for its fields; a batch, its own limit.
+    let l = &door.hub.config.limits;
+    let (limit, key) = if rpc == "PublishBatch" {
+        (l.max_batch_bytes, "limits.max_batch_bytes")
+    } else {
+        (
+            l.max_payload_bytes + 64 * 1024,
+            "limits.max_payload_bytes + 64 KiB",
+        )
+    };
+    if body.len() > limit {
+        return reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &error_body(
+                Code::ResourceExhausted,
+                &format!("the body is {} bytes, over {key} ({limit})", body.len()),
+            ),
+        );
+    }
     let mut md = tonic::metadata::MetadataMap::new();
     if let Some(v) = headers.get(header::AUTHORIZATION) {
         if let Ok(v) = tonic::metadata::MetadataValue::try_from(v.as_bytes()) {

@@ -20,6 +20,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::core::message::MessageInput;
 use crate::core::model::{HistoryQuery, ListFilter, Who};
+use crate::hub::batch::{BatchItem, Stopped};
 use crate::hub::Hub;
 use crate::proto::realtime_service_server::{RealtimeService, RealtimeServiceServer};
 use crate::proto::{self, event::Kind};
@@ -44,7 +45,12 @@ impl GrpcDoor {
     /// The tonic service, with the decoding limit above the payload limit so that an
     /// oversized payload gets INVALID_ARGUMENT naming the field rather than a transport error.
     pub fn into_service(self) -> RealtimeServiceServer<Self> {
-        let limit = (self.hub.config.limits.max_payload_bytes * 2 + 64 * 1024).max(4 << 20);
+        // Twice the largest batch, so that one just over limits.max_batch_bytes still decodes
+        // and gets RESOURCE_EXHAUSTED naming the key.
+        let l = &self.hub.config.limits;
+        let limit = (l.max_payload_bytes * 2 + 64 * 1024)
+            .max(4 << 20)
+            .max(l.max_batch_bytes.saturating_mul(2));
         RealtimeServiceServer::new(self).max_decoding_message_size(limit)
     }
 
@@ -159,6 +165,121 @@ fn non_empty(field: &str, value: String) -> Result<String, Status> {
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<proto::Event, Status>> + Send>>;
 type ResultStream = Pin<Box<dyn Stream<Item = Result<proto::PublishResult, Status>> + Send>>;
+
+/// The most items of one PublishBatch.
+pub const MAX_BATCH_ITEMS: usize = 1000;
+/// The most PublishStream items read ahead of their answers: the stream's flow control
+/// holds a client that sends faster than the service publishes.
+const STREAM_WINDOW: usize = 64;
+
+/// A publication of a batch or a stream, for the hub.
+fn batch_item(r: proto::PublishRequest) -> BatchItem {
+    BatchItem {
+        topic: r.topic,
+        message: r.message.map(|m| (m.r#type, m.payload_json, m.id)),
+    }
+}
+
+/// One item's answer: its response, or exactly the code and message a unary Publish of it
+/// would have answered.
+fn publish_result(
+    index: u32,
+    r: Result<crate::hub::PublishOutcome, crate::core::CoreError>,
+) -> proto::PublishResult {
+    match r {
+        Ok(p) => proto::PublishResult {
+            index,
+            response: Some(proto::PublishResponse {
+                message_id: p.message_id,
+                offset: p.offset,
+                epoch: p.epoch,
+                connections: p.connections,
+            }),
+            code: 0,
+            error: String::new(),
+        },
+        Err(e) => {
+            let s = to_status(e);
+            proto::PublishResult {
+                index,
+                response: None,
+                code: s.code() as u32,
+                error: s.message().to_owned(),
+            }
+        }
+    }
+}
+
+/// Answers a PublishStream: reads what the client has sent (at most [`STREAM_WINDOW`] ahead),
+/// publishes it as a batch (topic order kept, across windows too), answers each in order, and
+/// reads on only then, so a fast client is held back by the transport's flow control. When
+/// the client half-closes, everything read is answered and the stream ends OK; at shutdown,
+/// what was read is answered and the stream ends UNAVAILABLE.
+fn publish_stream(
+    hub: Arc<Hub>,
+    mut incoming: tonic::Streaming<proto::PublishRequest>,
+) -> ResultStream {
+    let (tx, rx) = tokio::sync::mpsc::channel(STREAM_WINDOW);
+    tokio::spawn(async move {
+        let mut stopped = Stopped::default();
+        let mut index = 0u32;
+        let mut shutdown = hub.shutdown_signal();
+        loop {
+            let first = tokio::select! {
+                m = incoming.message() => m,
+                _ = async { let _ = shutdown.wait_for(|down| *down).await; } => {
+                    let _ = tx.send(Err(Status::unavailable("the service is shutting down"))).await;
+                    return;
+                }
+            };
+            let mut window = match first {
+                Ok(Some(r)) => vec![batch_item(r)],
+                Ok(None) => return, // half-closed, everything answered: the stream ends OK
+                Err(s) => {
+                    let _ = tx.send(Err(s)).await;
+                    return;
+                }
+            };
+            // What has arrived already joins this window (without waiting for more).
+            let mut end: Option<Result<(), Status>> = None;
+            while window.len() < STREAM_WINDOW {
+                match futures_util::FutureExt::now_or_never(incoming.message()) {
+                    Some(Ok(Some(r))) => window.push(batch_item(r)),
+                    Some(Ok(None)) => {
+                        end = Some(Ok(()));
+                        break;
+                    }
+                    Some(Err(s)) => {
+                        end = Some(Err(s));
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            for r in hub.publish_many(&window, &mut stopped).await {
+                if tx.send(Ok(publish_result(index, r))).await.is_err() {
+                    return; // the client went away
+                }
+                index = index.wrapping_add(1);
+            }
+            match end {
+                Some(Ok(())) => return,
+                Some(Err(s)) => {
+                    let _ = tx.send(Err(s)).await;
+                    return;
+                }
+                None if hub.is_shutting_down() => {
+                    let _ = tx
+                        .send(Err(Status::unavailable("the service is shutting down")))
+                        .await;
+                    return;
+                }
+                None => {}
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
 
 /// UNIMPLEMENTED for a part of the contract this version does not serve yet.
 fn not_built(what: &str) -> Status {
@@ -407,8 +528,29 @@ impl RealtimeService for GrpcDoor {
         &self,
         req: Request<proto::PublishBatchRequest>,
     ) -> Result<Response<proto::PublishBatchResponse>, Status> {
-        self.handle("PublishBatch", req, |_| async move {
-            Err(not_built("PublishBatch"))
+        self.handle("PublishBatch", req, |r| async move {
+            let n = r.items.len();
+            if n == 0 || n > MAX_BATCH_ITEMS {
+                return Err(Status::invalid_argument(format!(
+                    "items: {n} items; a batch has 1 to {MAX_BATCH_ITEMS}"
+                )));
+            }
+            let size = prost::Message::encoded_len(&r);
+            let max = self.hub.config.limits.max_batch_bytes;
+            if size > max {
+                return Err(Status::resource_exhausted(format!(
+                    "the request is {size} bytes, over limits.max_batch_bytes ({max})"
+                )));
+            }
+            let items: Vec<BatchItem> = r.items.into_iter().map(batch_item).collect();
+            let results = self.hub.publish_many(&items, &mut Stopped::default()).await;
+            Ok(proto::PublishBatchResponse {
+                results: results
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, r)| publish_result(i as u32, r))
+                    .collect(),
+            })
         })
         .await
     }
@@ -419,8 +561,8 @@ impl RealtimeService for GrpcDoor {
         &self,
         req: Request<tonic::Streaming<proto::PublishRequest>>,
     ) -> Result<Response<ResultStream>, Status> {
-        self.handle("PublishStream", req, |_| async move {
-            Err(not_built("PublishStream"))
+        self.handle("PublishStream", req, |incoming| async move {
+            Ok(publish_stream(Arc::clone(&self.hub), incoming))
         })
         .await
     }

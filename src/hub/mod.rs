@@ -693,5 +693,7 @@ fn not_a_command_target(who: &Who) -> CoreError {
     )
 }
 
+pub mod batch;
+
 #[cfg(test)]
 pub(crate) mod tests;

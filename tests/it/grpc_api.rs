@@ -717,22 +717,6 @@ async fn what_is_not_built_yet_answers_unimplemented_naming_it() {
         assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
         assert!(e.message().starts_with(what), "{e:?}");
     };
-    let publish = PublishRequest {
-        topic: "t".into(),
-        message: msg("m", "1"),
-    };
-    let e = client
-        .publish_batch(authed(PublishBatchRequest {
-            items: vec![publish.clone()],
-        }))
-        .await
-        .unwrap_err();
-    unimplemented(e, "PublishBatch");
-    let e = client
-        .publish_stream(authed(futures_util::stream::iter(vec![publish])))
-        .await
-        .unwrap_err();
-    unimplemented(e, "PublishStream");
     let e = client
         .get_users(authed(GetUsersRequest {
             user_ids: vec!["u".into()],

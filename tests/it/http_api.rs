@@ -94,6 +94,25 @@ async fn a_backend_sends_with_curl_as_with_grpc() {
         (200, Some("1")),
         "{body}"
     );
+    // A batch, each item with the payload convenience; results in order, 64-bit as strings.
+    let (status, body) = post(
+        &s,
+        "PublishBatch",
+        json!({"items":[
+            {"topic":"news","message":{"type":"t","payload":[2]}},
+            {"topic":"bad topic","message":{"type":"t","payload":1}}
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["response"]["offset"], "2");
+    assert_eq!(
+        (
+            body["results"][1]["index"].clone(),
+            body["results"][1]["code"].clone()
+        ),
+        (json!(1), json!(3))
+    );
     let (status, body) = post(&s, "ListConnections", json!({"userId":"alice"})).await;
     assert_eq!(status, 200);
     assert_eq!(body["connections"][0]["userId"], "alice");
@@ -181,8 +200,8 @@ async fn every_status_of_the_contract() {
     assert_eq!((status, err(&body).0.as_str()), (403, "PERMISSION_DENIED"));
     // 413: a body over max_payload_bytes plus 64 KiB.
     let big = vec![b' '; 65_536 + 64 * 1024 + 1];
-    let (status, _) = request(&s, "POST", "/api/v1/GetStats", &[AUTH], &big).await;
-    assert_eq!(status, 413);
+    let (status, body) = request(&s, "POST", "/api/v1/GetStats", &[AUTH], &big).await;
+    assert_eq!((status, err(&body).0.as_str()), (413, "RESOURCE_EXHAUSTED"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

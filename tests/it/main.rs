@@ -14,6 +14,7 @@ mod jwks;
 mod lifecycle;
 mod logs;
 mod protection;
+mod publish_many;
 mod routing;
 mod tls;
 mod topics;

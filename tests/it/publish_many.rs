@@ -1,0 +1,201 @@
+//! PublishBatch and PublishStream (PROTOCOL.md section 6): every item follows the rules of a
+//! unary Publish, answers in order with its own code, keeps topic order, retries by id, stops a
+//! topic after UNAVAILABLE; the stream answers everything and ends OK when the client is done.
+
+use boundary_realtime::proto::*;
+use futures_util::StreamExt;
+use tonic::Code;
+
+use crate::common::*;
+
+fn item(topic: &str, payload: &str, id: &str) -> PublishRequest {
+    PublishRequest {
+        topic: topic.into(),
+        message: Some(Message {
+            r#type: "t".into(),
+            payload_json: payload.into(),
+            id: id.into(),
+        }),
+    }
+}
+
+/// What each result says: (index, code, offset or error).
+fn summary(results: &[PublishResult]) -> Vec<(u32, u32, String)> {
+    results
+        .iter()
+        .map(|r| {
+            let what = match &r.response {
+                Some(p) => format!("{}@{}", p.offset, p.connections),
+                None => r.error.clone(),
+            };
+            (r.index, r.code, what)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_answers_each_item_in_order_and_one_failure_fails_only_itself() {
+    let mut c = config();
+    c.topics.public = vec!["**".into()];
+    let s = start_with(c).await;
+    let mut client = s.client().await;
+    let mut ws = s.connect("reader", &[]).await;
+    ws.send_text(r#"{"op":"subscribe","topic":"a","ref":1}"#)
+        .await;
+    assert_eq!(ws.next_json().await["op"], "subscribed");
+    let no_message = PublishRequest {
+        topic: "b".into(),
+        message: None,
+    };
+    let r = client
+        .publish_batch(authed(PublishBatchRequest {
+            items: vec![
+                item("a", "1", "x-1"),
+                item("bad topic", "1", ""),
+                item("b", "{", ""),
+                item("a", "2", ""),
+                no_message,
+                item("a", "1", "x-1"), // a retry of the first, in the same call
+                item("b", "3", ""),
+            ],
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        summary(&r.results),
+        [
+            (0, 0, "1@1".into()),
+            (
+                1,
+                Code::InvalidArgument as u32,
+                "topic: contains ' '; allowed are A-Z a-z 0-9 . _ : @ / -".into()
+            ),
+            (2, Code::InvalidArgument as u32, r.results[2].error.clone()),
+            (3, 0, "2@1".into()),
+            (
+                4,
+                Code::InvalidArgument as u32,
+                "message: is required".into()
+            ),
+            (5, 0, "1@0".into()),
+            (6, 0, "1@0".into()),
+        ]
+    );
+    assert!(
+        r.results[2]
+            .error
+            .starts_with("message.payload_json: is not valid JSON"),
+        "{:?}",
+        r.results[2]
+    );
+    let first = r.results[0].response.as_ref().unwrap();
+    let retry = r.results[5].response.as_ref().unwrap();
+    assert_eq!(
+        (retry.message_id.as_str(), retry.epoch.as_str()),
+        ("x-1", first.epoch.as_str())
+    );
+    // The subscriber got topic a's two publications once each, in order.
+    let (p1, p2) = (ws.next_json().await, ws.next_json().await);
+    assert_eq!(
+        (p1["offset"].clone(), p2["offset"].clone()),
+        (1.into(), 2.into())
+    );
+    s.assert_nothing_pending(&mut client, &mut [&mut ws]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_none_too_many_or_too_large_is_refused_whole() {
+    let mut c = config();
+    c.limits.max_batch_bytes = 2_000;
+    let s = start_with(c).await;
+    let mut client = s.client().await;
+    let call = |items: Vec<PublishRequest>| {
+        let mut client = client.clone();
+        async move {
+            client
+                .publish_batch(authed(PublishBatchRequest { items }))
+                .await
+                .unwrap_err()
+        }
+    };
+    let e = call(vec![]).await;
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().starts_with("items: 0 items"), "{e:?}");
+    let e = call(vec![item("a", "1", ""); 1001]).await;
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = call(vec![item("a", &"1".repeat(500), ""); 5]).await;
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert!(e.message().contains("limits.max_batch_bytes"), "{e:?}");
+    // Nothing of them was published.
+    let h = client
+        .history(authed(HistoryRequest {
+            topic: "a".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(h.latest_offset, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_answers_every_publication_in_order_and_ends_when_the_client_does() {
+    let s = start().await;
+    let mut client = s.client().await;
+    let topics = ["s1", "s2", "s3"];
+    let mut items: Vec<PublishRequest> = (0..300)
+        .map(|i| item(topics[i % 3], &i.to_string(), ""))
+        .collect();
+    items[150] = item("bad topic", "1", "");
+    let results: Vec<PublishResult> = client
+        .publish_stream(authed(futures_util::stream::iter(items)))
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|r| r.expect("every item answered in the stream, which ends OK"))
+        .collect()
+        .await;
+    assert_eq!(results.len(), 300);
+    let mut next = [1u64; 3];
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r.index, i as u32);
+        if i == 150 {
+            assert_eq!(r.code, Code::InvalidArgument as u32, "{r:?}");
+            continue;
+        }
+        let t = i % 3;
+        let p = r.response.as_ref().expect("published");
+        assert_eq!(p.offset, next[t], "topic {} keeps stream order", topics[t]);
+        next[t] += 1;
+    }
+    // Item 150 (of s1's turn) failed: s1 has one publication fewer.
+    assert_eq!(next, [100, 101, 101]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_unavailable_the_rest_of_the_topic_is_not_published() {
+    let mut redis = RedisProc::start();
+    let mut c = config();
+    c.broker.kind = boundary_realtime::config::BrokerKind::Redis;
+    c.broker.redis_url = redis.url();
+    let s = start_with(c).await;
+    let mut client = s.client().await;
+    redis.stop();
+    let r = client
+        .publish_batch(authed(PublishBatchRequest {
+            items: vec![item("u", "1", ""), item("u", "2", "")],
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let codes: Vec<u32> = r.results.iter().map(|r| r.code).collect();
+    assert_eq!(codes, [Code::Unavailable as u32; 2]);
+    assert!(
+        r.results[1]
+            .error
+            .contains("earlier publication to this topic"),
+        "{:?}",
+        r.results[1]
+    );
+}
