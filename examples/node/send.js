@@ -47,6 +47,24 @@ try {
   r = await call("Publish", { topic, message: message("headline", { title: "Node publishes", from: "node" }) });
   console.log(`Publish ${topic}: offset ${r.offset}, epoch ${r.epoch}, queued to ${r.connections}`);
 
+  // Many publications in one call: one result per item, in order (an item that fails answers
+  // its own code and error; the others are still published).
+  const items = [0, 1, 2].map((n) => ({ topic, message: message("headline", { n }) }));
+  const batch = await call("PublishBatch", { items });
+  console.log(`PublishBatch: offsets ${batch.results.map((x) => x.response.offset).join(", ")}`);
+
+  // Or a stream of them, for as long as the backend likes: each answered in order.
+  const offsets = await new Promise((resolve, reject) => {
+    const got = [];
+    const stream = rt.PublishStream(auth, { deadline: Date.now() + 5000 });
+    stream.on("data", (x) => got.push(x.response.offset));
+    stream.on("error", reject);
+    stream.on("end", () => resolve(got));
+    for (const n of [3, 4]) stream.write({ topic, message: message("headline", { n }) });
+    stream.end();
+  });
+  console.log(`PublishStream: offsets ${offsets.join(", ")}`);
+
   const page = await call("ListConnections", { user_id: user, page_size: 100 });
   for (const c of page.connections) {
     console.log(`connection ${c.connection_id} user ${c.user_id} topics ${JSON.stringify(c.topics)}`);

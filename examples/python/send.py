@@ -66,6 +66,19 @@ def main():
                 metadata=auth, timeout=5)
             print(f"Publish {topic}: offset {r.offset}, epoch {r.epoch}, queued to {r.connections}")
 
+            # Many publications in one call: one result per item, in order (an item that fails
+            # answers its own code and error; the others are still published).
+            items = [pb.PublishRequest(topic=topic, message=message("headline", {"n": n}))
+                     for n in range(3)]
+            batch = rt.PublishBatch(pb.PublishBatchRequest(items=items), metadata=auth, timeout=5)
+            print("PublishBatch: offsets " + ", ".join(str(x.response.offset) for x in batch.results))
+
+            # Or a stream of them, for as long as the backend likes: each answered in order.
+            more = (pb.PublishRequest(topic=topic, message=message("headline", {"n": n}))
+                    for n in range(3, 5))
+            results = rt.PublishStream(more, metadata=auth, timeout=5)
+            print("PublishStream: offsets " + ", ".join(str(x.response.offset) for x in results))
+
             page = rt.ListConnections(pb.ListConnectionsRequest(user_id=user, page_size=100),
                                       metadata=auth, timeout=5)
             for c in page.connections:

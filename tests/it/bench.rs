@@ -59,6 +59,39 @@ pub const SMOKE_CASES: [(&str, u64); 4] = [
     ("topic", 9 * 4),
 ];
 
+/// The topic mode over PublishBatch and over one PublishStream delivers the same as unary
+/// Publish: every message once, in order, no error.
+#[tokio::test]
+async fn topic_mode_publishes_through_batches_and_a_stream_too() {
+    let server = start().await;
+    for form in [&["--publish-batch", "4"][..], &["--publish-stream"][..]] {
+        let mut args = vec!["topic"];
+        args.extend(SMOKE_ARGS);
+        args.extend(form);
+        let r = bench::run(&options(&server, &args))
+            .await
+            .unwrap_or_else(|e| panic!("{form:?}: {e}"));
+        assert_eq!(r.calls.made, 9, "{form:?}: counted in messages");
+        assert_eq!(r.calls.errors, 0, "{form:?}: {:?}", r.calls.first_error);
+        assert_eq!(
+            (
+                r.deliveries.expected,
+                r.deliveries.received,
+                r.deliveries.lost
+            ),
+            (36, 36, 0),
+            "{form:?}"
+        );
+        assert_eq!(r.deliveries.out_of_order, 0, "{form:?}");
+    }
+    let mut args = vec!["user", "--publish-stream"];
+    args.extend(SMOKE_ARGS);
+    assert!(matches!(
+        bench::run(&options(&server, &args)).await,
+        Err(BenchError::Usage(_))
+    ));
+}
+
 #[tokio::test]
 async fn every_mode_counts_exactly_what_its_calls_deliver() {
     let server = start().await;

@@ -32,7 +32,7 @@ const examples = [
 ];
 
 for (const [name, cmd, args] of examples) {
-  test(`the ${name} example's SendToUser, Broadcast and Publish reach a WebSocket client`, async () => {
+  test(`the ${name} example's SendToUser, Broadcast, Publish, PublishBatch and PublishStream reach a WebSocket client`, async () => {
     const user = `example-${name}`;
     const topic = `news:${name}`;
     const c = new RealtimeClient(server.ws, {
@@ -50,12 +50,16 @@ for (const [name, cmd, args] of examples) {
       REALTIME_USER: user,
       REALTIME_TOPIC: topic,
     });
-    await until("three frames", () => got.length >= 3);
+    await until("eight frames", () => got.length >= 8);
     assert.deepEqual(got, [
       ["message", "greeting", { text: `hello from ${name === "python" ? "Python" : "Node"}` }],
       ["message", "announcement", { text: "maintenance at 22:00", from: name }],
       ["publication", topic, 1, { title: `${name === "python" ? "Python" : "Node"} publishes`, from: name }],
+      // PublishBatch, then PublishStream: in order, after the unary Publish.
+      ...[0, 1, 2, 3, 4].map((n) => ["publication", topic, n + 2, { n }]),
     ]);
+    assert.match(out, /PublishBatch: offsets 2, 3, 4\n/);
+    assert.match(out, /PublishStream: offsets 5, 6\n/);
     assert.match(out, new RegExp(`SendToUser ${user}: queued to 1 connection`));
     assert.match(out, new RegExp(`Publish ${topic}: offset 1,`));
     assert.match(out, new RegExp(`connection ${c.connectionId.replace(".", "\\.")} user ${user} topics .*${topic}`));

@@ -119,6 +119,13 @@ pub struct Options {
     /// a connection sees is the server's.
     #[arg(long, default_value_t = 1)]
     pub in_flight: usize,
+    /// Topic mode: publish N messages per PublishBatch call instead of one Publish each
+    /// (0: unary Publish). Calls in flight still follow --in-flight; figures count messages.
+    #[arg(long, default_value_t = 0)]
+    pub publish_batch: usize,
+    /// Topic mode: publish every message over one PublishStream instead of unary calls.
+    #[arg(long, conflicts_with = "publish_batch")]
+    pub publish_stream: bool,
     /// Connection attempts in flight at once.
     #[arg(long, default_value_t = 128)]
     pub connect_concurrency: usize,
@@ -313,7 +320,12 @@ async fn run_inner(opts: &Options) -> Result<Report, BenchError> {
             .map(procfs::cpu_time_sum)
             .transpose()
             .map_err(BenchError::Usage)?;
-        let load = drive(opts, groups, &api, &sent).await;
+        let many = opts.publish_batch > 0 || opts.publish_stream;
+        let load = if many {
+            drive_many(opts, groups, &api, &sent).await
+        } else {
+            drive(opts, groups, &api, &sent).await
+        };
         let expected = load.expected;
         let deadline = Instant::now() + Duration::from_secs_f64(opts.drain_timeout.max(0.0));
         while stats.counts().unique() < expected && Instant::now() < deadline {
@@ -352,6 +364,15 @@ fn check(opts: &Options) -> Result<(), BenchError> {
     }
     if !(opts.rate >= 0.0 && opts.rate.is_finite()) {
         return usage("--rate must be 0 (back to back) or a positive number of calls per second");
+    }
+    if (opts.publish_batch > 0 || opts.publish_stream) && opts.mode != Mode::Topic {
+        return usage("--publish-batch and --publish-stream go with the topic mode");
+    }
+    if (opts.publish_batch > 0 || opts.publish_stream) && opts.rate > 0.0 {
+        return usage("--publish-batch and --publish-stream send back to back: leave --rate at 0");
+    }
+    if opts.publish_batch > 1000 {
+        return usage("--publish-batch: a batch has at most 1000 items");
     }
     if opts.in_flight == 0 || opts.connect_concurrency == 0 {
         return usage("--in-flight and --connect-concurrency must be at least 1");
@@ -529,6 +550,166 @@ async fn drive(opts: &Options, groups: usize, api: &Api, sent: &Arc<AtomicU64>) 
     }
     load.send_time = started.elapsed();
     load
+}
+
+/// Topic mode over PublishBatch (`--publish-batch N`) or one PublishStream
+/// (`--publish-stream`), back to back: the same messages as unary Publish, fewer calls.
+async fn drive_many(opts: &Options, groups: usize, api: &Api, sent: &Arc<AtomicU64>) -> Load {
+    let mut load = Load {
+        started_ns: unix_ns(),
+        call_us: Some(conns::latency_histogram()),
+        ..Load::default()
+    };
+    let started = Instant::now();
+    let (conns, payload_bytes) = (opts.conns, opts.payload_bytes);
+    let request = move |k: u64, started_ns: u64| {
+        let (call, recipients) = plan(Mode::Topic, k, conns, groups);
+        let topic = match call {
+            Call::Topic(t) => t,
+            _ => String::new(),
+        };
+        let payload = tally::payload(
+            k,
+            send_time_ns(started_ns, k, None, unix_ns()),
+            payload_bytes,
+        );
+        let message = Some(Message {
+            r#type: "bench".into(),
+            payload_json: payload,
+            id: String::new(),
+        });
+        (PublishRequest { topic, message }, recipients)
+    };
+    let failed =
+        |r: &crate::proto::PublishResult| (r.code != 0).then(|| format!("{}: {}", r.code, r.error));
+    if opts.publish_stream {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let mut client = api.client.clone();
+        let started_ns = load.started_ns;
+        let messages = opts.messages;
+        let mut expected = 0;
+        for k in 0..messages {
+            expected += plan(Mode::Topic, k, opts.conns, groups).1;
+        }
+        load.expected = expected;
+        let feeder = {
+            tokio::spawn(async move {
+                for k in 0..messages {
+                    if tx.send(request(k, started_ns).0).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        };
+        match client
+            .publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+        {
+            Ok(results) => {
+                let mut results = results.into_inner();
+                loop {
+                    match results.message().await {
+                        Ok(Some(r)) => {
+                            sent.fetch_add(1, Ordering::Relaxed);
+                            load.calls += 1;
+                            if let Some(e) = failed(&r) {
+                                load.errors += 1;
+                                load.first_error.get_or_insert(e);
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(s) => {
+                            load.errors += 1;
+                            load.first_error.get_or_insert(format!(
+                                "{:?}: {}",
+                                s.code(),
+                                s.message()
+                            ));
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(s) => {
+                load.errors += 1;
+                load.first_error = Some(format!("{:?}: {}", s.code(), s.message()));
+            }
+        }
+        feeder.abort();
+    } else {
+        let gate = Arc::new(Semaphore::new(opts.in_flight));
+        let mut calls = JoinSet::new();
+        let mut k = 0;
+        while k < opts.messages {
+            let n = (opts.messages - k).min(opts.publish_batch as u64);
+            let permit = Arc::clone(&gate)
+                .acquire_owned()
+                .await
+                .expect("open semaphore"); // never closed
+            while let Some(done) = calls.try_join_next() {
+                note_batch(&mut load, done);
+            }
+            let mut items = Vec::with_capacity(n as usize);
+            for i in k..k + n {
+                let (req, recipients) = request(i, load.started_ns);
+                load.expected += recipients;
+                items.push(req);
+            }
+            k += n;
+            load.calls += n;
+            let mut client = api.client.clone();
+            let sent = Arc::clone(sent);
+            calls.spawn(async move {
+                let t0 = Instant::now();
+                let r = client
+                    .publish_batch(crate::proto::PublishBatchRequest { items })
+                    .await;
+                let took = t0.elapsed();
+                drop(permit);
+                sent.fetch_add(n, Ordering::Relaxed);
+                let r = r
+                    .map(|r| {
+                        r.into_inner()
+                            .results
+                            .iter()
+                            .filter_map(failed)
+                            .collect::<Vec<_>>()
+                    })
+                    .map_err(|s| format!("{:?}: {}", s.code(), s.message()));
+                (r, took)
+            });
+        }
+        while let Some(done) = calls.join_next().await {
+            note_batch(&mut load, done);
+        }
+    }
+    load.send_time = started.elapsed();
+    load
+}
+
+type BatchDone = Result<(Result<Vec<String>, String>, Duration), tokio::task::JoinError>;
+
+fn note_batch(load: &mut Load, done: BatchDone) {
+    match done {
+        Ok((Ok(errors), took)) => {
+            if let Some(h) = load.call_us.as_mut() {
+                h.saturating_record(took.as_micros() as u64);
+            }
+            load.errors += errors.len() as u64;
+            if let Some(e) = errors.into_iter().next() {
+                load.first_error.get_or_insert(e);
+            }
+        }
+        Ok((Err(e), _)) => {
+            load.errors += 1;
+            load.first_error.get_or_insert(e);
+        }
+        Err(e) => {
+            load.errors += 1;
+            load.first_error
+                .get_or_insert(format!("the call's task failed: {e}"));
+        }
+    }
 }
 
 type CallDone = Result<(Result<(), String>, Duration), tokio::task::JoinError>;
