@@ -14,7 +14,8 @@ use crate::core::event::{Event, Message, Publication, Shared, SharedEvent};
 use crate::core::history::{History, HistoryEntry};
 use crate::core::model::{
     Command, ConnSnapshot, Cursor, Delivered, Delivery, HistoryPage, HistoryQuery, KeptPublication,
-    ListFilter, ListPage, PresenceEntry, StatsPart, StreamPosition, Who, META_TTL_MS,
+    ListFilter, ListPage, PresenceCounts, PresenceEntry, StatsPart, StreamPosition, Who,
+    META_TTL_MS,
 };
 use crate::core::topic_table::{HistoryRead, LivePosition};
 use crate::core::CoreError;
@@ -332,6 +333,15 @@ impl Control for Memory {
 
     fn presence(&self, topic: &str) -> BoxFuture<'_, Result<Vec<PresenceEntry>, CoreError>> {
         Box::pin(std::future::ready(Ok(self.local.presence(topic))))
+    }
+
+    fn presence_counts(
+        &self,
+        topic: &str,
+    ) -> BoxFuture<'_, Result<Vec<PresenceCounts>, CoreError>> {
+        Box::pin(std::future::ready(Ok(vec![self
+            .local
+            .presence_counts(topic)])))
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<(Vec<StatsPart>, u32), CoreError>> {

@@ -21,7 +21,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use crate::core::event::SharedEvent;
 use crate::core::model::{
     Command, ConnSnapshot, Cursor, Delivered, Delivery, HistoryPage, HistoryQuery, ListFilter,
-    ListPage, PresenceEntry, StatsPart, Who,
+    ListPage, PresenceCounts, PresenceEntry, StatsPart, Who,
 };
 use crate::core::topic_table::HistoryRead;
 use crate::core::CoreError;
@@ -97,6 +97,9 @@ pub trait Control: Send + Sync + 'static {
         size: usize,
     ) -> BoxFuture<'_, Result<ListPage, CoreError>>;
     fn presence(&self, topic: &str) -> BoxFuture<'_, Result<Vec<PresenceEntry>, CoreError>>;
+    /// Each live node's counts of `topic`'s subscribers, without listing them.
+    fn presence_counts(&self, topic: &str)
+        -> BoxFuture<'_, Result<Vec<PresenceCounts>, CoreError>>;
     fn stats(&self) -> BoxFuture<'_, Result<(Vec<StatsPart>, u32), CoreError>>;
     /// Makes every node's events reach this node's watchers from now on.
     fn watch(&self) -> BoxFuture<'_, Result<(), CoreError>>;

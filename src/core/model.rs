@@ -158,6 +158,14 @@ pub struct PresenceEntry {
     pub user_id: String,
 }
 
+/// One node's counts of a topic's subscribers: connections, and users as name hashes (so the
+/// union across nodes counts each user once).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceCounts {
+    pub connections: u64,
+    pub users: Vec<u64>,
+}
+
 /// A message on its way: to whom, and (for a stream) whether its id makes a retry
 /// idempotent. To a topic it takes the topic stream's next position and is kept in its
 /// history; to anyone else it is delivered as it is. A stream of another kind (a user's,

@@ -421,23 +421,24 @@ impl RealtimeService for GrpcDoor {
         req: Request<proto::PresenceRequest>,
     ) -> Result<Response<proto::PresenceResponse>, Status> {
         self.handle("Presence", req, |r| async move {
-            if r.page_size != 0 || !r.page_token.is_empty() {
-                return Err(not_built("paged Presence (page_size, page_token)"));
-            }
-            let (subs, users) = self.hub.presence(&r.topic).await.map_err(to_status)?;
-            let connections = subs.len() as u32;
-            let subs = if r.counts_only { Vec::new() } else { subs };
+            let page = self
+                .hub
+                .presence_page(&r.topic, r.page_size, &r.page_token, r.counts_only)
+                .await
+                .map_err(to_status)?;
+            let (users, connections) = (page.users as u32, page.connections as u32);
             Ok(proto::PresenceResponse {
                 connections,
-                next_page_token: String::new(),
-                clients: subs
+                next_page_token: page.next_page_token,
+                clients: page
+                    .entries
                     .into_iter()
                     .map(|c| proto::presence_response::Client {
                         connection_id: c.connection_id,
                         user_id: c.user_id,
                     })
                     .collect(),
-                users: users as u32,
+                users,
             })
         })
         .await

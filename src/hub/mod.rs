@@ -44,6 +44,16 @@ pub struct PublishOutcome {
     pub connections: u32,
 }
 
+/// One page of Presence, with the counts of every subscriber.
+pub struct PresencePage {
+    pub entries: Vec<PresenceEntry>,
+    /// Distinct users subscribed, cluster-wide (all of them, not this page).
+    pub users: u64,
+    /// Connections subscribed, cluster-wide.
+    pub connections: u64,
+    pub next_page_token: String,
+}
+
 /// One page of ListConnections.
 pub struct Listing {
     pub connections: Vec<ConnSnapshot>,
@@ -67,6 +77,8 @@ pub enum ConnectError {
 }
 
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// The most subscribers a Presence with no `page_size` lists (then a next page token).
+pub const MAX_PRESENCE_ALL: usize = 10_000;
 /// The most kept publications one history read returns.
 pub const MAX_HISTORY: usize = 1000;
 pub const MAX_PAGE_SIZE: u32 = 1000;
@@ -530,6 +542,64 @@ impl Hub {
         let users: HashSet<&str> = subs.iter().map(|c| c.user_id.as_str()).collect();
         let n = users.len();
         Ok((subs, n))
+    }
+
+    /// The Presence RPC: a page of `topic`'s subscribers in ListConnections' order (a
+    /// `page_size` of 0: up to [`MAX_PRESENCE_ALL`], as version 1 answered everyone; else at
+    /// most [`MAX_PAGE_SIZE`]), and the counts of all of them, cluster-wide. With
+    /// `counts_only`, the counts alone, from each node's counts: no one is listed.
+    pub async fn presence_page(
+        &self,
+        topic: &str,
+        page_size: u32,
+        page_token: &str,
+        counts_only: bool,
+    ) -> Result<PresencePage, CoreError> {
+        topic::validate_name("topic", topic)?;
+        let after = if page_token.is_empty() {
+            None
+        } else {
+            Some(page::decode(page_token).ok_or_else(|| {
+                CoreError::invalid("page_token", "is not a token from a previous Presence page")
+            })?)
+        };
+        let mut users = HashSet::new();
+        let mut connections = 0;
+        for part in self.control.presence_counts(topic).await? {
+            connections += part.connections;
+            users.extend(part.users);
+        }
+        let mut out = PresencePage {
+            entries: Vec::new(),
+            users: users.len() as u64,
+            connections,
+            next_page_token: String::new(),
+        };
+        if counts_only {
+            return Ok(out);
+        }
+        let size = match page_size {
+            0 => MAX_PRESENCE_ALL,
+            n => n.min(MAX_PAGE_SIZE) as usize,
+        };
+        let filter = ListFilter {
+            topic: Some(topic.to_owned()),
+            ..Default::default()
+        };
+        let page = self.control.list(filter, after, size).await?;
+        out.entries = page
+            .items
+            .into_iter()
+            .map(|c| PresenceEntry {
+                connection_id: c.id,
+                user_id: c.user_id,
+            })
+            .collect();
+        out.next_page_token = page
+            .next
+            .map(|(node, seq)| page::encode(&node, seq))
+            .unwrap_or_default();
+        Ok(out)
     }
 
     /// KeptPublication publications of a topic as `q` asks (its limit capped at [`MAX_HISTORY`]), with

@@ -16,8 +16,8 @@ use crate::clock::now_ms;
 use crate::core::event::{Event, Presence, Shared, SharedEvent};
 use crate::core::ids::{format_conn_id, parse_conn_id};
 use crate::core::model::{
-    name_hash, ConnEvent, ConnEventKind, ConnSnapshot, Cursor, ListFilter, ListPage, PresenceEntry,
-    StatsPart, Who,
+    name_hash, ConnEvent, ConnEventKind, ConnSnapshot, Cursor, ListFilter, ListPage,
+    PresenceCounts, PresenceEntry, StatsPart, Who,
 };
 use crate::core::registry::{Conn, Filter, Outbox, Registry, Target, TooMany};
 use crate::core::topic_table::{Arrival, LivePosition, Topics};
@@ -396,6 +396,18 @@ impl LocalNode {
                 user_id: c.info.user_id.clone(),
             })
             .collect()
+    }
+
+    /// This node's counts of `topic`'s subscribers (no one listed).
+    pub fn presence_counts(&self, topic: &str) -> PresenceCounts {
+        let subs = self.topics.subscribers(topic);
+        let mut users: Vec<u64> = subs.iter().map(|c| name_hash(&c.info.user_id)).collect();
+        users.sort_unstable();
+        users.dedup();
+        PresenceCounts {
+            connections: subs.len() as u64,
+            users,
+        }
     }
 
     /// This node's share of GetStats.

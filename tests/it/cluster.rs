@@ -918,3 +918,10 @@ async fn history_reads_walk_forward_and_back_in_redis() {
     let n = nodes(&redis, &["a"]).await;
     crate::topics::history_queries_walk_both_ways(&n[0], "walk").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_pages_and_counts_across_nodes() {
+    let redis = RedisProc::start();
+    let n = nodes(&redis, &["a", "b"]).await;
+    crate::topics::presence_pages_and_counts(&[&n[0], &n[1]], "room", 5).await;
+}

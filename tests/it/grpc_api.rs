@@ -725,15 +725,6 @@ async fn what_is_not_built_yet_answers_unimplemented_naming_it() {
         .unwrap_err();
     unimplemented(e, "GetUsers");
     let e = client
-        .presence(authed(PresenceRequest {
-            topic: "t".into(),
-            page_size: 10,
-            ..Default::default()
-        }))
-        .await
-        .unwrap_err();
-    unimplemented(e, "paged Presence");
-    let e = client
         .watch_events(authed(WatchEventsRequest {
             kinds: vec![event::Kind::UserOnline as i32],
         }))

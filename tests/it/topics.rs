@@ -712,3 +712,89 @@ async fn history_reads_walk_forward_and_back_in_memory() {
     let s = start().await;
     history_queries_walk_both_ways(&s, "walk").await;
 }
+
+/// Subscribes `n` connections (users u0, u1, u2 in turn) to `topic`, spread over `servers`,
+/// then pages through Presence on the first with `page_size` 2: every subscriber listed once,
+/// in order, the counts of all of them on every page; `counts_only` lists no one.
+pub async fn presence_pages_and_counts(servers: &[&TestServer], topic: &str, n: usize) -> Vec<Ws> {
+    let mut conns = Vec::new();
+    for i in 0..n {
+        let s = servers[i % servers.len()];
+        let mut ws = s
+            .connect_token(&token_topics(&format!("u{}", i % 3), &["**"]))
+            .await;
+        ws.send_text(&json!({"op":"subscribe","topic":topic,"ref":1}).to_string())
+            .await;
+        assert_eq!(ws.next_json().await["op"], "subscribed");
+        conns.push(ws);
+    }
+    let mut client = servers[0].client().await;
+    let mut token = String::new();
+    let mut seen = Vec::new();
+    loop {
+        let p = client
+            .presence(authed(PresenceRequest {
+                topic: topic.into(),
+                page_size: 2,
+                page_token: token.clone(),
+                counts_only: false,
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(p.clients.len() <= 2);
+        assert_eq!(
+            (p.users, p.connections),
+            (3, n as u32),
+            "counts of all, on every page"
+        );
+        seen.extend(p.clients.into_iter().map(|c| c.connection_id));
+        if p.next_page_token.is_empty() {
+            break;
+        }
+        token = p.next_page_token;
+    }
+    let mut want: Vec<String> = conns.iter().map(|c| c.id.clone()).collect();
+    want.sort_by_key(|id| {
+        let (node, seq) = id.rsplit_once('.').unwrap();
+        (node.to_owned(), u64::from_str_radix(seq, 16).unwrap())
+    });
+    assert_eq!(
+        seen, want,
+        "each subscriber once, in ListConnections' order"
+    );
+    let counts = client
+        .presence(authed(PresenceRequest {
+            topic: topic.into(),
+            counts_only: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            counts.clients.len(),
+            counts.users,
+            counts.connections,
+            counts.next_page_token.as_str()
+        ),
+        (0, 3, n as u32, "")
+    );
+    let e = client
+        .presence(authed(PresenceRequest {
+            topic: topic.into(),
+            page_token: "not-a-token".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert!(e.message().starts_with("page_token:"), "{e:?}");
+    conns
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_pages_with_counts_of_all() {
+    let s = start().await;
+    presence_pages_and_counts(&[&s], "room", 5).await;
+}

@@ -6,7 +6,8 @@ use super::wire::{self, Request, Response};
 use super::{not_found, BoxFuture, Control, RedisCluster};
 use crate::clock::now_ms;
 use crate::core::model::{
-    merge_pages, Command, ConnSnapshot, Cursor, ListFilter, ListPage, PresenceEntry, StatsPart, Who,
+    merge_pages, Command, ConnSnapshot, Cursor, ListFilter, ListPage, PresenceCounts,
+    PresenceEntry, StatsPart, Who,
 };
 use crate::core::CoreError;
 
@@ -90,6 +91,26 @@ impl Control for RedisCluster {
                 })
                 .collect();
             Ok(merge_pages(pages, size))
+        })
+    }
+
+    fn presence_counts(
+        &self,
+        topic: &str,
+    ) -> BoxFuture<'_, Result<Vec<PresenceCounts>, CoreError>> {
+        let channel = wire::topic_channel(topic);
+        let topic = topic.to_owned();
+        Box::pin(async move {
+            let replies = self
+                .request(&channel, Request::PresenceCounts { topic })
+                .await?;
+            Ok(replies
+                .into_iter()
+                .filter_map(|r| match r {
+                    Response::PresenceCounts(c) => Some(c),
+                    _ => None,
+                })
+                .collect())
         })
     }
 

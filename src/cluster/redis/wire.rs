@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::event::Message;
 use crate::core::model::{
-    Command, ConnEvent, ConnSnapshot, Cursor, ListFilter, ListPage, PresenceEntry, StatsPart, Who,
+    Command, ConnEvent, ConnSnapshot, Cursor, ListFilter, ListPage, PresenceCounts, PresenceEntry,
+    StatsPart, Who,
 };
 
 pub const CONTROL: &str = "rt:c";
@@ -88,6 +89,9 @@ pub enum Request {
     Presence {
         topic: String,
     },
+    PresenceCounts {
+        topic: String,
+    },
     Stats,
     Watch,
 }
@@ -100,6 +104,7 @@ pub enum Response {
     Conn(Box<ConnSnapshot>),
     Page(ListPage),
     Presence(Vec<PresenceEntry>),
+    PresenceCounts(PresenceCounts),
     Stats(StatsPart),
     Ok,
     Failed(String),
