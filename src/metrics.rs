@@ -51,6 +51,7 @@ pub struct Metrics {
     pub cluster_incomplete: Counter,
     /// Cluster mode: gaps in a topic's live stream repaired from history (or told as lost).
     pub cluster_gap_repairs: Counter,
+    pub cluster_dispatch_dropped: Counter,
 }
 
 fn grpc_histogram() -> Histogram {
@@ -82,6 +83,7 @@ impl Metrics {
             cluster_subscribed: Counter::default(),
             cluster_incomplete: Counter::default(),
             cluster_gap_repairs: Counter::default(),
+            cluster_dispatch_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -143,6 +145,11 @@ impl Metrics {
             "cluster_gap_repairs",
             "Cluster mode: gaps in a topic's live stream repaired from history or told as lost",
             m.cluster_gap_repairs.clone(),
+        );
+        registry.register(
+            "cluster_dispatch_dropped",
+            "Cluster mode: deliveries and publications dropped because their dispatch worker's queue was full",
+            m.cluster_dispatch_dropped.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -1,9 +1,18 @@
 //! What a node does with each pub/sub message: deliveries and publications to its own
 //! connections, commands and questions answered for its share, replies, heartbeats and
 //! lifecycle events. Never waits: slow work is spawned.
+//!
+//! The reader does not fan out itself: a delivery, a publication or a join/leave notice goes
+//! to one of several workers, chosen by its user, role or topic, so order is kept per key
+//! while keys are served in parallel. A worker's queue is bounded; when it is full the
+//! reader drops the message rather than wait (counted; a topic catches up from history at its
+//! next publication, as after a gap). Replies, beats, requests and events are small and are
+//! handled by the reader at once.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+use tokio::sync::mpsc;
 
 use super::wire::{self, Header, Request, Response};
 use super::{members, RedisCluster};
@@ -13,8 +22,79 @@ use crate::core::model::{Command, Who};
 use crate::core::topic_table::LivePosition;
 use crate::core::CoreError;
 
+/// How many messages a dispatch worker holds before the reader drops more for it.
+pub const WORKER_QUEUE: usize = 4096;
+
+/// One message for a worker: its header and body.
+pub(super) struct Work {
+    header: Header,
+    body: Vec<u8>,
+}
+
+/// The key whose messages a worker keeps in order: the route of a delivery, the topic of a
+/// publication or notice; `None` for what the reader handles itself.
+fn order_key(h: &Header) -> Option<(&'static str, &str)> {
+    match h {
+        Header::Deliver { route, .. } => Some(match route {
+            Who::User(u) => ("u", u.as_str()),
+            Who::Role(r) => ("r", r.as_str()),
+            Who::Connection(c) => ("c", c.as_str()),
+            Who::Topic(t) => ("t", t.as_str()),
+            Who::All => ("a", ""),
+        }),
+        Header::Pub { topic, .. } | Header::Presence { topic, .. } => Some(("t", topic.as_str())),
+        _ => None,
+    }
+}
+
+/// The worker (of `n`) that owns a key.
+fn worker_of((kind, name): (&str, &str), n: usize) -> usize {
+    let h = crate::core::model::name_hash(kind) ^ crate::core::model::name_hash(name);
+    (h % n.max(1) as u64) as usize
+}
+
+/// The dispatch workers' queues (and their receivers until the workers start).
+pub(super) struct Workers {
+    senders: Vec<mpsc::Sender<Work>>,
+    receivers: parking_lot::Mutex<Vec<mpsc::Receiver<Work>>>,
+}
+
+impl Workers {
+    /// One worker per core, at least two.
+    pub(super) fn new() -> Self {
+        let n = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .max(2);
+        let (senders, receivers) = (0..n).map(|_| mpsc::channel(WORKER_QUEUE)).unzip();
+        Workers {
+            senders,
+            receivers: parking_lot::Mutex::new(receivers),
+        }
+    }
+}
+
 impl RedisCluster {
-    /// One pub/sub message. Never waits: slow work is spawned.
+    /// Starts the dispatch workers (once, at start); each runs until the node stops.
+    pub(super) fn start_workers(self: &Arc<Self>) {
+        for mut rx in std::mem::take(&mut *self.workers.receivers.lock()) {
+            let me = Arc::clone(self);
+            let mut stop = self.stopped();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        w = rx.recv() => match w {
+                            Some(w) => me.handle(w.header, &w.body),
+                            None => return,
+                        },
+                        _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+                    }
+                }
+            });
+        }
+    }
+
+    /// One pub/sub message, from the reader: handled now, or queued to the worker that owns
+    /// its key. Never waits.
     pub(super) fn on_message(self: &Arc<Self>, payload: &[u8]) {
         let (h, body) = match wire::decode(payload) {
             Ok(x) => x,
@@ -23,6 +103,29 @@ impl RedisCluster {
                 return;
             }
         };
+        let Some(key) = order_key(&h) else {
+            return self.handle(h, body);
+        };
+        let w = worker_of(key, self.workers.senders.len());
+        let work = Work {
+            header: h,
+            body: body.to_vec(),
+        };
+        if let Err(mpsc::error::TrySendError::Full(work)) = self.workers.senders[w].try_send(work) {
+            self.local.metrics.cluster_dispatch_dropped.inc();
+            // Whoever waits for this node's count hears "none here" rather than waiting out
+            // its deadline.
+            match work.header {
+                Header::Deliver { from, rid, .. } | Header::Pub { from, rid, .. } if rid > 0 => {
+                    self.reply(&from, rid, Response::Count(0));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// One decoded message.
+    fn handle(self: &Arc<Self>, h: Header, body: &[u8]) {
         match h {
             Header::Deliver { from, rid, route } => self.on_deliver(&from, rid, &route, body),
             Header::Pub { from, rid, topic } => self.on_publication(&from, rid, topic, body),
@@ -174,5 +277,45 @@ pub(super) fn message_of(body: &[u8]) -> Option<Message> {
             tracing::warn!(error = %e, "ignored a cluster message that does not decode");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_key_keeps_one_worker_and_keys_spread() {
+        let pub_of = |topic: &str| Header::Pub {
+            from: "n".into(),
+            rid: 0,
+            topic: topic.into(),
+        };
+        let notice = Header::Presence {
+            topic: "t1".into(),
+            joined: true,
+            user_id: "u".into(),
+            connection_id: "n.1".into(),
+        };
+        // A topic's publications and its notices go to the same worker, whatever the node.
+        assert_eq!(order_key(&pub_of("t1")), order_key(&notice));
+        let deliver = |route: Who| Header::Deliver {
+            from: "n".into(),
+            rid: 1,
+            route,
+        };
+        assert_eq!(
+            order_key(&deliver(Who::User("t1".into()))),
+            Some(("u", "t1"))
+        );
+        assert_eq!(order_key(&deliver(Who::All)), Some(("a", "")));
+        assert_eq!(order_key(&Header::Leave { node: "x".into() }), None);
+        let mut per = [0usize; 4];
+        for i in 0..4000 {
+            let w = worker_of(("t", &format!("topic-{i}")), 4);
+            assert_eq!(w, worker_of(("t", &format!("topic-{i}")), 4), "stable");
+            per[w] += 1;
+        }
+        assert!(per.iter().all(|&n| (800..1200).contains(&n)), "{per:?}");
     }
 }

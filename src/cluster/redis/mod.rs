@@ -78,6 +78,8 @@ pub struct RedisCluster {
     cmd: ConnectionManager,
     interest: interest::Interests,
     pending: Mutex<HashMap<u64, request::Pending>>,
+    /// The workers that deliver what the pub/sub reader hands them (see `dispatch`).
+    workers: dispatch::Workers,
     next_rid: AtomicU64,
     members: Mutex<members::Members>,
     pubsub_ready: AtomicBool,
@@ -207,6 +209,7 @@ impl RedisCluster {
             cmd,
             interest: interest::Interests::new(ops_tx),
             pending: Mutex::new(HashMap::new()),
+            workers: dispatch::Workers::new(),
             next_rid: AtomicU64::new(1),
             members: Mutex::new(members::Members::new(node_id)),
             pubsub_ready: AtomicBool::new(false),
@@ -218,6 +221,7 @@ impl RedisCluster {
             stop: watch::channel(false).0,
         });
         cluster.install_sinks();
+        cluster.start_workers();
         tokio::spawn(supervisor::run(Arc::clone(&cluster), ops_rx));
         tokio::spawn(members::heartbeat(Arc::clone(&cluster)));
         tokio::spawn(interest::dissolver(Arc::clone(&cluster)));
