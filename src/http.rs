@@ -28,13 +28,8 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
     if hub.config.http.api {
-        // The largest request any RPC takes (each RPC's own limit is checked in `grpc::json`).
-        let l = &hub.config.limits;
-        let limit = (l.max_payload_bytes + 64 * 1024).max(l.max_batch_bytes);
-        router = router.route(
-            "/api/v1/{rpc}",
-            post(api).layer(axum::extract::DefaultBodyLimit::max(limit)),
-        );
+        // The body is read by `grpc::json::call`, after the key check, up to each RPC's limit.
+        router = router.route("/api/v1/{rpc}", post(api));
     }
     if hub.config.centrifuge.enabled {
         router = router.route(&hub.config.centrifuge.path, get(crate::centrifuge::upgrade));
@@ -64,7 +59,7 @@ async fn api(
     axum::extract::ConnectInfo(PeerAddr(remote)): axum::extract::ConnectInfo<PeerAddr>,
     axum::extract::Path(rpc): axum::extract::Path<String>,
     headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let door = Arc::new(crate::grpc::GrpcDoor::new(hub));
     crate::grpc::json::call(&door, &rpc, &headers, remote, body).await

@@ -6,7 +6,6 @@
 
 use std::sync::{Arc, OnceLock};
 
-use axum::body::Bytes;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, SerializeOptions};
@@ -86,7 +85,7 @@ pub async fn call(
     rpc: &str,
     headers: &HeaderMap,
     remote: std::net::SocketAddr,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     if headers.contains_key(header::ORIGIN) {
         return error(&Status::permission_denied(
@@ -95,6 +94,23 @@ pub async fn call(
     }
     if door.hub.is_shutting_down() {
         return error(&Status::unavailable("the service is shutting down"));
+    }
+    let mut md = tonic::metadata::MetadataMap::new();
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        if let Ok(v) = tonic::metadata::MetadataValue::try_from(v.as_bytes()) {
+            md.insert("authorization", v);
+        }
+    }
+    // The key before the body: nobody without one gets a byte of the body read.
+    if let Err(s) = door.authorize(&md) {
+        door.hub.refused(crate::node::refusals::Refusal {
+            what: "API call refused",
+            code: 401,
+            reason: s.message(),
+            remote_addr: &remote.to_string(),
+            user_id: None,
+        });
+        return error(&s);
     }
     // A message at the payload limit plus room for its fields; a batch, its own limit.
     let l = &door.hub.config.limits;
@@ -106,21 +122,18 @@ pub async fn call(
             "limits.max_payload_bytes + 64 KiB",
         )
     };
-    if body.len() > limit {
-        return reply(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &error_body(
-                Code::ResourceExhausted,
-                &format!("the body is {} bytes, over {key} ({limit})", body.len()),
-            ),
-        );
-    }
-    let mut md = tonic::metadata::MetadataMap::new();
-    if let Some(v) = headers.get(header::AUTHORIZATION) {
-        if let Ok(v) = tonic::metadata::MetadataValue::try_from(v.as_bytes()) {
-            md.insert("authorization", v);
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &error_body(
+                    Code::ResourceExhausted,
+                    &format!("the body is over {key} ({limit} bytes)"),
+                ),
+            )
         }
-    }
+    };
     let call = Call { md, remote };
     match dispatch(door, rpc, &call, &body).await {
         Ok(json) => reply(StatusCode::OK, &json),
@@ -351,7 +364,7 @@ mod tests {
             "GetStats",
             &headers,
             remote,
-            Bytes::from_static(b"{}"),
+            axum::body::Body::from("{}"),
         )
         .await;
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);

@@ -140,6 +140,12 @@ async fn every_status_of_the_contract() {
     )
     .await;
     assert_eq!(status, 401);
+    // The key comes first: without it, nothing of the body is read, however bad or large.
+    let (status, _) = request(&s, "POST", "/api/v1/SendToUser", &[], b"not json").await;
+    assert_eq!(status, 401);
+    let huge = vec![b'x'; 200 * 1024];
+    let (status, _) = request(&s, "POST", "/api/v1/SendToUser", &[], &huge).await;
+    assert_eq!(status, 401);
     // 400 with gRPC's own message, naming the field.
     let (status, body) = post(&s, "SendToUser", json!({"message":{"type":"t"}})).await;
     assert_eq!(
