@@ -121,89 +121,132 @@ async fn await_connect(
     codec: Codec,
     peer: &Peer,
 ) -> Option<Start> {
-    let refused = |code: u16, reason: &str| {
-        hub.refused(Refusal {
-            what: "connection closed",
-            code,
-            reason,
-            remote_addr: &peer.remote_addr,
-            user_id: None,
-        })
-    };
     let metrics = &hub.metrics();
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(hub.config.limits.auth_timeout_ms);
     let mut shutdown = hub.shutdown_signal();
     let mut attempts = 0;
     loop {
-        let next = tokio::select! {
-            r = tokio::time::timeout_at(deadline, next_data_frame(socket)) => r,
-            _ = async { let _ = shutdown.wait_for(|down| *down).await; } => {
-                close(socket, cc::SHUTDOWN, "shutdown").await;
-                return None;
-            }
-        };
-        let msg = match next {
-            Err(_) => {
-                metrics.handshake("timeout");
-                refused(cc::STALE, "no connect command within auth_timeout_ms");
-                close(socket, cc::STALE, "stale").await;
-                return None;
-            }
-            Ok(Err(code)) => {
-                metrics.handshake("abandoned");
-                if code == close::TOO_LARGE {
-                    close(socket, close::TOO_LARGE, "message size limit exceeded").await;
-                }
-                return None;
-            }
-            Ok(Ok(m)) => m,
-        };
-        let decoded = match &msg {
-            Message::Text(t) => codec.decode(t.as_bytes(), false),
-            Message::Binary(b) => codec.decode(b, true),
-            _ => continue,
-        };
-        let mut commands = match decoded {
-            Ok(c) => c,
-            Err(_) => {
-                metrics.handshake("malformed");
+        let msg = next_frame_before(socket, hub, deadline, &mut shutdown, peer).await?;
+        let Connect {
+            id,
+            token,
+            rest: commands,
+        } = match connect_command(&msg, codec) {
+            None => continue,
+            Some(Ok(c)) => c,
+            Some(Err(label)) => {
+                metrics.handshake(label);
                 close(socket, cc::BAD_REQUEST, "bad request").await;
                 return None;
             }
         };
-        let first = commands.remove(0);
-        let (Some(connect), true) = (first.connect, first.id > 0) else {
-            metrics.handshake("missing");
-            close(socket, cc::BAD_REQUEST, "bad request").await;
-            return None;
-        };
-        let verified = hub.auth.verify(&connect.token).await;
+        let verified = hub.auth.verify(&token).await;
         // Past here the token has expired (or expires within the second): answer 109.
         match verified {
             Ok(identity) if ttl_of(identity.expires_at_ms, now_ms()).is_some() => {
                 metrics.handshake("ok");
                 return Some(Start {
                     identity,
-                    id: first.id,
+                    id,
                     rest: commands,
                 });
             }
             Ok(_) | Err(AuthError::Expired) => {}
             Err(e) => {
                 metrics.handshake(e.label());
-                refused(cc::INVALID_TOKEN, &e.to_string());
+                refused(hub, peer, cc::INVALID_TOKEN, &e.to_string());
                 close(socket, cc::INVALID_TOKEN, "invalid token").await;
                 return None;
             }
         }
         metrics.handshake("expired");
         attempts += 1;
-        let reply = error_reply(codec, first.id, code::TOKEN_EXPIRED, "token expired", false);
+        let reply = error_reply(codec, id, code::TOKEN_EXPIRED, "token expired", false);
         let sent = socket.send(to_message(codec, reply)).await.is_ok();
         if !sent || attempts >= MAX_CONNECT_ATTEMPTS {
             return None;
         }
+    }
+}
+
+/// The next data frame before the connect deadline; `None` once the socket was closed (at
+/// the deadline with 3502, at shutdown, or because the client left).
+async fn next_frame_before(
+    socket: &mut WebSocket,
+    hub: &Hub,
+    deadline: tokio::time::Instant,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    peer: &Peer,
+) -> Option<Message> {
+    let next = tokio::select! {
+        r = tokio::time::timeout_at(deadline, next_data_frame(socket)) => r,
+        _ = async { let _ = shutdown.wait_for(|down| *down).await; } => {
+            close(socket, cc::SHUTDOWN, "shutdown").await;
+            return None;
+        }
+    };
+    match next {
+        Err(_) => {
+            hub.metrics().handshake("timeout");
+            refused(
+                hub,
+                peer,
+                cc::STALE,
+                "no connect command within auth_timeout_ms",
+            );
+            close(socket, cc::STALE, "stale").await;
+            None
+        }
+        Ok(Err(code)) => {
+            hub.metrics().handshake("abandoned");
+            if code == close::TOO_LARGE {
+                close(socket, close::TOO_LARGE, "message size limit exceeded").await;
+            }
+            None
+        }
+        Ok(Ok(m)) => Some(m),
+    }
+}
+
+/// Logs a connection refused before it connected.
+fn refused(hub: &Hub, peer: &Peer, code: u16, reason: &str) {
+    hub.refused(Refusal {
+        what: "connection closed",
+        code,
+        reason,
+        remote_addr: &peer.remote_addr,
+        user_id: None,
+    });
+}
+
+/// A connect command, and the commands its frame carried after it.
+struct Connect {
+    id: u32,
+    token: String,
+    rest: Vec<Command>,
+}
+
+/// The connect command a frame starts with (its id and token) and the commands after it;
+/// `None` for a frame that carries no commands (a ping), `Err` with the handshake metric's
+/// label when the frame is not a connect.
+fn connect_command(msg: &Message, codec: Codec) -> Option<Result<Connect, &'static str>> {
+    let decoded = match msg {
+        Message::Text(t) => codec.decode(t.as_bytes(), false),
+        Message::Binary(b) => codec.decode(b, true),
+        _ => return None,
+    };
+    let Ok(mut commands) = decoded else {
+        return Some(Err("malformed"));
+    };
+    let first = commands.remove(0);
+    match (first.connect, first.id > 0) {
+        (Some(connect), true) => Some(Ok(Connect {
+            id: first.id,
+            token: connect.token,
+            rest: commands,
+        })),
+        _ => Some(Err("missing")),
     }
 }
 

@@ -141,8 +141,8 @@ impl GrpcDoor {
 }
 
 /// Maps a request's `target` oneof (`connection_id` or `user_id`; each RPC has its own
-/// generated type) to the hub's selector; unset is INVALID_ARGUMENT naming `target`.
-macro_rules! selector {
+/// generated type) to the hub's `Who`; unset is INVALID_ARGUMENT naming `target`.
+macro_rules! command_target {
     ($target:expr, $ty:path) => {{
         use $ty as Target;
         match $target {
@@ -482,7 +482,7 @@ impl RealtimeService for GrpcDoor {
         req: Request<proto::DisconnectRequest>,
     ) -> Result<Response<proto::DisconnectResponse>, Status> {
         self.handle("Disconnect", req, |r| async move {
-            let target = selector!(r.target, proto::disconnect_request::Target)?;
+            let target = command_target!(r.target, proto::disconnect_request::Target)?;
             let n = self
                 .hub
                 .disconnect(target, r.code, &r.reason)
@@ -498,7 +498,7 @@ impl RealtimeService for GrpcDoor {
         req: Request<proto::SubscribeRequest>,
     ) -> Result<Response<proto::SubscribeResponse>, Status> {
         self.handle("Subscribe", req, |r| async move {
-            let target = selector!(r.target, proto::subscribe_request::Target)?;
+            let target = command_target!(r.target, proto::subscribe_request::Target)?;
             let n = self
                 .hub
                 .subscribe_selected(&r.topic, target)
@@ -514,7 +514,7 @@ impl RealtimeService for GrpcDoor {
         req: Request<proto::UnsubscribeRequest>,
     ) -> Result<Response<proto::UnsubscribeResponse>, Status> {
         self.handle("Unsubscribe", req, |r| async move {
-            let target = selector!(r.target, proto::unsubscribe_request::Target)?;
+            let target = command_target!(r.target, proto::unsubscribe_request::Target)?;
             let n = self
                 .hub
                 .unsubscribe_selected(&r.topic, target)

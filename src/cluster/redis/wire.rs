@@ -114,7 +114,8 @@ pub enum Response {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "k")]
 pub enum Header {
-    /// Deliver the body (a frame) to `route`'s local connections; reply a count.
+    /// Deliver the body (a message, in its compact form) to `route`'s local connections;
+    /// reply a count.
     Deliver {
         from: String,
         rid: u64,

@@ -1,0 +1,162 @@
+//! The cluster-wide questions: presence, history, a connection, a listing, stats, and the
+//! lifecycle events a watcher follows. Each asks the engine and shapes its answer.
+
+use super::*;
+
+impl Hub {
+    /// The subscribers of a topic, cluster-wide, and the number of distinct users among them.
+    pub async fn presence(&self, topic: &str) -> Result<(Vec<PresenceEntry>, usize), CoreError> {
+        topic::validate_name("topic", topic)?;
+        let subs = self.control.presence(topic).await?;
+        let users: HashSet<&str> = subs.iter().map(|c| c.user_id.as_str()).collect();
+        let n = users.len();
+        Ok((subs, n))
+    }
+
+    /// The Presence RPC: a page of `topic`'s subscribers in ListConnections' order (a
+    /// `page_size` of 0: up to [`MAX_PRESENCE_ALL`], as version 1 answered everyone; else at
+    /// most [`MAX_PAGE_SIZE`]), and the counts of all of them, cluster-wide. With
+    /// `counts_only`, the counts alone, from each node's counts: no one is listed.
+    pub async fn presence_page(
+        &self,
+        topic: &str,
+        page_size: u32,
+        page_token: &str,
+        counts_only: bool,
+    ) -> Result<PresencePage, CoreError> {
+        topic::validate_name("topic", topic)?;
+        let after = if page_token.is_empty() {
+            None
+        } else {
+            Some(page::decode(page_token).ok_or_else(|| {
+                CoreError::invalid("page_token", "is not a token from a previous Presence page")
+            })?)
+        };
+        let mut users = HashSet::new();
+        let mut connections = 0;
+        for part in self.control.presence_counts(topic).await? {
+            connections += part.connections;
+            users.extend(part.users);
+        }
+        let mut out = PresencePage {
+            entries: Vec::new(),
+            users: users.len() as u64,
+            connections,
+            next_page_token: String::new(),
+        };
+        if counts_only {
+            return Ok(out);
+        }
+        let size = match page_size {
+            0 => MAX_PRESENCE_ALL,
+            n => n.min(MAX_PAGE_SIZE) as usize,
+        };
+        let filter = ListFilter {
+            topic: Some(topic.to_owned()),
+            ..Default::default()
+        };
+        let page = self.control.list(filter, after, size).await?;
+        out.entries = page
+            .items
+            .into_iter()
+            .map(|c| PresenceEntry {
+                connection_id: c.id,
+                user_id: c.user_id,
+            })
+            .collect();
+        out.next_page_token = page
+            .next
+            .map(|(node, seq)| page::encode(&node, seq))
+            .unwrap_or_default();
+        Ok(out)
+    }
+
+    /// KeptPublication publications of a topic as `q` asks (its limit capped at [`MAX_HISTORY`]), with
+    /// the epoch and the latest offset. A topic with no state answers nothing, an empty epoch
+    /// and offset 0.
+    pub async fn history(&self, topic: &str, q: HistoryQuery) -> Result<HistoryPage, CoreError> {
+        topic::validate_name("topic", topic)?;
+        let q = HistoryQuery {
+            limit: q.limit.min(MAX_HISTORY),
+            ..q
+        };
+        self.store.history(topic, q).await
+    }
+
+    /// A live connection by id, on whichever node holds it.
+    pub async fn get(&self, connection_id: &str) -> Result<ConnSnapshot, CoreError> {
+        self.control.get(connection_id).await
+    }
+
+    /// One page of connections matching `filter`, cluster-wide.
+    pub async fn list(
+        &self,
+        filter: ListFilter,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<Listing, CoreError> {
+        let size = match page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        } as usize;
+        let after = if page_token.is_empty() {
+            None
+        } else {
+            Some(page::decode(page_token).ok_or_else(|| {
+                CoreError::invalid(
+                    "page_token",
+                    "is not a token from a previous ListConnections page",
+                )
+            })?)
+        };
+        let p = self.control.list(filter, after, size).await?;
+        Ok(Listing {
+            connections: p.items,
+            next_page_token: p
+                .next
+                .map(|(node, seq)| page::encode(&node, seq))
+                .unwrap_or_default(),
+            total: p.total,
+        })
+    }
+
+    /// GetStats, cluster-wide.
+    pub async fn stats(&self) -> Result<StatsSnapshot, CoreError> {
+        let (parts, nodes) = self.control.stats().await?;
+        let kept = self.store.kept_topics().await?;
+        let mut users = HashSet::new();
+        let mut topics: HashSet<u64> = kept.into_iter().collect();
+        let mut s = StatsSnapshot {
+            connections: 0,
+            users: 0,
+            topics: 0,
+            messages_sent: 0,
+            messages_dropped: 0,
+            nodes,
+            node_id: self.local.id.clone(),
+            started_at_ms: self.local.started_at_ms,
+        };
+        for p in parts {
+            s.connections += p.connections;
+            s.messages_sent += p.messages_sent;
+            s.messages_dropped += p.messages_dropped;
+            users.extend(p.users);
+            topics.extend(p.topics);
+        }
+        s.users = users.len() as u64;
+        s.topics = topics.len() as u64;
+        Ok(s)
+    }
+
+    /// Starts watching lifecycle events of every node.
+    pub async fn watch(&self) -> Result<broadcast::Receiver<Arc<ConnEvent>>, CoreError> {
+        let rx = self.local.subscribe_events();
+        self.control.watch().await?;
+        Ok(rx)
+    }
+
+    /// A watcher of this node went away.
+    pub fn unwatch(&self) {
+        self.control.unwatch();
+    }
+}
