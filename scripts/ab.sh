@@ -19,12 +19,7 @@ for r in $(seq "$RUNS"); do
   for side in old new; do
     bin=$OLD
     [ "$side" = new ] && bin=$NEW
-    SERVER_BIN=$bin start_server ab
-    ./target/release/boundary-realtime bench "$@" --ws-url ws://127.0.0.1:18080/ws \
-      --grpc-url http://127.0.0.1:15051 --api-key "$KEY" --secret "$SECRET" --server-pid "$PID" \
-      --quiet --json > "$OUT/$side-$r.json"
-    kill "$PID"; wait "$PID" 2>/dev/null || true
-    trap - EXIT
+    SERVER_BIN=$bin bench_fresh ab "$OUT/$side-$r.json" "$@"
   done
 done
 python3 - "$OUT" "$RUNS" <<'PY'

@@ -10,17 +10,11 @@ cargo build --release --quiet
 . scripts/lib.sh
 OUT=target/budget
 mkdir -p "$OUT"
-B=./target/release/boundary-realtime
 
 # One measurement on a fresh server: measure NAME MODE ARGS...
 measure() {
   local name=$1; shift
-  start_server budget
-  "$B" bench "$@" --ws-url ws://127.0.0.1:18080/ws --grpc-url http://127.0.0.1:15051 \
-    --api-key "$KEY" --secret "$SECRET" --server-pid "$PID" --quiet --json \
-    > "$OUT/$name.json"
-  kill "$PID"; wait "$PID" 2>/dev/null || true
-  trap - EXIT
+  bench_fresh budget "$OUT/$name.json" "$@"
 }
 
 for r in $(seq "$RUNS"); do

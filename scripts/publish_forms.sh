@@ -17,13 +17,8 @@ for r in $(seq "$RUNS"); do
     extra=()
     [ "$form" = batch ] && extra=(--publish-batch 100)
     [ "$form" = stream ] && extra=(--publish-stream)
-    start_server forms
-    ./target/release/boundary-realtime bench topic --conns 1000 --groups 1000 --messages 50000 \
-      --in-flight 8 --payload-bytes 100 "${extra[@]}" --ws-url ws://127.0.0.1:18080/ws \
-      --grpc-url http://127.0.0.1:15051 --api-key "$KEY" --secret "$SECRET" \
-      --server-pid "$PID" --quiet --json > "$OUT/$form-$r.json"
-    kill "$PID"; wait "$PID" 2>/dev/null || true
-    trap - EXIT
+    bench_fresh forms "$OUT/$form-$r.json" topic --conns 1000 --groups 1000 --messages 50000 \
+      --in-flight 8 --payload-bytes 100 "${extra[@]}"
   done
 done
 python3 - "$OUT" "$RUNS" <<'PY'
