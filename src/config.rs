@@ -125,6 +125,7 @@ pub struct Config {
     pub centrifuge: CentrifugeConfig,
     pub broker: BrokerConfig,
     pub log: LogConfig,
+    pub users: UsersConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -318,6 +319,8 @@ impl Default for TopicsConfig {
 pub struct CentrifugeConfig {
     pub enabled: bool,
     pub path: String,
+    /// Subscribes every connection server-side to `#<user id>`, its user stream.
+    pub personal_channel: bool,
 }
 
 impl Default for CentrifugeConfig {
@@ -325,7 +328,39 @@ impl Default for CentrifugeConfig {
         CentrifugeConfig {
             enabled: true,
             path: "/connection/websocket".into(),
+            personal_channel: false,
         }
+    }
+}
+
+/// `[users]`: user streams and online/offline (protocol section 7).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UsersConfig {
+    /// SendToUser messages kept per user for resume; 0 turns user streams off.
+    pub history_size: usize,
+    pub history_ttl_ms: u64,
+    /// USER_OFFLINE only when no connection came back within this.
+    pub offline_grace_ms: u64,
+    /// How long GetUsers remembers `last_seen`.
+    pub last_seen_ttl_ms: u64,
+}
+
+impl Default for UsersConfig {
+    fn default() -> Self {
+        UsersConfig {
+            history_size: 32,
+            history_ttl_ms: 120_000,
+            offline_grace_ms: 5_000,
+            last_seen_ttl_ms: 86_400_000,
+        }
+    }
+}
+
+impl UsersConfig {
+    /// Whether SendToUser messages take a place in their user's stream.
+    pub fn streams(&self) -> bool {
+        self.history_size > 0
     }
 }
 
@@ -533,6 +568,7 @@ fn layered_partial(
             centrifuge => CentrifugeConfig,
             broker => BrokerConfig,
             log => LogConfig,
+            users => UsersConfig,
         }
         // Nothing wrong inside a section: the problem is around them (a syntax error, an
         // unknown section).
@@ -751,6 +787,8 @@ impl Config {
             ("limits.ping_interval_ms", l.ping_interval_ms, 1),
             ("limits.pong_timeout_ms", l.pong_timeout_ms, 1),
             ("topics.history_ttl_ms", self.topics.history_ttl_ms, 1),
+            ("users.history_ttl_ms", self.users.history_ttl_ms, 1),
+            ("users.last_seen_ttl_ms", self.users.last_seen_ttl_ms, 1),
             (
                 "topics.max_subscriptions",
                 self.topics.max_subscriptions as u64,
@@ -764,11 +802,20 @@ impl Config {
         if l.send_queue > 1 << 20 {
             return Err(err("limits.send_queue", "must be at most 1048576"));
         }
+        if self.users.history_size > 10_000 {
+            return Err(err("users.history_size", "must be at most 10000"));
+        }
         Ok(())
     }
 
     /// `[centrifuge]`.
     fn check_centrifuge(&self) -> Result<(), ConfigError> {
+        if self.centrifuge.personal_channel && !self.users.streams() {
+            return Err(err(
+                "centrifuge.personal_channel",
+                "needs user streams: it is true while users.history_size is 0",
+            ));
+        }
         if self.centrifuge.enabled {
             let p = &self.centrifuge.path;
             let reserved = ["/ws", "/healthz", "/readyz", "/metrics"];

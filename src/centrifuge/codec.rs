@@ -11,6 +11,7 @@ use super::wire::{Command, Message, Publication, Push, Reply};
 use crate::core::event::{Event, Shared, Wire};
 use crate::core::native::message_object;
 use crate::core::registry::Protocol;
+use crate::core::stream;
 
 /// The most commands one client frame may carry (a connect and a subscribe per allowed
 /// subscription fit easily).
@@ -106,7 +107,11 @@ impl Codec {
 
     /// The push a shared message or publication becomes (a message push, or a publication
     /// push on its channel), made once per event and codec. `None` for a control event.
-    pub fn message_push(self, shared: &Shared) -> Option<&Bytes> {
+    ///
+    /// A user stream's message is a publication of the personal channel `#<user>` when
+    /// `personal` (`[centrifuge] personal_channel`), else a `message` push. `personal` is the
+    /// node's setting, the same for every connection, so the cached bytes fit them all.
+    pub fn message_push(self, shared: &Shared, personal: bool) -> Option<&Bytes> {
         if !matches!(shared.event(), Event::Message(_) | Event::Publication(_)) {
             return None;
         }
@@ -114,12 +119,15 @@ impl Codec {
             Codec::Json => Wire::CentrifugeJson,
             Codec::Protobuf => Wire::CentrifugeProtobuf,
         };
-        Some(shared.encoded(wire, |e| self.push_of(e)))
+        Some(shared.encoded(wire, |e| self.push_of(e, personal)))
     }
 
-    fn push_of(self, event: &Event) -> Bytes {
+    fn push_of(self, event: &Event, personal: bool) -> Bytes {
         let (channel, data, offset) = match event {
             Event::Message(m) => (None, message_object(m), 0),
+            Event::Publication(p) if !personal && !stream::is_topic(&p.topic) => {
+                (None, message_object(&p.message), 0)
+            }
             Event::Publication(p) => (Some(&*p.topic), message_object(&p.message), p.offset),
             _ => return Bytes::new(),
         };
@@ -248,22 +256,31 @@ mod tests {
     fn json_pushes_carry_the_message_object() {
         let direct = message(None);
         assert_eq!(
-            Codec::Json.message_push(&direct).unwrap().as_ref(),
+            Codec::Json.message_push(&direct, false).unwrap().as_ref(),
             br#"{"push":{"message":{"data":{"type":"chat","payload":{"text":"hi"},"id":"m1","ts":7}}}}"#
         );
         let publication = message(Some("news"));
         assert_eq!(
-            Codec::Json.message_push(&publication).unwrap().as_ref(),
+            Codec::Json.message_push(&publication, false).unwrap().as_ref(),
             br#"{"push":{"channel":"news","pub":{"data":{"type":"chat","payload":{"text":"hi"},"id":"m1","ts":7},"offset":42}}}"#
         );
         // Made once: the second call returns the same bytes.
-        let a = Codec::Json.message_push(&publication).unwrap().as_ptr();
-        assert_eq!(a, Codec::Json.message_push(&publication).unwrap().as_ptr());
+        let a = Codec::Json
+            .message_push(&publication, false)
+            .unwrap()
+            .as_ptr();
+        assert_eq!(
+            a,
+            Codec::Json
+                .message_push(&publication, false)
+                .unwrap()
+                .as_ptr()
+        );
         let control = Shared::new(Event::Unsubscribed {
             topic: "news".into(),
             reference: None,
         });
-        assert!(Codec::Json.message_push(&control).is_none());
+        assert!(Codec::Json.message_push(&control, false).is_none());
     }
 
     #[test]
@@ -288,7 +305,7 @@ mod tests {
             offset: u64,
         }
         let f = message(Some("news"));
-        let mut bytes = Codec::Protobuf.message_push(&f).unwrap().clone();
+        let mut bytes = Codec::Protobuf.message_push(&f, false).unwrap().clone();
         let got = P::decode_length_delimited(&mut bytes).unwrap();
         let q = got.push.unwrap();
         let r = q.publication.unwrap();

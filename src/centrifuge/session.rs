@@ -59,7 +59,7 @@ pub async fn run(
     let outbox = WsOutbox::with_dialect(hub.config.limits.send_queue, close::centrifuge);
     let conn = new_conn(&hub, start.identity, peer, codec.protocol(), outbox);
     let max_per_user = hub.config.limits.max_connections_per_user as usize;
-    if let Err(e) = hub.connect(&conn, max_per_user).await {
+    if let Err(e) = hub.connect(&conn, max_per_user, None).await {
         match e {
             ConnectError::TooMany(_) => {
                 hub.metrics().handshake("too_many_connections");
@@ -259,7 +259,8 @@ async fn serve(
     connected: Bytes,
     first: Vec<Command>,
 ) -> Ended {
-    let mut t = Translator::new(codec);
+    let personal = hub.config.centrifuge.personal_channel && hub.config.users.streams();
+    let mut t = Translator::new(codec, &conn.info.user_id, personal);
     let mut out = vec![connected];
     let mut bad = 0u32;
     let limits = &hub.config.limits;

@@ -17,6 +17,7 @@ use super::wire::{
 };
 use crate::core::event::{self, Event, Shared};
 use crate::core::native::message_object;
+use crate::core::stream;
 
 /// Unsubscribe push codes: 2000 ends the subscription, 2500 asks the SDK to subscribe again
 /// (the stream position was lost).
@@ -46,6 +47,8 @@ pub struct Translator {
     codec: Codec,
     subs: HashMap<Box<str>, Kind>,
     pending: Vec<Pending>,
+    /// `[centrifuge] personal_channel`: the user stream is the channel `#<user>`.
+    personal: bool,
 }
 
 /// A `subscribed` event, borrowed.
@@ -57,11 +60,18 @@ struct Position<'a> {
 }
 
 impl Translator {
-    pub fn new(codec: Codec) -> Self {
+    /// A translator for a connection of `user`; with `personal`, subscribed server-side to
+    /// its personal channel (listed in the connect reply).
+    pub fn new(codec: Codec, user: &str, personal: bool) -> Self {
+        let mut subs = HashMap::new();
+        if personal {
+            subs.insert(stream::of_user(user).into_boxed_str(), Kind::Server);
+        }
         Translator {
             codec,
-            subs: HashMap::new(),
+            subs,
             pending: Vec::new(),
+            personal,
         }
     }
 
@@ -99,8 +109,12 @@ impl Translator {
     /// several encoded replies and pushes).
     pub fn event(&mut self, shared: &Shared, out: &mut Vec<Bytes>) {
         match shared.event() {
-            Event::Message(_) => out.extend(self.codec.message_push(shared).cloned()),
+            Event::Message(_) => {
+                out.extend(self.codec.message_push(shared, self.personal).cloned())
+            }
             Event::Publication(p) => self.publication(shared, p, out),
+            // A user stream's lost position, without a personal channel the SDK knows nothing of.
+            Event::Subscribed { topic, .. } if !self.personal && !stream::is_topic(topic) => {}
             Event::Subscribed {
                 topic,
                 offset,
@@ -146,12 +160,15 @@ impl Translator {
     }
 
     fn publication(&mut self, shared: &Shared, p: &event::Publication, out: &mut Vec<Bytes>) {
-        if let Some(pending) = self.pending.iter_mut().find(|x| *x.channel == *p.topic) {
+        if !self.personal && !stream::is_topic(&p.topic) {
+            // The user stream without a personal channel: a `message` push.
+            out.extend(self.codec.message_push(shared, false).cloned());
+        } else if let Some(pending) = self.pending.iter_mut().find(|x| *x.channel == *p.topic) {
             pending
                 .pubs
                 .push((p.offset, Bytes::from(message_object(&p.message))));
         } else if self.subs.contains_key(&*p.topic) {
-            out.extend(self.codec.message_push(shared).cloned());
+            out.extend(self.codec.message_push(shared, self.personal).cloned());
         }
         // Otherwise: a publication of a channel this connection has just left.
     }
@@ -340,7 +357,7 @@ mod tests {
 
     #[test]
     fn replayed_publications_go_into_a_recovered_reply_and_live_ones_follow() {
-        let mut t = Translator::new(Codec::Json);
+        let mut t = Translator::new(Codec::Json, "u", false);
         t.expect(3, "news", true);
         let reply = subscribed("news", 6, "e", Some(true), Some(3));
         let got = run(
@@ -366,7 +383,7 @@ mod tests {
 
     #[test]
     fn an_unrecovered_reply_carries_no_publications() {
-        let mut t = Translator::new(Codec::Json);
+        let mut t = Translator::new(Codec::Json, "u", false);
         t.expect(4, "news", true);
         let reply = subscribed("news", 9, "e2", Some(false), Some(4));
         let got = run(&mut t, &[publication("news", 9), reply]);
@@ -380,7 +397,7 @@ mod tests {
 
     #[test]
     fn server_side_subscribe_reset_and_unsubscribe() {
-        let mut t = Translator::new(Codec::Json);
+        let mut t = Translator::new(Codec::Json, "u", false);
         let got = run(
             &mut t,
             &[

@@ -17,6 +17,7 @@ use crate::core::model::{
     ListFilter, ListPage, PresenceCounts, PresenceEntry, StatsPart, StreamPosition, Who,
     META_TTL_MS,
 };
+use crate::core::stream;
 use crate::core::topic_table::{HistoryRead, LivePosition};
 use crate::core::CoreError;
 use crate::node::LocalNode;
@@ -30,13 +31,14 @@ pub struct HistoryLimits {
     pub ttl_ms: u64,
 }
 
-/// Whether a topic's state may go: nothing kept, and either it had publications (they have
-/// all expired, so a subscriber that missed them must be told: the topic restarts with a new
-/// epoch) or it never had any and has not been used for [`META_TTL_MS`] (so a quiet topic keeps
-/// its epoch across reconnects, as in Redis).
-fn forgettable(h: &History<SharedEvent>, now_ms: i64) -> bool {
-    h.is_empty()
-        && (h.latest() > 0 || now_ms - h.touched_ms >= i64::try_from(META_TTL_MS).unwrap_or(0))
+/// Whether a stream's state may go: nothing kept, and either it is a topic that had
+/// publications (they have all expired, so a subscriber that missed them must be told: the
+/// topic restarts with a new epoch) or it has not been used for [`META_TTL_MS`] (so a quiet
+/// topic keeps its epoch across reconnects, as in Redis, and a user stream's position outlives
+/// its messages: a client that missed nothing resumes however long it was idle).
+fn forgettable(name: &str, h: &History<SharedEvent>, now_ms: i64) -> bool {
+    let idle = now_ms - h.touched_ms >= i64::try_from(META_TTL_MS).unwrap_or(0);
+    h.is_empty() && ((h.latest() > 0 && stream::is_topic(name)) || idle)
 }
 
 /// A fresh epoch for a topic whose history starts (again).
@@ -50,6 +52,8 @@ type HistShard = RwLock<HashMap<String, Arc<Mutex<History<SharedEvent>>>>>;
 pub struct Memory {
     local: Arc<LocalNode>,
     limits: HistoryLimits,
+    /// The limits of user streams (`[users]`).
+    user_limits: HistoryLimits,
     shards: Box<[HistShard]>,
     hasher: RandomState,
     /// Runs commands on this node's connections (the hub, registered once it exists).
@@ -57,7 +61,11 @@ pub struct Memory {
 }
 
 impl Memory {
-    pub fn new(local: Arc<LocalNode>, limits: HistoryLimits) -> Arc<Self> {
+    pub fn new(
+        local: Arc<LocalNode>,
+        limits: HistoryLimits,
+        user_limits: HistoryLimits,
+    ) -> Arc<Self> {
         // Joins and leaves reach this node's listeners only (one node). Weak: the sink lives
         // in the node it points to.
         let weak = Arc::downgrade(&local);
@@ -71,6 +79,7 @@ impl Memory {
         Arc::new(Memory {
             local,
             limits,
+            user_limits,
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             handler: Default::default(),
@@ -85,12 +94,16 @@ impl Memory {
         if let Some(h) = self.shard(topic).read().get(topic) {
             return Arc::clone(h);
         }
+        let limits = match stream::is_topic(topic) {
+            true => self.limits,
+            false => self.user_limits,
+        };
         let mut map = self.shard(topic).write();
         Arc::clone(map.entry(topic.to_owned()).or_insert_with(|| {
             Arc::new(Mutex::new(History::new(
                 new_epoch(),
-                self.limits.size,
-                self.limits.ttl_ms,
+                limits.size,
+                limits.ttl_ms,
             )))
         }))
     }
@@ -104,7 +117,7 @@ impl Memory {
             for (name, h) in shard.read().iter() {
                 let mut h = h.lock();
                 h.evict(now_ms);
-                if forgettable(&h, now_ms) && !self.local.topics.is_held(name) {
+                if forgettable(name, &h, now_ms) && !self.local.topics.is_held(name) {
                     empty.push(name.clone());
                 }
             }
@@ -115,7 +128,7 @@ impl Memory {
             for name in empty {
                 let gone = map
                     .get(&name)
-                    .is_some_and(|h| forgettable(&h.lock(), now_ms))
+                    .is_some_and(|h| forgettable(&name, &h.lock(), now_ms))
                     && !self.local.topics.is_held(&name);
                 if gone {
                     map.remove(&name);
@@ -287,7 +300,7 @@ impl HistoryStore for Memory {
                 shard
                     .read()
                     .iter()
-                    .filter(|(_, h)| h.lock().latest() > 0)
+                    .filter(|(k, h)| stream::is_topic(k) && h.lock().latest() > 0)
                     .map(|(k, _)| crate::core::model::name_hash(k)),
             );
         }

@@ -208,7 +208,11 @@ pub async fn build(
             })
         }
         crate::config::BrokerKind::Memory => {
-            let m = memory::Memory::new(local, limits);
+            let users = memory::HistoryLimits {
+                size: config.users.history_size,
+                ttl_ms: config.users.history_ttl_ms,
+            };
+            let m = memory::Memory::new(local, limits, users);
             Ok(Started {
                 engine: Engine::of(&m),
                 memory: Some(m),

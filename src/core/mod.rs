@@ -17,6 +17,7 @@ pub mod origin;
 pub mod page;
 pub mod rate;
 pub mod registry;
+pub mod stream;
 pub mod token;
 pub mod topic;
 pub mod topic_table;

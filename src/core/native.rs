@@ -13,12 +13,15 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::event::{Event, Message};
+use super::stream::{self, Resume};
 
 /// A parsed client frame.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientFrame {
     Auth {
         token: String,
+        /// Where the client stands in its user stream, when it resumes (section 7).
+        since: Option<Resume>,
     },
     Ping {
         reference: Option<Value>,
@@ -82,6 +85,7 @@ pub fn parse(text: &str) -> Result<ClientFrame, BadFrame> {
     match op {
         "auth" => Ok(ClientFrame::Auth {
             token: string_field(&obj, "auth", "token", &reference)?,
+            since: auth_since(obj.get("since"))?,
         }),
         "ping" => Ok(ClientFrame::Ping { reference }),
         "refresh" => Ok(ClientFrame::Refresh {
@@ -138,6 +142,34 @@ fn parse_since(v: &Value) -> Option<Since> {
     })
 }
 
+/// The first frame's `"since":{"offset":17,"epoch":"e1"}`, checked as the query's `since` and
+/// `epoch` are.
+fn auth_since(v: Option<&Value>) -> Result<Option<Resume>, BadFrame> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let shape = || {
+        bad(
+            "since must be {\"offset\": <integer>, \"epoch\": <string>}",
+            None,
+        )
+    };
+    let Value::Object(o) = v else {
+        return Err(shape());
+    };
+    let offset = match o.get("offset") {
+        None => None,
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(_) => return Err(shape()),
+    };
+    let epoch = match o.get("epoch") {
+        None => None,
+        Some(Value::String(e)) => Some(e.as_str()),
+        Some(_) => return Err(shape()),
+    };
+    stream::resume(offset.as_deref(), epoch).map_err(|e| bad(format!("since.{e}"), None))
+}
+
 fn with_ref(mut v: Value, reference: Option<&Value>) -> String {
     if let (Some(r), Value::Object(obj)) = (reference, &mut v) {
         obj.insert("ref".into(), r.clone());
@@ -145,21 +177,47 @@ fn with_ref(mut v: Value, reference: Option<&Value>) -> String {
     v.to_string()
 }
 
-/// `{"op":"connected",...}`, the first frame of an authenticated connection.
+/// Where a connection starts in its user stream, for `connected` (with user streams on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamStart {
+    /// The latest offset: what follows is live.
+    pub offset: u64,
+    pub epoch: String,
+    /// Set only when the client asked to resume.
+    pub recovered: Option<bool>,
+}
+
+/// `{"op":"connected",...}`, the first frame of an authenticated connection; with user streams
+/// on, the stream's `offset` and `epoch` (and `recovered` when the client asked to resume).
 pub fn connected(
     connection_id: &str,
     user_id: &str,
     expires_at_ms: Option<i64>,
     ping_interval_ms: u64,
+    stream: Option<&StreamStart>,
 ) -> String {
-    json!({
+    let mut v = json!({
         "op": "connected",
         "connection_id": connection_id,
         "user_id": user_id,
         "expires_at": expires_at_ms,
         "ping_interval_ms": ping_interval_ms,
-    })
-    .to_string()
+    });
+    if let Some(s) = stream {
+        v["offset"] = s.offset.into();
+        v["epoch"] = s.epoch.as_str().into();
+        if let Some(r) = s.recovered {
+            v["recovered"] = r.into();
+        }
+    }
+    v.to_string()
+}
+
+/// `{"op":"user_stream","offset":...,"epoch":...,"recovered":false}`: a live connection's
+/// position in its user stream was lost (the broker lost its data): the client should refetch
+/// its state and take the new position.
+pub fn user_stream_lost(offset: u64, epoch: &str) -> String {
+    json!({"op": "user_stream", "offset": offset, "epoch": epoch, "recovered": false}).to_string()
 }
 
 /// `{"op":"pong","ref":...}`.
@@ -214,8 +272,18 @@ pub fn event(e: &Event) -> Bytes {
         Event::Message(m) => Bytes::from(write_message(m, None)),
         Event::Publication(p) => Bytes::from(write_message(
             &p.message,
-            Some((&p.topic, p.offset, &p.epoch)),
+            Some((
+                stream::is_topic(&p.topic).then_some(&*p.topic),
+                p.offset,
+                &p.epoch,
+            )),
         )),
+        Event::Subscribed {
+            topic,
+            offset,
+            epoch,
+            ..
+        } if !stream::is_topic(topic) => Bytes::from(user_stream_lost(*offset, epoch)),
         Event::Subscribed {
             topic,
             offset,
@@ -244,10 +312,11 @@ pub fn message_object(m: &Message) -> Vec<u8> {
     write_message(m, None)
 }
 
-/// Writes a message, with its topic position when it is a publication. The payload is the
-/// checked JSON text, spliced as it is; strings are escaped by serde_json.
-fn write_message(m: &Message, position: Option<(&str, u64, &str)>) -> Vec<u8> {
-    let extra = position.map_or(0, |(t, _, e)| t.len() + e.len() + 48);
+/// Writes a message, with its stream position when it has one (and its topic when that stream
+/// is a topic; a user stream's messages carry no `"topic"`). The payload is the checked JSON
+/// text, spliced as it is; strings are escaped by serde_json.
+fn write_message(m: &Message, position: Option<(Option<&str>, u64, &str)>) -> Vec<u8> {
+    let extra = position.map_or(0, |(t, _, e)| t.map_or(0, str::len) + e.len() + 48);
     let mut out = Vec::with_capacity(m.payload.len() + m.kind.len() + m.id.len() + 48 + extra);
     out.extend_from_slice(b"{\"type\":");
     json_string(&mut out, &m.kind);
@@ -258,8 +327,10 @@ fn write_message(m: &Message, position: Option<(&str, u64, &str)>) -> Vec<u8> {
     // Writing into a Vec cannot fail.
     let _ = write!(out, ",\"ts\":{}", m.ts_ms);
     if let Some((topic, offset, epoch)) = position {
-        out.extend_from_slice(b",\"topic\":");
-        json_string(&mut out, topic);
+        if let Some(topic) = topic {
+            out.extend_from_slice(b",\"topic\":");
+            json_string(&mut out, topic);
+        }
         let _ = write!(out, ",\"offset\":{offset},\"epoch\":");
         json_string(&mut out, epoch);
     }
@@ -315,7 +386,10 @@ mod tests {
     fn parses_every_op() {
         assert_eq!(
             parse(r#"{"op":"auth","token":"t"}"#),
-            Ok(ClientFrame::Auth { token: "t".into() })
+            Ok(ClientFrame::Auth {
+                token: "t".into(),
+                since: None
+            })
         );
         assert_eq!(
             parse(r#"{"op":"ping","ref":"1"}"#),
@@ -451,10 +525,79 @@ mod tests {
             error(ErrorCode::BadRequest, "m", Some(&json!(3))),
             r#"{"code":"bad_request","message":"m","op":"error","ref":3}"#
         );
-        let c: Value = serde_json::from_str(&connected("n.1", "u", None, 25000)).unwrap();
+        let c: Value = serde_json::from_str(&connected("n.1", "u", None, 25000, None)).unwrap();
         assert_eq!(
             c,
             json!({"op":"connected","connection_id":"n.1","user_id":"u","expires_at":null,"ping_interval_ms":25000})
         );
+        let start = StreamStart {
+            offset: 4,
+            epoch: "e".into(),
+            recovered: Some(true),
+        };
+        let c: Value =
+            serde_json::from_str(&connected("n.1", "u", Some(9), 25000, Some(&start))).unwrap();
+        assert_eq!(
+            c,
+            json!({"op":"connected","connection_id":"n.1","user_id":"u","expires_at":9,
+                   "ping_interval_ms":25000,"offset":4,"epoch":"e","recovered":true})
+        );
+    }
+
+    #[test]
+    fn a_user_stream_message_has_a_position_and_no_topic() {
+        let m = Message {
+            kind: "k".into(),
+            payload: bytes::Bytes::from_static(b"{}"),
+            id: "i".into(),
+            ts_ms: 1,
+        };
+        let p = Event::Publication(crate::core::event::Publication {
+            topic: stream::of_user("alice").into(),
+            offset: 3,
+            epoch: "e".into(),
+            message: m,
+        });
+        assert_eq!(
+            event(&p).as_ref(),
+            br#"{"type":"k","payload":{},"id":"i","ts":1,"offset":3,"epoch":"e"}"#
+        );
+        let lost = Event::position_lost(&stream::of_user("alice"), 7, "f");
+        let v: Value = serde_json::from_slice(&event(&lost)).unwrap();
+        assert_eq!(
+            v,
+            json!({"op":"user_stream","offset":7,"epoch":"f","recovered":false})
+        );
+    }
+
+    #[test]
+    fn the_first_frame_may_resume() {
+        assert_eq!(
+            parse(r#"{"op":"auth","token":"t","since":{"offset":17,"epoch":"e1"}}"#),
+            Ok(ClientFrame::Auth {
+                token: "t".into(),
+                since: Some(Resume {
+                    offset: 17,
+                    epoch: "e1".into()
+                })
+            })
+        );
+        for bad_since in [
+            r#"{"offset":17}"#,
+            r#"{"epoch":"e"}"#,
+            r#"{"offset":-1,"epoch":"e"}"#,
+            r#"{"offset":1.5,"epoch":"e"}"#,
+            r#"{"offset":"1","epoch":"e"}"#,
+            r#"7"#,
+        ] {
+            let frame = format!(r#"{{"op":"auth","token":"t","since":{bad_since}}}"#);
+            let e = parse(&frame).unwrap_err();
+            assert!(e.message.contains("since"), "{bad_since}: {}", e.message);
+        }
+        let long = format!(
+            r#"{{"op":"auth","token":"t","since":{{"offset":1,"epoch":"{}"}}}}"#,
+            "e".repeat(65)
+        );
+        assert!(parse(&long).unwrap_err().message.contains("64"));
     }
 }

@@ -185,8 +185,14 @@ impl<O> Conn<O> {
     }
 
     /// Topics this connection is subscribed to, sorted.
+    /// The topics it is subscribed to (not its user stream, which is not a topic).
     pub fn topics(&self) -> Vec<String> {
-        self.topics.lock().iter().cloned().collect()
+        self.topics
+            .lock()
+            .iter()
+            .filter(|t| super::stream::is_topic(t))
+            .cloned()
+            .collect()
     }
 
     pub fn has_topic(&self, topic: &str) -> bool {

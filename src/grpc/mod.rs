@@ -130,12 +130,15 @@ impl GrpcDoor {
             )
             .await
             .map_err(to_status)?;
+        // Only a SendToUser with user streams on has a position (0 and "" otherwise).
+        let (offset, epoch) = sent
+            .position
+            .map_or((0, String::new()), |p| (p.offset, p.epoch));
         Ok(proto::SendResponse {
             message_id: sent.message_id,
             connections: sent.connections,
-            // A direct message's stream position comes with user streams (not built yet).
-            offset: 0,
-            epoch: String::new(),
+            offset,
+            epoch,
         })
     }
 }

@@ -21,11 +21,13 @@ use crate::core::model::{
     Command, ConnEvent, ConnEventKind, ConnSnapshot, Delivery, HistoryPage, HistoryQuery,
     ListFilter, PresenceEntry, StatsSnapshot, StreamPosition, Who,
 };
-use crate::core::native::Since;
+use crate::core::native::{Since, StreamStart};
 use crate::core::registry::{Offer, Outbox, TooMany};
+use crate::core::stream::{self, Resume};
 use crate::core::topic;
-use crate::core::topic_table::{JoinStart, SubscribeRefused};
+use crate::core::topic_table::{JoinStart, Joined, SubscribeRefused};
 use crate::core::{close, page, CoreError};
+use crate::node::outbox::WsOutbox;
 use crate::node::{position_lost, LocalNode, WsConn};
 
 /// The answer to a delivery.
@@ -33,6 +35,8 @@ use crate::node::{position_lost, LocalNode, WsConn};
 pub struct Sent {
     pub message_id: String,
     pub connections: u32,
+    /// Its place in the user's stream (a SendToUser with user streams on).
+    pub position: Option<StreamPosition>,
 }
 
 /// The answer to a Publish.
@@ -228,10 +232,16 @@ impl Hub {
             Some(id) => id.to_owned(),
             None => self.local.next_message_id(),
         };
+        // With user streams on, a user's messages are its stream's next publications: the
+        // same path as a topic's (position, history, idempotency in the broker).
+        let to = match route {
+            Who::User(user) if self.config.users.streams() => Who::Topic(stream::of_user(&user)),
+            other => other,
+        };
         let d = self
             .broker
             .deliver(Delivery {
-                to: route,
+                to,
                 message: valid.to_message(&message_id, now_ms()),
                 caller_id: valid.id.is_some(),
             })
@@ -239,6 +249,7 @@ impl Hub {
         Ok(Sent {
             message_id,
             connections: d.connections,
+            position: d.position,
         })
     }
 
@@ -280,12 +291,15 @@ impl Hub {
     }
 
     /// Registers an authenticated connection and makes sure deliveries for its user and roles
-    /// reach this node before the client hears it is connected.
+    /// reach this node before the client hears it is connected. With user streams on, the
+    /// connection also joins its user's stream, from `resume` when the client gave one (the
+    /// missed messages are queued, to follow `connected`); the answer says where it stands.
     pub async fn connect(
         &self,
         conn: &Arc<WsConn>,
         max_per_user: usize,
-    ) -> Result<(), ConnectError> {
+        resume: Option<&Resume>,
+    ) -> Result<Option<StreamStart>, ConnectError> {
         let keys = crate::node::interests(conn, &[]);
         // Held first: on failure nothing is held, and nothing was registered.
         if let Err(e) = self.broker.hold(keys.clone()).await {
@@ -302,7 +316,29 @@ impl Hub {
             self.local
                 .close(conn, close::GOING_AWAY, "server shutting down");
         }
-        Ok(())
+        if !self.config.users.streams() {
+            return Ok(None);
+        }
+        let name = stream::of_user(&conn.info.user_id);
+        let since = resume.map(|r| (r.offset, r.epoch.as_str()));
+        match self.join(conn, &name, since, 0, |_, _, _| None).await {
+            Ok(joined) => Ok(joined.map(|j| StreamStart {
+                offset: j.offset,
+                epoch: j.epoch,
+                recovered: j.recovered,
+            })),
+            // Closed while connecting (shutdown began): `connected`, then the close.
+            Err(SubscribeError::Refused(SubscribeRefused::Closing)) => Ok(None),
+            Err(e) => {
+                // Registered above: out again, its interests released.
+                self.local
+                    .unregister(conn.info.seq, close::TRY_AGAIN_LATER, "try again later");
+                Err(ConnectError::Unavailable(match e {
+                    SubscribeError::Unavailable(why) => why,
+                    SubscribeError::Refused(r) => format!("{r:?}"),
+                }))
+            }
+        }
     }
 
     /// Subscribes a connection to `topic`. With `since`, missed publications are queued
@@ -321,23 +357,56 @@ impl Hub {
         if conn.has_topic(topic) {
             return self.resubscribed(conn, topic, since, reference).await;
         }
-        let key = vec![Who::Topic(topic.to_owned())];
+        let reply = |offset, epoch: &str, recovered| {
+            Some(Shared::new(Event::Subscribed {
+                topic: topic.into(),
+                offset,
+                epoch: epoch.into(),
+                recovered,
+                reference: reference.cloned(),
+            }))
+        };
+        let since = since.map(|s| (s.offset, s.epoch.as_str()));
+        let joined = self.join(conn, topic, since, max, reply).await?;
+        if joined.is_some() && !conn.is_closing() {
+            if listen {
+                self.local.topics.listen(topic, conn.info.seq);
+            }
+            self.local
+                .emit_topic_event(ConnEventKind::Subscribed, conn, topic);
+        }
+        Ok(())
+    }
+
+    /// Joins `conn` to the stream `name` (a topic or its user stream) without a lock across
+    /// I/O: interest held, joining begun, history read, then the replay from `since` and the
+    /// reply `reply` makes queued, in order with what arrived meanwhile. `None` when it was
+    /// already joined, or left while joining (its leave released the interest).
+    async fn join(
+        &self,
+        conn: &Arc<WsConn>,
+        name: &str,
+        since: Option<(u64, &str)>,
+        max: usize,
+        reply: impl FnOnce(u64, &str, Option<bool>) -> Option<SharedEvent>,
+    ) -> Result<Option<Joined<WsOutbox>>, SubscribeError> {
+        let key = vec![Who::Topic(name.to_owned())];
         self.broker
             .hold(key.clone())
             .await
             .map_err(|e| SubscribeError::Unavailable(e.to_string()))?;
-        let ticket = match self.local.topics.begin_join(topic, conn, max) {
+        let ticket = match self.local.topics.begin_join(name, conn, max) {
             Ok(JoinStart::Joining(t)) => t,
             Ok(JoinStart::Already) => {
                 self.broker.release(key);
-                return Ok(());
+                return Ok(None);
             }
             Err(e) => {
                 self.broker.release(key);
                 return Err(SubscribeError::Refused(e));
             }
         };
-        let read = match self.store.read(topic, since.map(|s| s.offset)).await {
+        let read = match self.store.read(name, since.map(|s| s.0)).await {
             Ok(r) => r,
             Err(e) => {
                 if self.local.topics.cancel_join(ticket, conn) {
@@ -346,33 +415,14 @@ impl Hub {
                 return Err(SubscribeError::Unavailable(e.to_string()));
             }
         };
-        let joined = self.local.topics.finish_join(
-            ticket,
-            read,
-            since.map(|s| (s.offset, s.epoch.as_str())),
-            |offset, epoch, recovered| {
-                Shared::new(Event::Subscribed {
-                    topic: topic.into(),
-                    offset,
-                    epoch: epoch.into(),
-                    recovered,
-                    reference: reference.cloned(),
-                })
-            },
-            position_lost(topic),
-        );
-        // None: the connection left while joining (its leave released the interest).
-        if let Some(j) = joined {
+        let joined = self
+            .local
+            .topics
+            .finish_join(ticket, read, since, reply, position_lost(name));
+        if let Some(j) = &joined {
             self.local.close_slow(&j.overflowed);
-            if !conn.is_closing() {
-                if listen {
-                    self.local.topics.listen(topic, conn.info.seq);
-                }
-                self.local
-                    .emit_topic_event(ConnEventKind::Subscribed, conn, topic);
-            }
         }
-        Ok(())
+        Ok(joined)
     }
 
     /// A subscribe to a topic the connection already has: answered with the current

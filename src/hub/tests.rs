@@ -6,7 +6,11 @@ use crate::core::event::Event;
 
 /// A hub over the memory engine, with a test secret and key (also for other modules' tests).
 pub(crate) async fn hub() -> Arc<Hub> {
-    let mut config = Config::default();
+    hub_with(Config::default()).await
+}
+
+/// [`hub`] with `config`'s other settings.
+pub(crate) async fn hub_with(mut config: Config) -> Arc<Hub> {
     config.jwt.secret = "unit-test-secret-0123456789abcdef-0123456789abcdef".into();
     config.grpc.api_keys = vec!["unit-test-key-0123456789".into()];
     let checked = config.validate().expect("a valid configuration");
@@ -48,17 +52,25 @@ async fn a_message_is_validated_once_and_queued_to_whom_it_names() {
     let hub = hub().await;
     let (a, b) = (conn(&hub, "ann"), conn(&hub, "bob"));
     for c in [&a, &b] {
-        hub.connect(c, 10).await.unwrap();
+        hub.connect(c, 10, None).await.unwrap();
     }
     let sent = hub
         .send(Who::User("ann".into()), input("t", "[1]"))
         .await
         .unwrap();
     assert_eq!(sent.connections, 1);
+    // User streams are on by default: the user's first message is its stream's offset 1.
+    let position = sent.position.clone().expect("a user stream position");
+    assert_eq!(position.offset, 1);
     let got = queued(&a);
-    let [Event::Message(m)] = got.as_slice() else {
+    let [Event::Publication(p)] = got.as_slice() else {
         panic!("{got:?}")
     };
+    assert_eq!(
+        (&*p.topic, p.offset, &*p.epoch),
+        ("#ann", 1, &*position.epoch)
+    );
+    let m = &p.message;
     assert_eq!(
         (&*m.kind, &m.payload[..], &*m.id),
         ("t", &b"[1]"[..], sent.message_id.as_str())
@@ -105,7 +117,7 @@ async fn a_message_is_validated_once_and_queued_to_whom_it_names() {
 async fn a_subscriber_gets_its_reply_then_publications_in_order_and_recovers() {
     let hub = hub().await;
     let c = conn(&hub, "ann");
-    hub.connect(&c, 10).await.unwrap();
+    hub.connect(&c, 10, None).await.unwrap();
     let reference = serde_json::json!("r1");
     hub.subscribe(&c, "news", None, Some(&reference), 0, false)
         .await
@@ -158,7 +170,7 @@ async fn a_subscriber_gets_its_reply_then_publications_in_order_and_recovers() {
 async fn commands_reach_connections_and_refuse_what_is_not_a_target() {
     let hub = hub().await;
     let c = conn(&hub, "ann");
-    hub.connect(&c, 10).await.unwrap();
+    hub.connect(&c, 10, None).await.unwrap();
     assert_eq!(
         hub.subscribe_selected("room", Who::User("ann".into()))
             .await
@@ -204,7 +216,7 @@ async fn commands_reach_connections_and_refuse_what_is_not_a_target() {
 async fn a_connection_registering_as_shutdown_begins_is_closed_with_1001() {
     let hub = hub().await;
     let early = conn(&hub, "ann");
-    hub.connect(&early, 10).await.unwrap();
+    hub.connect(&early, 10, None).await.unwrap();
     hub.begin_shutdown();
     assert_eq!(
         early.outbox.close_request().map(|r| r.code),
@@ -212,7 +224,7 @@ async fn a_connection_registering_as_shutdown_begins_is_closed_with_1001() {
     );
     // Registered after the shutdown's sweep: still told to go.
     let late = conn(&hub, "bob");
-    hub.connect(&late, 10).await.unwrap();
+    hub.connect(&late, 10, None).await.unwrap();
     assert_eq!(
         late.outbox.close_request().map(|r| r.code),
         Some(close::GOING_AWAY)
@@ -239,4 +251,83 @@ async fn shutdown_waits_for_every_admitted_socket() {
         .await
         .expect("woken when the last socket ended")
         .unwrap();
+}
+
+#[tokio::test]
+async fn with_user_streams_off_a_user_message_has_no_position() {
+    let mut config = Config::default();
+    config.users.history_size = 0;
+    let hub = hub_with(config).await;
+    let a = conn(&hub, "ann");
+    assert_eq!(hub.connect(&a, 10, None).await.unwrap(), None);
+    let sent = hub
+        .send(Who::User("ann".into()), input("t", "1"))
+        .await
+        .unwrap();
+    assert_eq!((sent.connections, sent.position), (1, None));
+    let got = queued(&a);
+    assert!(matches!(got.as_slice(), [Event::Message(_)]), "{got:?}");
+}
+
+#[tokio::test]
+async fn a_user_resumes_its_stream_at_connect_and_a_retry_is_not_delivered_twice() {
+    let hub = hub().await;
+    let first = conn(&hub, "ann");
+    let start = hub.connect(&first, 10, None).await.unwrap().unwrap();
+    assert_eq!((start.offset, start.recovered), (0, None));
+    let msg = |id| MessageInput {
+        kind: "t",
+        payload_json: "1",
+        id,
+    };
+    let one = hub.send(Who::User("ann".into()), msg("a")).await.unwrap();
+    assert_eq!(one.connections, 1);
+    hub.disconnected(&first, 1000, "");
+    // Sent while away, one of them retried: kept once.
+    let two = hub.send(Who::User("ann".into()), msg("b")).await.unwrap();
+    let again = hub.send(Who::User("ann".into()), msg("b")).await.unwrap();
+    assert_eq!((two.connections, again.connections), (0, 0));
+    assert_eq!(again.position, two.position);
+    hub.send(Who::User("ann".into()), msg("c")).await.unwrap();
+    let epoch = start.epoch.clone();
+    let back = conn(&hub, "ann");
+    let resumed = hub
+        .connect(
+            &back,
+            10,
+            Some(&Resume {
+                offset: 1,
+                epoch: epoch.clone(),
+            }),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((resumed.offset, resumed.recovered), (3, Some(true)));
+    let offsets: Vec<(u64, String)> = queued(&back)
+        .iter()
+        .map(|e| match e {
+            Event::Publication(p) => (p.offset, p.message.id.to_string()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(offsets, vec![(2, "b".into()), (3, "c".into())]);
+    // Another epoch: not recovered, nothing replayed.
+    let other = conn(&hub, "ann");
+    let lost = hub
+        .connect(
+            &other,
+            10,
+            Some(&Resume {
+                offset: 1,
+                epoch: "other".into(),
+            }),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((lost.offset, lost.recovered), (3, Some(false)));
+    assert!(queued(&other).is_empty());
+    // Not a topic: not in the connection's topics.
+    assert!(back.topics().is_empty());
 }

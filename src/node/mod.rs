@@ -20,6 +20,7 @@ use crate::core::model::{
     PresenceCounts, PresenceEntry, StatsPart, Who,
 };
 use crate::core::registry::{Conn, Filter, Outbox, Registry, Target, TooMany};
+use crate::core::stream;
 use crate::core::topic_table::{Arrival, LivePosition, Topics};
 use crate::metrics::Metrics;
 use outbox::WsOutbox;
@@ -229,7 +230,7 @@ impl LocalNode {
         if let Some(release) = self.on_leave.get() {
             release(interests(&conn, &topics));
         }
-        for topic in &topics {
+        for topic in topics.iter().filter(|t| stream::is_topic(t)) {
             self.emit_topic_event(ConnEventKind::Unsubscribed, &conn, topic);
         }
         self.metrics
@@ -421,7 +422,10 @@ impl LocalNode {
             node_id: self.id.clone(),
             connections: self.registry.len() as u64,
             users,
-            topics: self.topics.names().iter().map(|t| name_hash(t)).collect(),
+            topics: (self.topics.names().iter())
+                .filter(|t| stream::is_topic(t))
+                .map(|t| name_hash(t))
+                .collect(),
             messages_sent: self.metrics.messages_sent.get(),
             messages_dropped: self.metrics.messages_dropped.get(),
             started_at_ms: self.started_at_ms,

@@ -12,7 +12,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 
 use crate::core::claims::AuthError;
-use crate::core::token;
+use crate::core::{stream, token};
 use crate::hub::Hub;
 use crate::tls::PeerAddr;
 use crate::websocket::{admit, configure, gate, json_error, node_full, peer, refused_upgrade};
@@ -36,6 +36,20 @@ pub async fn upgrade(
             refused_upgrade(&hub, remote, 401, &e.to_string(), None);
             return json_error(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string());
         }
+    };
+    // A position to resume from is checked before the token is (a malformed one is the
+    // client's bug whatever its token), and only with user streams on (else it is ignored).
+    let resume = if hub.config.users.streams() {
+        match stream::resume_from_query(query.as_deref()) {
+            Ok(r) => r,
+            Err(e) => {
+                hub.metrics().handshake("malformed");
+                refused_upgrade(&hub, remote, 400, &e.to_string(), None);
+                return json_error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string());
+            }
+        }
+    } else {
+        None
     };
     let identity = match token {
         Some(t) => match hub.auth.verify(&t).await {
@@ -63,7 +77,7 @@ pub async fn upgrade(
     configure(ws, &hub).on_upgrade(move |socket| {
         // Spawn rather than await here: awaiting would keep the upgrade future and the
         // session future alive together, a measured +2 KiB per connection.
-        tokio::spawn(session::run(socket, hub, identity, peer, admission));
+        tokio::spawn(session::run(socket, hub, identity, resume, peer, admission));
         std::future::ready(())
     })
 }

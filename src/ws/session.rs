@@ -21,6 +21,7 @@ use crate::core::event::Wire;
 use crate::core::native::{self, ClientFrame, ErrorCode};
 use crate::core::rate::TokenBucket;
 use crate::core::registry::Protocol;
+use crate::core::stream::Resume;
 use crate::core::topic;
 use crate::core::topic_table::SubscribeRefused;
 use crate::hub::{Admission, ConnectError, Hub, SubscribeError};
@@ -40,60 +41,71 @@ pub async fn run(
     mut socket: WebSocket,
     hub: Arc<Hub>,
     identity: Option<Identity>,
+    resume: Option<Resume>,
     peer: Peer,
     _admitted: Admission,
 ) {
-    let identity = match identity {
-        Some(identity) => identity,
+    let (identity, resume) = match identity {
+        Some(identity) => (identity, resume),
         None => match Box::pin(first_frame_auth(&mut socket, &hub, &peer)).await {
-            Some(identity) => identity,
+            Some(authed) => authed,
             None => return,
         },
     };
+    // With user streams off, a position to resume from means nothing (section 7).
+    let resume = resume.filter(|_| hub.config.users.streams());
     let outbox = WsOutbox::new(hub.config.limits.send_queue);
     let conn = new_conn(&hub, identity, peer, Protocol::Native, outbox);
     let max_per_user = hub.config.limits.max_connections_per_user as usize;
-    if let Err(e) = hub.connect(&conn, max_per_user).await {
-        let (code, close_code, reason, message) = match e {
-            ConnectError::TooMany(_) => {
-                hub.metrics().handshake("too_many_connections");
-                (
-                    ErrorCode::TooManyConnections,
-                    CLOSE_TOO_MANY_CONNECTIONS,
-                    "too many connections",
-                    format!("this user already has {max_per_user} connections"),
-                )
+    let start = match hub.connect(&conn, max_per_user, resume.as_ref()).await {
+        Ok(start) => start,
+        Err(e) => {
+            let (code, close_code, reason, message) = match e {
+                ConnectError::TooMany(_) => {
+                    hub.metrics().handshake("too_many_connections");
+                    (
+                        ErrorCode::TooManyConnections,
+                        CLOSE_TOO_MANY_CONNECTIONS,
+                        "too many connections",
+                        format!("this user already has {max_per_user} connections"),
+                    )
+                }
+                ConnectError::Unavailable(why) => {
+                    hub.metrics().handshake("cluster_unavailable");
+                    (
+                        ErrorCode::Unavailable,
+                        CLOSE_TRY_AGAIN_LATER,
+                        "try again later",
+                        why,
+                    )
+                }
+            };
+            let reply = native::error(code, &message, None);
+            if socket.send(Message::Text(reply.into())).await.is_ok() {
+                close(&mut socket, close_code, reason).await;
             }
-            ConnectError::Unavailable(why) => {
-                hub.metrics().handshake("cluster_unavailable");
-                (
-                    ErrorCode::Unavailable,
-                    CLOSE_TRY_AGAIN_LATER,
-                    "try again later",
-                    why,
-                )
-            }
-        };
-        let reply = native::error(code, &message, None);
-        if socket.send(Message::Text(reply.into())).await.is_ok() {
-            close(&mut socket, close_code, reason).await;
+            return;
         }
-        return;
-    }
+    };
     let connected = native::connected(
         &conn.info.id,
         &conn.info.user_id,
         conn.expires_at_ms(),
         hub.config.limits.ping_interval_ms,
+        start.as_ref(),
     );
     let ended = serve(&mut socket, &hub, &conn, connected).await;
     conn.outbox.finish();
     hub.disconnected(&conn, ended.code, &ended.reason);
 }
 
-/// Waits for `{"op":"auth","token":...}` within `auth_timeout`. On failure, answers
-/// `unauthorized` and closes with 4001.
-async fn first_frame_auth(socket: &mut WebSocket, hub: &Hub, peer: &Peer) -> Option<Identity> {
+/// Waits for `{"op":"auth","token":...[,"since":...]}` within `auth_timeout`. On failure
+/// (a malformed `since` included), answers `unauthorized` and closes with 4001.
+async fn first_frame_auth(
+    socket: &mut WebSocket,
+    hub: &Hub,
+    peer: &Peer,
+) -> Option<(Identity, Option<Resume>)> {
     let metrics = &hub.metrics();
     let wait = Duration::from_millis(hub.config.limits.auth_timeout_ms);
     let mut shutdown = hub.shutdown_signal();
@@ -117,16 +129,20 @@ async fn first_frame_auth(socket: &mut WebSocket, hub: &Hub, peer: &Peer) -> Opt
             return None;
         }
         Ok(Ok(Message::Text(text))) => match native::parse(text.as_str()) {
-            Ok(ClientFrame::Auth { token }) => match hub.auth.verify(&token).await {
+            Ok(ClientFrame::Auth { token, since }) => match hub.auth.verify(&token).await {
                 Ok(identity) => {
                     metrics.handshake("ok");
-                    return Some(identity);
+                    return Some((identity, since));
                 }
                 Err(e) => {
                     metrics.handshake(e.label());
                     e.to_string()
                 }
             },
+            Err(bad) if text.as_str().contains("\"auth\"") => {
+                metrics.handshake("malformed");
+                bad.message
+            }
             _ => {
                 metrics.handshake("missing");
                 "the first frame must be {\"op\":\"auth\",\"token\":...}".to_owned()

@@ -29,13 +29,17 @@ async fn each_routing_mode_reaches_exactly_its_connections() {
         .unwrap()
         .into_inner();
     assert_eq!((r.message_id.as_str(), r.connections), ("m-1", 2));
+    // User streams are on by default: the user's first message is offset 1 of its stream,
+    // with the epoch SendResponse gives, and no topic.
+    assert_eq!(r.offset, 1);
     for ws in [&mut alice1, &mut alice2] {
         let f = ws.next_json().await;
         let ts = f["ts"].as_i64().unwrap();
         assert!(ts > 1_700_000_000_000, "{f}");
         assert_eq!(
             f,
-            json!({"type":"order.updated","payload":{"id":42,"status":"paid"},"id":"m-1","ts":ts})
+            json!({"type":"order.updated","payload":{"id":42,"status":"paid"},"id":"m-1","ts":ts,
+                   "offset":1,"epoch":r.epoch})
         );
     }
     s.assert_nothing_pending(&mut client, &mut [&mut bob, &mut carol])

@@ -143,13 +143,16 @@ impl RedisCluster {
         let (epoch, latest, entries) = read_reply(v).ok_or_else(|| {
             CoreError::Unavailable("unexpected answer from the read script".into())
         })?;
-        let min_ts = now_ms() - self.settings.history_ttl_ms as i64;
+        let min_ts = now_ms() - self.settings.kept(topic).1 as i64;
         let entries = entries.into_iter().filter(|e| e.ts >= min_ts).collect();
         Ok((epoch, latest, entries))
     }
 
     pub(super) fn meta_ttl_ms(&self) -> u64 {
-        self.settings.history_ttl_ms.max(META_TTL_MS)
+        self.settings
+            .history_ttl_ms
+            .max(self.settings.user_history_ttl_ms)
+            .max(META_TTL_MS)
     }
 }
 

@@ -66,6 +66,19 @@ pub struct Settings {
     pub node_ttl_ms: u64,
     pub history_size: usize,
     pub history_ttl_ms: u64,
+    /// The same for user streams (`[users]`).
+    pub user_history_size: usize,
+    pub user_history_ttl_ms: u64,
+}
+
+impl Settings {
+    /// How many messages, and for how long, the stream `name` keeps.
+    pub fn kept(&self, name: &str) -> (usize, u64) {
+        match crate::core::stream::is_topic(name) {
+            true => (self.history_size, self.history_ttl_ms),
+            false => (self.user_history_size, self.user_history_ttl_ms),
+        }
+    }
 }
 
 pub struct RedisCluster {
@@ -194,6 +207,8 @@ impl RedisCluster {
             node_ttl_ms: config.broker.node_ttl_ms,
             history_size: config.topics.history_size,
             history_ttl_ms: config.topics.history_ttl_ms,
+            user_history_size: config.users.history_size,
+            user_history_ttl_ms: config.users.history_ttl_ms,
         };
         let url = redacted(&settings.redis_url);
         let (client, cmd) = connect(&settings.redis_url, &url).await?;

@@ -9,7 +9,7 @@
 //! publish with a caller-chosen id, kept as long as the history (idempotency).
 
 /// Publish. KEYS: stream, meta, idempotency key (or the prefix alone when there is no id),
-/// topic index. ARGV: the message (compact encoding), the pub/sub header line, history size,
+/// topic index (not for a user stream, whose name starts `#`). ARGV: the message (compact encoding), the pub/sub header line, history size,
 /// history ttl ms, meta ttl ms, a fresh epoch, the caller's id (or ""), channel, now ms, topic.
 /// Publishes `header .. "<offset> <epoch>\n" .. message`: the script adds only the position.
 /// Returns {offset, epoch, receivers} or {offset, epoch, -1} for a duplicate.
@@ -37,7 +37,9 @@ end
 if size > 0 then
   redis.call('XADD', stream, 'MAXLEN', size, offset .. '-0', 'f', body, 'm', id, 't', now)
   redis.call('PEXPIRE', stream, ttl)
-  redis.call('ZADD', index, now, topic)
+  if string.sub(topic, 1, 1) ~= '#' then
+    redis.call('ZADD', index, now, topic)
+  end
 end
 if id ~= '' then
   redis.call('HSET', idem, 'o', offset, 'e', epoch)

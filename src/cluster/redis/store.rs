@@ -93,6 +93,7 @@ impl RedisCluster {
             let caller_id: &str = if caller_id { &message.id } else { "" };
             let idem = format!("{idem_prefix}{caller_id}");
             let (rid, rx, gen) = self.new_pending();
+            let (size, ttl_ms) = self.settings.kept(topic);
             let mut inv = self.publish_script.prepare_invoke();
             inv.key(&stream)
                 .key(&meta)
@@ -100,8 +101,8 @@ impl RedisCluster {
                 .key(wire::TOPIC_INDEX)
                 .arg(wire::encode_message(message))
                 .arg(wire::pub_header(&self.node_id, rid, topic))
-                .arg(self.settings.history_size)
-                .arg(self.settings.history_ttl_ms)
+                .arg(size)
+                .arg(ttl_ms)
                 .arg(self.meta_ttl_ms())
                 .arg(crate::cluster::memory::new_epoch())
                 .arg(caller_id)

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::core::stream;
 
 impl<O: Outbox> Topics<O>
 where
@@ -26,7 +27,8 @@ where
         if mine.contains(topic) {
             return Ok(JoinStart::Already);
         }
-        if max > 0 && mine.len() >= max {
+        // A user stream is joined like a topic but is not one: it does not count.
+        if max > 0 && mine.iter().filter(|n| stream::is_topic(n)).count() >= max {
             return Err(SubscribeRefused::TooMany);
         }
         let id = self.tickets.fetch_add(1, Ordering::Relaxed);
@@ -79,14 +81,16 @@ where
     }
 
     /// Finishes a join with the history store's answer. `reply(offset, epoch, recovered)` makes
-    /// the `subscribed` frame; `reset(offset, epoch)` makes the frame that tells a subscriber
-    /// its position was lost. `None` when the connection left while joining.
+    /// the `subscribed` frame, queued after the replay (`None`: no reply is queued, as when a
+    /// connection joins its user stream and `connected`, written before its queue, says where
+    /// it stands); `reset(offset, epoch)` makes the frame that tells a subscriber its position
+    /// was lost. `None` when the connection left while joining.
     pub fn finish_join(
         &self,
         ticket: Ticket,
         read: HistoryRead<O::Item>,
         since: Option<(u64, &str)>,
-        reply: impl FnOnce(u64, &str, Option<bool>) -> O::Item,
+        reply: impl FnOnce(u64, &str, Option<bool>) -> Option<O::Item>,
         reset: impl Fn(u64, &str) -> O::Item,
     ) -> Option<Joined<O>> {
         let state = self.get(&ticket.topic)?;
@@ -243,7 +247,7 @@ fn replay<O: Outbox>(
     candidates: Vec<(u64, O::Item)>,
     after: u64,
     reply_offset: u64,
-    reply: impl FnOnce(u64) -> O::Item,
+    reply: impl FnOnce(u64) -> Option<O::Item>,
 ) -> Replayed {
     let mut next = after + 1;
     let mut replayed = 0;
@@ -257,8 +261,8 @@ fn replay<O: Outbox>(
             break;
         }
         if o > reply_offset {
-            if let Some(r) = reply.take() {
-                full |= offer(conn, &r(reply_offset)) != Offer::Queued;
+            if let Some(r) = reply.take().and_then(|r| r(reply_offset)) {
+                full |= offer(conn, &r) != Offer::Queued;
             }
         }
         if !full {
@@ -269,8 +273,8 @@ fn replay<O: Outbox>(
         }
         next = o + 1;
     }
-    if let Some(r) = reply.take() {
-        full |= offer(conn, &r(reply_offset)) != Offer::Queued;
+    if let Some(r) = reply.take().and_then(|r| r(reply_offset)) {
+        full |= offer(conn, &r) != Offer::Queued;
     }
     Replayed {
         last: next - 1,

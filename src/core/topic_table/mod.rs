@@ -590,8 +590,8 @@ mod tests {
         Arc::new(s.to_owned())
     }
 
-    fn reply(o: u64, e: &str, r: Option<bool>) -> Arc<String> {
-        Arc::new(format!("sub@{o}/{e}/{r:?}"))
+    fn reply(o: u64, e: &str, r: Option<bool>) -> Option<Arc<String>> {
+        Some(Arc::new(format!("sub@{o}/{e}/{r:?}")))
     }
 
     fn reset(o: u64, e: &str) -> Arc<String> {
