@@ -18,3 +18,4 @@ mod publish_many;
 mod routing;
 mod tls;
 mod topics;
+mod users;
