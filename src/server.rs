@@ -225,6 +225,7 @@ impl Server {
         let http_task = serve_http_door(&hub, http_listener, http_addr, http_tls)?;
         let (health, grpc_task) = serve_grpc_door(&hub, grpc_listener, grpc_tls).await?;
         tokio::spawn(crate::sweeper::run(Arc::clone(&hub)));
+        tokio::spawn(crate::sweeper::run_users(Arc::clone(&hub)));
         tracing::info!(
             node_id = %hub.node_id(),
             max_connections = hub.max_connections,

@@ -52,6 +52,24 @@ pub async fn run(hub: Arc<Hub>) {
     }
 }
 
+/// Ends users' offline grace on time: a tick of a tenth of the grace (between 50 ms and 1 s),
+/// until shutdown begins. In a cluster every node sweeps; each user's transition is handed
+/// to one of them.
+pub async fn run_users(hub: Arc<Hub>) {
+    let every = (hub.config.users.offline_grace_ms / 10).clamp(50, 1000);
+    let mut tick = tokio::time::interval(Duration::from_millis(every));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutdown = hub.shutdown_signal();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                hub.sweep_users().await;
+            }
+            _ = async { let _ = shutdown.wait_for(|down| *down).await; } => return,
+        }
+    }
+}
+
 /// One pass over every connection at time `now`. Returns (pings requested, connections closed).
 pub fn sweep(hub: &Hub, rules: Rules, now: i64) -> (usize, usize) {
     let mut pinged = 0;

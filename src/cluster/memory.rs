@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
-use super::{BoxFuture, Broker, Control, HistoryStore};
+use super::{BoxFuture, Broker, Control, HistoryStore, Users};
 use crate::core::event::{Event, Message, Publication, Shared, SharedEvent};
 use crate::core::history::{History, HistoryEntry};
 use crate::core::model::{
@@ -19,6 +19,7 @@ use crate::core::model::{
 };
 use crate::core::stream;
 use crate::core::topic_table::{HistoryRead, LivePosition};
+use crate::core::users::{UserState, UserTable};
 use crate::core::CoreError;
 use crate::node::LocalNode;
 
@@ -58,6 +59,8 @@ pub struct Memory {
     hasher: RandomState,
     /// Runs commands on this node's connections (the hub, registered once it exists).
     pub(super) handler: super::HandlerSlot,
+    /// Who is online (every connection is on this node).
+    users: Mutex<UserTable>,
 }
 
 impl Memory {
@@ -65,6 +68,7 @@ impl Memory {
         local: Arc<LocalNode>,
         limits: HistoryLimits,
         user_limits: HistoryLimits,
+        users: &crate::config::UsersConfig,
     ) -> Arc<Self> {
         // Joins and leaves reach this node's listeners only (one node). Weak: the sink lives
         // in the node it points to.
@@ -83,6 +87,10 @@ impl Memory {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             handler: Default::default(),
+            users: Mutex::new(UserTable::new(
+                users.offline_grace_ms,
+                users.last_seen_ttl_ms,
+            )),
         })
     }
 
@@ -366,4 +374,29 @@ impl Control for Memory {
     }
 
     fn unwatch(&self) {}
+}
+
+impl Users for Memory {
+    fn opened(&self, user: &str, now_ms: i64) -> BoxFuture<'_, Result<bool, CoreError>> {
+        let online = self.users.lock().opened(user, now_ms);
+        Box::pin(std::future::ready(Ok(online)))
+    }
+
+    fn closed(&self, user: &str, now_ms: i64) {
+        self.users.lock().closed(user, now_ms);
+    }
+
+    fn offline_due(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<(String, i64)>, CoreError>> {
+        Box::pin(std::future::ready(Ok(self.users.lock().due(now_ms))))
+    }
+
+    fn users(
+        &self,
+        ids: Vec<String>,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<UserState>, CoreError>> {
+        let t = self.users.lock();
+        let out = ids.iter().map(|u| t.state(u, now_ms)).collect();
+        Box::pin(std::future::ready(Ok(out)))
+    }
 }

@@ -24,6 +24,7 @@ use crate::core::model::{
     ListPage, PresenceCounts, PresenceEntry, StatsPart, Who,
 };
 use crate::core::topic_table::HistoryRead;
+use crate::core::users::UserState;
 use crate::core::CoreError;
 
 pub use futures_util::future::BoxFuture;
@@ -107,22 +108,51 @@ pub trait Control: Send + Sync + 'static {
     fn unwatch(&self);
 }
 
-/// The engine: the three parts a hub is built with (`[broker] kind` picks the memory or
-/// the Redis one).
+/// Who is online, cluster-wide (PROTOCOL.md section 7): every node's connection count per
+/// user, the online period, the offline grace and `last_seen`, kept where every node reads
+/// them, so GetUsers asks no other node and each transition is decided once.
+pub trait Users: Send + Sync + 'static {
+    /// A connection of `user` opened on this node. True when the user came online
+    /// cluster-wide: atomic per user, so of several nodes opening the first connections at
+    /// once exactly one is told, and the engine has told the other nodes' watchers (the caller
+    /// tells this node's, before the connection's CONNECTED event).
+    fn opened(&self, user: &str, now_ms: i64) -> BoxFuture<'_, Result<bool, CoreError>>;
+
+    /// A connection of `user` closed on this node; with it the user's last, its grace begins.
+    /// Not awaited (counts add up in any order).
+    fn closed(&self, user: &str, now_ms: i64);
+
+    /// The users whose grace ended by `now_ms` (each with when its last connection closed):
+    /// they went offline. Each is handed to exactly one node, which has told the other
+    /// nodes' watchers; the caller tells its own.
+    fn offline_due(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<(String, i64)>, CoreError>>;
+
+    /// The users `ids` names, in that order (one consistent read per user).
+    fn users(
+        &self,
+        ids: Vec<String>,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<UserState>, CoreError>>;
+}
+
+/// The engine: the parts a hub is built with (`[broker] kind` picks the memory or the Redis
+/// one).
 #[derive(Clone)]
 pub struct Engine {
     pub broker: Arc<dyn Broker>,
     pub store: Arc<dyn HistoryStore>,
     pub control: Arc<dyn Control>,
+    pub users: Arc<dyn Users>,
 }
 
 impl Engine {
-    /// An engine whose three parts are one object (as both implementations are).
-    pub fn of<T: Broker + HistoryStore + Control>(all: &Arc<T>) -> Engine {
+    /// An engine whose parts are one object (as both implementations are).
+    pub fn of<T: Broker + HistoryStore + Control + Users>(all: &Arc<T>) -> Engine {
         Engine {
             broker: Arc::clone(all) as Arc<dyn Broker>,
             store: Arc::clone(all) as Arc<dyn HistoryStore>,
             control: Arc::clone(all) as Arc<dyn Control>,
+            users: Arc::clone(all) as Arc<dyn Users>,
         }
     }
 }
@@ -212,7 +242,7 @@ pub async fn build(
                 size: config.users.history_size,
                 ttl_ms: config.users.history_ttl_ms,
             };
-            let m = memory::Memory::new(local, limits, users);
+            let m = memory::Memory::new(local, limits, users, &config.users);
             Ok(Started {
                 engine: Engine::of(&m),
                 memory: Some(m),

@@ -21,5 +21,6 @@ pub mod stream;
 pub mod token;
 pub mod topic;
 pub mod topic_table;
+pub mod users;
 
 pub use error::CoreError;

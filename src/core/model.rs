@@ -34,7 +34,7 @@ pub enum Command {
 }
 
 /// A connection as the API shows it, wherever it lives.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnSnapshot {
     pub id: String,
     pub node_id: String,
@@ -65,6 +65,18 @@ pub enum ConnEventKind {
     Disconnected,
     Subscribed,
     Unsubscribed,
+    /// A user's first connection anywhere opened (`conn` holds only the user and the node
+    /// that saw it).
+    UserOnline,
+    /// A user's last connection closed and none came back within the grace.
+    UserOffline,
+}
+
+impl ConnEventKind {
+    /// Whether it is about a user rather than one connection.
+    pub fn is_user(self) -> bool {
+        matches!(self, ConnEventKind::UserOnline | ConnEventKind::UserOffline)
+    }
 }
 
 /// A lifecycle event, as WatchEvents streams it.
@@ -76,6 +88,24 @@ pub struct ConnEvent {
     pub close_code: u16,
     pub close_reason: String,
     pub at_ms: i64,
+}
+
+impl ConnEvent {
+    /// A user's transition, seen by node `node` at `at_ms`.
+    pub fn user(kind: ConnEventKind, user: &str, node: &str, at_ms: i64) -> ConnEvent {
+        ConnEvent {
+            kind,
+            conn: ConnSnapshot {
+                user_id: user.to_owned(),
+                node_id: node.to_owned(),
+                ..Default::default()
+            },
+            topic: None,
+            close_code: 0,
+            close_reason: String::new(),
+            at_ms,
+        }
+    }
 }
 
 /// Filters of a listing; all given ones must match.

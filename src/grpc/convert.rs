@@ -2,6 +2,7 @@
 
 use crate::clock::timestamp;
 use crate::core::model::{ConnEvent, ConnEventKind, ConnSnapshot};
+use crate::core::users::UserState;
 use crate::proto;
 
 pub fn connection(c: ConnSnapshot) -> proto::Connection {
@@ -28,13 +29,27 @@ pub fn kind(k: ConnEventKind) -> proto::event::Kind {
         ConnEventKind::Disconnected => proto::event::Kind::Disconnected,
         ConnEventKind::Subscribed => proto::event::Kind::Subscribed,
         ConnEventKind::Unsubscribed => proto::event::Kind::Unsubscribed,
+        ConnEventKind::UserOnline => proto::event::Kind::UserOnline,
+        ConnEventKind::UserOffline => proto::event::Kind::UserOffline,
+    }
+}
+
+/// A user as GetUsers answers it.
+pub fn user(u: UserState) -> proto::get_users_response::User {
+    proto::get_users_response::User {
+        user_id: u.user_id,
+        online: u.online,
+        connections: u.connections,
+        online_since: u.online_since_ms.map(timestamp),
+        last_seen: u.last_seen_ms.map(timestamp),
     }
 }
 
 pub fn event(e: &ConnEvent) -> proto::Event {
     proto::Event {
         kind: kind(e.kind) as i32,
-        connection: Some(connection(e.conn.clone())),
+        // A user's transition is about no one connection.
+        connection: (!e.kind.is_user()).then(|| connection(e.conn.clone())),
         topic: e.topic.clone().unwrap_or_default(),
         close_code: u32::from(e.close_code),
         close_reason: e.close_reason.clone(),

@@ -284,13 +284,6 @@ fn publish_stream(
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
-/// UNIMPLEMENTED for a part of the contract this version does not serve yet.
-fn not_built(what: &str) -> Status {
-    Status::unimplemented(format!(
-        "{what}: not implemented by this version of the server"
-    ))
-}
-
 #[tonic::async_trait]
 impl RealtimeService for GrpcDoor {
     async fn send_to_user(
@@ -575,11 +568,12 @@ impl RealtimeService for GrpcDoor {
         &self,
         req: Request<proto::GetUsersRequest>,
     ) -> Result<Response<proto::GetUsersResponse>, Status> {
-        self.handle(
-            "GetUsers",
-            req,
-            |_| async move { Err(not_built("GetUsers")) },
-        )
+        self.handle("GetUsers", req, |r| async move {
+            let users = self.hub.users(r.user_ids).await.map_err(to_status)?;
+            Ok(proto::GetUsersResponse {
+                users: users.into_iter().map(convert::user).collect(),
+            })
+        })
         .await
     }
 
@@ -597,9 +591,6 @@ impl RealtimeService for GrpcDoor {
                         return Err(Status::invalid_argument(format!(
                             "kinds: {k} is not an event kind"
                         )))
-                    }
-                    Ok(Kind::UserOnline | Kind::UserOffline) => {
-                        return Err(not_built("USER_ONLINE and USER_OFFLINE events"))
                     }
                     Ok(kind) => kinds.push(kind),
                 }
@@ -654,7 +645,12 @@ fn watch_stream(
                     ev = st.events.recv() => match ev {
                         Ok(ev) => {
                             let kind = convert::kind(ev.kind);
-                            if st.kinds.is_empty() || st.kinds.contains(&kind) {
+                            // No kinds: version 1's four (user transitions only when named).
+                            let wanted = match st.kinds.is_empty() {
+                                true => !ev.kind.is_user(),
+                                false => st.kinds.contains(&kind),
+                            };
+                            if wanted {
                                 let out = convert::event(&ev);
                                 return Some((Ok(out), Some(st)));
                             }

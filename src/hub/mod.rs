@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, watch, Notify};
 
 use crate::auth::Authenticator;
 use crate::clock::now_ms;
-use crate::cluster::{BoxFuture, Broker, CommandHandler, Control, Engine, HistoryStore};
+use crate::cluster::{BoxFuture, Broker, CommandHandler, Control, Engine, HistoryStore, Users};
 use crate::config::Config;
 use crate::core::event::{Event, Shared, SharedEvent};
 use crate::core::message::{self, MessageInput};
@@ -105,6 +105,7 @@ pub struct Hub {
     broker: Arc<dyn Broker>,
     store: Arc<dyn HistoryStore>,
     control: Arc<dyn Control>,
+    users: Arc<dyn Users>,
     shutting_down: AtomicBool,
     shutdown: watch::Sender<bool>,
     /// Sockets between upgrade and end, authenticated or not.
@@ -124,7 +125,16 @@ impl Hub {
         engine: Engine,
     ) -> Arc<Self> {
         let broker = Arc::clone(&engine.broker);
-        local.set_on_leave(Box::new(move |keys| broker.release(keys)));
+        let users = Arc::clone(&engine.users);
+        // A connection's interests name its user once: its leave is the user's close.
+        local.set_on_leave(Box::new(move |keys| {
+            for key in &keys {
+                if let Who::User(user) = key {
+                    users.closed(user, now_ms());
+                }
+            }
+            broker.release(keys)
+        }));
         let max_connections = crate::config::effective_max_connections(&config.limits);
         Arc::new(Hub {
             local,
@@ -133,6 +143,7 @@ impl Hub {
             broker: engine.broker,
             store: engine.store,
             control: engine.control,
+            users: engine.users,
             shutting_down: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
             admitted: AtomicUsize::new(0),
@@ -305,8 +316,22 @@ impl Hub {
         if let Err(e) = self.broker.hold(keys.clone()).await {
             return Err(ConnectError::Unavailable(e.to_string()));
         }
-        // From here the connection's interests are released by unregister.
+        let user = &conn.info.user_id;
+        // Counted before it registers, so that USER_ONLINE precedes its CONNECTED.
+        match self.users.opened(user, now_ms()).await {
+            Ok(true) => self
+                .local
+                .emit_user(ConnEventKind::UserOnline, user, now_ms()),
+            Ok(false) => {}
+            Err(e) => {
+                self.broker.release(keys);
+                return Err(ConnectError::Unavailable(e.to_string()));
+            }
+        }
+        // From here the connection's interests are released, and its user's count taken
+        // back, by unregister.
         if let Err(e) = self.local.register(Arc::clone(conn), max_per_user) {
+            self.users.closed(user, now_ms());
             self.broker.release(keys);
             return Err(ConnectError::TooMany(e));
         }

@@ -2,8 +2,41 @@
 //! lifecycle events a watcher follows. Each asks the engine and shapes its answer.
 
 use super::*;
+use crate::core::users::UserState;
+
+/// The most user ids one GetUsers names.
+pub const MAX_USERS: usize = 1000;
 
 impl Hub {
+    /// GetUsers: 1 to [`MAX_USERS`] ids, none empty; one answer per id, in request order.
+    pub async fn users(&self, ids: Vec<String>) -> Result<Vec<UserState>, CoreError> {
+        if ids.is_empty() || ids.len() > MAX_USERS {
+            return Err(CoreError::invalid(
+                "user_ids",
+                format!("must name 1 to {MAX_USERS} users (got {})", ids.len()),
+            ));
+        }
+        if let Some(i) = ids.iter().position(String::is_empty) {
+            return Err(CoreError::invalid(format!("user_ids[{i}]"), "is empty"));
+        }
+        self.users.users(ids, now_ms()).await
+    }
+
+    /// Tells watchers of the users whose offline grace ended (the sweeper calls this often).
+    /// Returns how many went offline here.
+    pub async fn sweep_users(&self) -> usize {
+        match self.users.offline_due(now_ms()).await {
+            Ok(gone) => {
+                for (user, at) in &gone {
+                    self.local.emit_user(ConnEventKind::UserOffline, user, *at);
+                }
+                gone.len()
+            }
+            // The broker is away: the grace ends when it is back (a transition comes late).
+            Err(_) => 0,
+        }
+    }
+
     /// The subscribers of a topic, cluster-wide, and the number of distinct users among them.
     pub async fn presence(&self, topic: &str) -> Result<(Vec<PresenceEntry>, usize), CoreError> {
         topic::validate_name("topic", topic)?;

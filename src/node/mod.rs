@@ -138,6 +138,12 @@ impl LocalNode {
         }
     }
 
+    /// A user came online or went offline: told to this node's watchers (other nodes hear it
+    /// from the engine that saw the transition).
+    pub fn emit_user(&self, kind: ConnEventKind, user: &str, at_ms: i64) {
+        self.inject_event(ConnEvent::user(kind, user, &self.id, at_ms));
+    }
+
     fn emit(&self, kind: ConnEventKind, conn: &WsConn, close_code: u16, close_reason: &str) {
         self.emit_topic(kind, conn, None, close_code, close_reason);
     }

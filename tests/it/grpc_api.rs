@@ -708,35 +708,3 @@ impl tonic::codec::Decoder for GarbageCodec {
         Ok(Some(Garbage))
     }
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn what_is_not_built_yet_answers_unimplemented_naming_it() {
-    let s = start().await;
-    let mut client = s.client().await;
-    let unimplemented = |e: tonic::Status, what: &str| {
-        assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
-        assert!(e.message().starts_with(what), "{e:?}");
-    };
-    let e = client
-        .get_users(authed(GetUsersRequest {
-            user_ids: vec!["u".into()],
-        }))
-        .await
-        .unwrap_err();
-    unimplemented(e, "GetUsers");
-    let e = client
-        .watch_events(authed(WatchEventsRequest {
-            kinds: vec![event::Kind::UserOnline as i32],
-        }))
-        .await
-        .unwrap_err();
-    unimplemented(e, "USER_ONLINE");
-    // The key is still checked first.
-    let e = client
-        .get_users(Request::new(GetUsersRequest {
-            user_ids: vec!["u".into()],
-        }))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::Unauthenticated);
-}

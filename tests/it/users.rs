@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use boundary_realtime::config::{BrokerKind, Config};
-use boundary_realtime::proto::{self, SendToUserRequest};
+use boundary_realtime::proto::{self, event::Kind, SendToUserRequest};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use crate::common::*;
@@ -313,6 +314,7 @@ async fn a_broker_that_lost_its_data_gives_recovered_false_never_a_silent_gap() 
         send_n(&mut via_a, "amnesia", i, "").await;
     }
     drop(ws);
+    redis.stop();
     redis.restart();
     eventually("a send to work again", || {
         let mut c = via_a.clone();
@@ -329,4 +331,274 @@ async fn a_broker_that_lost_its_data_gives_recovered_false_never_a_silent_gap() 
     let (_ws, c) = open(a.http, "amnesia", Some((3, &epoch))).await;
     assert_eq!(c["recovered"], false, "{c}");
     assert_ne!(c["epoch"], json!(epoch));
+}
+
+type Events = tonic::Streaming<proto::Event>;
+
+async fn watch(client: &mut Client, kinds: &[Kind]) -> Events {
+    client
+        .watch_events(authed(proto::WatchEventsRequest {
+            kinds: kinds.iter().map(|k| *k as i32).collect(),
+        }))
+        .await
+        .expect("WatchEvents")
+        .into_inner()
+}
+
+async fn next_event(events: &mut Events) -> proto::Event {
+    tokio::time::timeout(WAIT, events.next())
+        .await
+        .expect("an event within the wait")
+        .expect("the stream goes on")
+        .expect("an event")
+}
+
+/// The next event's kind and user (for user events, no connection is set).
+async fn next_kind(events: &mut Events) -> (Kind, String) {
+    let e = next_event(events).await;
+    let kind = Kind::try_from(e.kind).unwrap();
+    if matches!(kind, Kind::UserOnline | Kind::UserOffline) {
+        assert!(e.connection.is_none(), "{e:?}");
+    }
+    (kind, e.user_id)
+}
+
+/// Nothing more arrives for `window` (a transition is reported once).
+async fn quiet(events: &mut Events, window: Duration) {
+    if let Ok(e) = tokio::time::timeout(window, events.next()).await {
+        panic!("expected nothing for {window:?}, got {e:?}");
+    }
+}
+
+async fn get_users(client: &mut Client, ids: &[&str]) -> Vec<proto::get_users_response::User> {
+    client
+        .get_users(authed(proto::GetUsersRequest {
+            user_ids: ids.iter().map(|s| s.to_string()).collect(),
+        }))
+        .await
+        .expect("GetUsers")
+        .into_inner()
+        .users
+}
+
+fn ms(t: &Option<prost_types::Timestamp>) -> Option<i64> {
+    t.as_ref()
+        .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+}
+
+const GRACE_MS: u64 = 600;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_and_offline_on_one_node_with_a_reload_inside_the_grace() {
+    let mut c = config();
+    c.users.offline_grace_ms = GRACE_MS;
+    let s = start_with(c).await;
+    let mut client = s.client().await;
+    let mut w = watch(
+        &mut client,
+        &[
+            Kind::UserOnline,
+            Kind::UserOffline,
+            Kind::Connected,
+            Kind::Disconnected,
+        ],
+    )
+    .await;
+    let mut v1 = watch(&mut client, &[]).await;
+    let (ws, _) = open(s.http, "pat", None).await;
+    assert_eq!(next_kind(&mut w).await, (Kind::UserOnline, "pat".into()));
+    assert_eq!(next_kind(&mut w).await, (Kind::Connected, "pat".into()));
+    assert_eq!(
+        next_kind(&mut v1).await,
+        (Kind::Connected, "pat".into()),
+        "v1 kinds only"
+    );
+    let u = get_users(&mut client, &["pat", "nobody", "pat"]).await;
+    assert_eq!(u.len(), 3);
+    assert_eq!(
+        (u[0].user_id.as_str(), u[0].online, u[0].connections),
+        ("pat", true, 1)
+    );
+    let since = ms(&u[0].online_since).expect("online_since");
+    assert_eq!(
+        (u[1].online, u[1].connections, &u[1].last_seen),
+        (false, 0, &None)
+    );
+    assert_eq!(u[2], u[0], "a repeated id is answered each time");
+
+    // A reload: closed and back within the grace: neither offline nor online.
+    drop(ws);
+    assert_eq!(next_kind(&mut w).await, (Kind::Disconnected, "pat".into()));
+    let (ws, _) = open(s.http, "pat", None).await;
+    assert_eq!(next_kind(&mut w).await, (Kind::Connected, "pat".into()));
+    quiet(&mut w, Duration::from_millis(GRACE_MS * 2)).await;
+    let u = get_users(&mut client, &["pat"]).await;
+    assert_eq!(
+        ms(&u[0].online_since),
+        Some(since),
+        "the online period goes on"
+    );
+
+    drop(ws);
+    let closed = next_event(&mut w).await;
+    assert_eq!(Kind::try_from(closed.kind).unwrap(), Kind::Disconnected);
+    let u = get_users(&mut client, &["pat"]).await;
+    assert_eq!(
+        (u[0].online, u[0].connections),
+        (true, 0),
+        "online through the grace"
+    );
+    let off = next_event(&mut w).await;
+    assert_eq!(
+        (Kind::try_from(off.kind).unwrap(), off.user_id.as_str()),
+        (Kind::UserOffline, "pat")
+    );
+    let at = ms(&off.at).unwrap();
+    assert!(
+        at.abs_diff(ms(&closed.at).unwrap()) < 100,
+        "at is when it closed"
+    );
+    let u = get_users(&mut client, &["pat"]).await;
+    assert_eq!(
+        (
+            u[0].online,
+            u[0].connections,
+            ms(&u[0].last_seen),
+            &u[0].online_since
+        ),
+        (false, 0, Some(at), &None)
+    );
+    quiet(&mut w, Duration::from_millis(GRACE_MS)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_users_refuses_what_section_7_refuses() {
+    let s = start().await;
+    let mut client = s.client().await;
+    let ids = |n: usize| (0..n).map(|i| format!("u{i}")).collect::<Vec<_>>();
+    for bad in [vec![], ids(1001), vec!["a".to_owned(), String::new()]] {
+        let e = client
+            .get_users(authed(proto::GetUsersRequest { user_ids: bad }))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().starts_with("user_ids"), "{e:?}");
+    }
+    assert_eq!(
+        get_users(
+            &mut client,
+            &ids(1000).iter().map(String::as_str).collect::<Vec<_>>()
+        )
+        .await
+        .len(),
+        1000
+    );
+}
+
+fn clustered_graced(redis: &RedisProc, id: &str) -> Config {
+    let mut c = clustered(redis, id);
+    c.users.offline_grace_ms = GRACE_MS;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_transition_reaches_every_watcher_once_across_nodes_and_a_killed_node_takes_its_users_offline(
+) {
+    let redis = RedisProc::start();
+    let a = start_with(clustered_graced(&redis, "a")).await;
+    let b = start_with(clustered_graced(&redis, "b")).await;
+    let (mut via_a, mut via_b) = (a.client().await, b.client().await);
+    let kinds = [Kind::UserOnline, Kind::UserOffline];
+    let mut wa = watch(&mut via_a, &kinds).await;
+    let mut wb = watch(&mut via_b, &kinds).await;
+    // The watchers are registered cluster-wide once a node's connection shows on the other.
+    let probe = loop {
+        let (ws, _) = open(a.http, "probe", None).await;
+        if tokio::time::timeout(Duration::from_millis(500), wb.next())
+            .await
+            .is_ok()
+        {
+            break ws;
+        }
+        drop(ws);
+    };
+    drop(probe);
+    // Drain the probe's own transitions on both.
+    let drain = Duration::from_millis(GRACE_MS * 3);
+    let _ = tokio::time::timeout(drain, async {
+        loop {
+            let (k, _) = next_kind(&mut wa).await;
+            if k == Kind::UserOffline {
+                break;
+            }
+        }
+    })
+    .await;
+    let _ = tokio::time::timeout(drain, async {
+        loop {
+            let (k, _) = next_kind(&mut wb).await;
+            if k == Kind::UserOffline {
+                break;
+            }
+        }
+    })
+    .await;
+
+    let (on_a, _) = open(a.http, "kim", None).await;
+    let (on_b, _) = open(b.http, "kim", None).await;
+    for w in [&mut wa, &mut wb] {
+        assert_eq!(next_kind(w).await, (Kind::UserOnline, "kim".into()));
+    }
+    let u = get_users(&mut via_b, &["kim"]).await;
+    assert_eq!((u[0].online, u[0].connections), (true, 2));
+    drop(on_a);
+    eventually("kim's count to fall to 1", || {
+        let mut c = via_a.clone();
+        async move { get_users(&mut c, &["kim"]).await[0].connections == 1 }
+    })
+    .await;
+    drop(on_b);
+    for w in [&mut wa, &mut wb] {
+        assert_eq!(next_kind(w).await, (Kind::UserOffline, "kim".into()));
+    }
+    for w in [&mut wa, &mut wb] {
+        quiet(w, Duration::from_millis(GRACE_MS)).await;
+    }
+    let (ua, ub) = (
+        get_users(&mut via_a, &["kim"]).await,
+        get_users(&mut via_b, &["kim"]).await,
+    );
+    assert_eq!(ua, ub, "both nodes answer the same");
+    assert!(!ua[0].online && ua[0].last_seen.is_some(), "{ua:?}");
+
+    // A node killed with its users on it: they go offline within node_ttl_ms + the grace.
+    let url = redis.url();
+    let grace = GRACE_MS.to_string();
+    let (mut child, http, _grpc, _logs) = spawn_serve(&[
+        ("REALTIME_BROKER__KIND", "redis"),
+        ("REALTIME_BROKER__REDIS_URL", url.as_str()),
+        ("REALTIME_BROKER__NODE_TTL_MS", "1500"),
+        ("REALTIME_USERS__OFFLINE_GRACE_MS", grace.as_str()),
+        ("REALTIME_NODE__ID", "doomed"),
+    ]);
+    let (_ghost, _) = open(http.parse().unwrap(), "ghost", None).await;
+    for w in [&mut wa, &mut wb] {
+        assert_eq!(next_kind(w).await, (Kind::UserOnline, "ghost".into()));
+    }
+    child.0.kill().unwrap();
+    let _ = child.0.wait();
+    let killed = std::time::Instant::now();
+    for w in [&mut wa, &mut wb] {
+        assert_eq!(next_kind(w).await, (Kind::UserOffline, "ghost".into()));
+    }
+    assert!(
+        killed.elapsed() < Duration::from_millis(1500 + GRACE_MS + 1500),
+        "within node_ttl_ms + offline_grace_ms (and a sweep): {:?}",
+        killed.elapsed()
+    );
+    let u = get_users(&mut via_a, &["ghost"]).await;
+    assert_eq!((u[0].online, u[0].connections), (false, 0));
+    for w in [&mut wa, &mut wb] {
+        quiet(w, Duration::from_millis(GRACE_MS)).await;
+    }
 }

@@ -172,6 +172,7 @@ pub async fn heartbeat(c: Arc<RedisCluster>) {
                 let all = c.members.lock().all_ready(now_ms(), ttl);
                 let kind = if all { Beat::Periodic } else { Beat::Hello };
                 beat_to(&c, None, kind).await;
+                c.mark_alive(true).await;
                 let export = c.members.lock().prune(now_ms(), ttl);
                 c.local.set_export_events(export);
             }

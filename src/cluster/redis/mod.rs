@@ -36,6 +36,7 @@ mod dispatch;
 mod history;
 mod request;
 mod store;
+mod users;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -69,6 +70,8 @@ pub struct Settings {
     /// The same for user streams (`[users]`).
     pub user_history_size: usize,
     pub user_history_ttl_ms: u64,
+    pub offline_grace_ms: u64,
+    pub last_seen_ttl_ms: u64,
 }
 
 impl Settings {
@@ -102,6 +105,9 @@ pub struct RedisCluster {
     catching_up: Mutex<HashSet<String>>,
     publish_script: Script,
     read_script: Script,
+    user_scripts: users::UserScripts,
+    /// Itself, weakly: for work a sync call hands to a task (a user's connection closed).
+    me: std::sync::OnceLock<std::sync::Weak<RedisCluster>>,
     stop: watch::Sender<bool>,
 }
 
@@ -209,6 +215,8 @@ impl RedisCluster {
             history_ttl_ms: config.topics.history_ttl_ms,
             user_history_size: config.users.history_size,
             user_history_ttl_ms: config.users.history_ttl_ms,
+            offline_grace_ms: config.users.offline_grace_ms,
+            last_seen_ttl_ms: config.users.last_seen_ttl_ms,
         };
         let url = redacted(&settings.redis_url);
         let (client, cmd) = connect(&settings.redis_url, &url).await?;
@@ -233,8 +241,12 @@ impl RedisCluster {
             catching_up: Mutex::new(HashSet::new()),
             publish_script: Script::new(scripts::PUBLISH),
             read_script: Script::new(scripts::READ),
+            user_scripts: users::UserScripts::new(),
+            me: std::sync::OnceLock::new(),
             stop: watch::channel(false).0,
         });
+        let _ = cluster.me.set(Arc::downgrade(&cluster));
+        cluster.mark_alive(true).await;
         cluster.install_sinks();
         cluster.start_workers();
         tokio::spawn(supervisor::run(Arc::clone(&cluster), ops_rx));
@@ -306,6 +318,8 @@ impl RedisCluster {
             b"",
         );
         let _ = self.publish_raw(wire::CONTROL, msg).await;
+        // Its users' connections are gone with it: the next sweep, on any node, says so.
+        self.mark_alive(false).await;
         self.stop.send_replace(true);
     }
 
