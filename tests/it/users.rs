@@ -602,3 +602,22 @@ async fn each_transition_reaches_every_watcher_once_across_nodes_and_a_killed_no
         quiet(w, Duration::from_millis(GRACE_MS)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_broker_lost_its_data_connected_users_are_online_again() {
+    let mut redis = RedisProc::start();
+    let a = start_with(clustered_graced(&redis, "a")).await;
+    let mut via_a = a.client().await;
+    let mut w = watch(&mut via_a, &[Kind::UserOnline, Kind::UserOffline]).await;
+    let (_ws, _) = open(a.http, "stayer", None).await;
+    assert_eq!(next_kind(&mut w).await, (Kind::UserOnline, "stayer".into()));
+    redis.stop();
+    redis.restart();
+    assert_eq!(
+        next_kind(&mut w).await,
+        (Kind::UserOnline, "stayer".into()),
+        "reported online again"
+    );
+    let u = get_users(&mut via_a, &["stayer"]).await;
+    assert_eq!((u[0].online, u[0].connections), (true, 1));
+}

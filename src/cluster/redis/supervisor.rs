@@ -151,6 +151,7 @@ fn spawn_reader(
 /// vouch again before this node delivers.
 async fn announce_ready(c: &Arc<RedisCluster>, channels: usize) {
     c.catch_up_all().await;
+    c.recount_users().await;
     c.members.lock().unconfirm_all();
     c.hello_nonce.fetch_add(1, Ordering::AcqRel);
     c.pubsub_ready.store(true, Ordering::Release);

@@ -126,11 +126,33 @@ end
 return out
 "#;
 
+/// A node's count of a user, taken again after it (re)subscribed. KEYS: counts, state,
+/// rt:uoff, rt:un:<node>, rt:unodes, alive. ARGV: node, user, count (> 0), now, node ttl ms,
+/// the USER_ONLINE event message. Sets the node's count; a user Redis does not know online
+/// (the broker lost its data) comes online again: returns 1 and publishes the event.
+pub const RECOUNT: &str = r#"
+local uc, us, uoff, un, unodes, alive = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local node, user, n, now, ttl, event = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+redis.call('SET', alive, '1', 'PX', ttl)
+redis.call('SADD', unodes, node)
+redis.call('SADD', un, user)
+redis.call('HSET', uc, node, n)
+if redis.call('HEXISTS', us, 'since') == 1 then
+  return 0
+end
+redis.call('ZREM', uoff, user)
+redis.call('DEL', us)
+redis.call('HSET', us, 'since', now)
+redis.call('PUBLISH', 'rt:e', event)
+return 1
+"#;
+
 /// The scripts, loaded once per node.
 pub(super) struct UserScripts {
     opened: Script,
     closed: Script,
     sweep: Script,
+    recount: Script,
 }
 
 impl UserScripts {
@@ -139,6 +161,7 @@ impl UserScripts {
             opened: Script::new(OPENED),
             closed: Script::new(CLOSED),
             sweep: Script::new(SWEEP),
+            recount: Script::new(RECOUNT),
         }
     }
 }
@@ -167,6 +190,39 @@ impl RedisCluster {
         let _: i64 =
             self.outcome(tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut con)).await)?;
         Ok(())
+    }
+
+    /// Takes this node's count of every user it holds again (after each (re)subscribe: a
+    /// Redis that restarted empty learns them back, and users it had forgotten come online
+    /// again, told to every watcher). Best effort: a user whose recount fails keeps its old
+    /// count.
+    pub(super) async fn recount_users(&self) {
+        let mut counts: std::collections::HashMap<String, u32> = Default::default();
+        self.local.registry.for_each(|c| {
+            *counts.entry(c.info.user_id.clone()).or_default() += 1;
+        });
+        for (user, n) in counts {
+            let now = crate::clock::now_ms();
+            let event = event_message(ConnEventKind::UserOnline, &user, &self.node_id, now);
+            let mut inv = self.user_scripts.recount.prepare_invoke();
+            inv.key(counts_key(&user))
+                .key(state_key(&user))
+                .key(OFFLINE)
+                .key(format!("rt:un:{}", self.node_id))
+                .key(NODES)
+                .key(alive_key(&self.node_id))
+                .arg(&self.node_id)
+                .arg(&user)
+                .arg(n)
+                .arg(now)
+                .arg(self.settings.node_ttl_ms)
+                .arg(event);
+            let mut con = self.commands(Key::Global);
+            let r = tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut con)).await;
+            if let Ok(1) = self.outcome::<i64>(r) {
+                self.local.emit_user(ConnEventKind::UserOnline, &user, now);
+            }
+        }
     }
 
     /// This node's liveness for the sweep (refreshed by the heartbeat); gone on leave.
