@@ -23,6 +23,14 @@ export interface RealtimeOptions {
   reconnectOn4400?: boolean;
   /** Requests awaiting a reply at most. Default 1000. */
   maxPending?: number;
+  /** Where to resume the user stream from (a `userStream` saved before a page reload). */
+  userStream?: UserStreamPosition;
+}
+
+/** A place in the user stream (direct messages). */
+export interface UserStreamPosition {
+  offset: number;
+  epoch: string;
 }
 
 export type State = "idle" | "connecting" | "connected" | "disconnected" | "closed";
@@ -34,17 +42,22 @@ export interface StateChange {
   /** connected */
   connectionId?: string;
   userId?: string;
+  /** connected after a resume: whether the missed direct messages follow (false: refetch). */
+  recovered?: boolean;
   /** disconnected / closed: the close code and reason. */
   code?: number;
   reason?: string;
 }
 
-/** An application message: `{"type","payload","id","ts"}`. */
+/** An application message: `{"type","payload","id","ts"}`; a direct message (SendToUser)
+ * with user streams on also has its place in the user stream. */
 export interface Message<P = unknown> {
   type: string;
   payload: P;
   id: string;
   ts: number;
+  offset?: number;
+  epoch?: string;
 }
 
 /** A topic publication: a message with its topic position. */
@@ -55,7 +68,9 @@ export interface Publication<P = unknown> extends Message<P> {
 }
 
 export interface Subscribed {
-  topic: string;
+  /** Absent when it is the user stream that could not be recovered (then `user` is true). */
+  topic?: string;
+  user?: boolean;
   offset: number;
   epoch: string;
   /** Present after a resubscribe with `since`: false means publications were missed. */
@@ -72,6 +87,8 @@ export declare class RealtimeClient {
   constructor(url: string, options: RealtimeOptions);
   readonly state: State;
   readonly connectionId: string | null;
+  /** The last user-stream position seen; save it to resume after a reload. */
+  readonly userStream: UserStreamPosition | null;
   connect(): void;
   close(code?: number, reason?: string): void;
   subscribe(topic: string): Promise<Subscribed>;
@@ -82,7 +99,8 @@ export declare class RealtimeClient {
   on(event: `message:${string}`, handler: (m: Message) => void): () => void;
   on(event: "publication", handler: (p: Publication) => void): () => void;
   on(event: `publication:${string}`, handler: (p: Publication) => void): () => void;
-  /** A resubscribe after a reconnect could not replay what was missed: reload the topic's state. */
+  /** A resubscribe after a reconnect (or, with `user: true`, the user stream's resume) could not
+   * replay what was missed: reload that state. */
   on(event: "unrecovered", handler: (s: Subscribed) => void): () => void;
   /** Errors of handlers, of getToken, and server errors not tied to a request. */
   on(event: "error", handler: (e: unknown) => void): () => void;

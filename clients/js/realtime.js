@@ -46,12 +46,26 @@ export class RealtimeClient {
     this._handlers = new Map(); // event -> Set<fn>
     this._pending = new Map(); // ref -> {resolve, reject, timer}
     this._topics = new Map(); // topic -> {offset, epoch, subscribed: bool}
+    // Where this client stands in its user stream (direct messages): resumed from on every
+    // reconnect. Seeded by options.userStream (e.g. saved in sessionStorage across reloads).
+    const seed = options.userStream;
+    this._stream =
+      seed && Number.isInteger(seed.offset) && typeof seed.epoch === "string"
+        ? { offset: seed.offset, epoch: seed.epoch }
+        : null;
     this._nextRef = 1;
     this._attempt = 0;
     this._ws = null;
     this._timers = new Set();
     this._refreshTimer = null;
     this._stopped = false;
+  }
+
+  /** Where the user stream stands: {offset, epoch} of the last direct message seen (or of
+   * `connected`), or null before the first connection. Save it to resume after a page reload
+   * (pass it back as options.userStream). */
+  get userStream() {
+    return this._stream ? { ...this._stream } : null;
   }
 
   /** Adds a handler; returns a function that removes it. Events: "state", "message",
@@ -158,7 +172,12 @@ export class RealtimeClient {
     const ws = new this.WebSocket(this.url);
     this._ws = ws;
     let authed = false;
-    ws.onopen = () => ws.send(JSON.stringify({ op: "auth", token }));
+    ws.onopen = () => {
+      const auth = { op: "auth", token };
+      // Resume the user stream: the messages missed while away come first, then live ones.
+      if (this._stream) auth.since = { offset: this._stream.offset, epoch: this._stream.epoch };
+      ws.send(JSON.stringify(auth));
+    };
     ws.onmessage = (ev) => {
       let frame;
       try {
@@ -187,7 +206,18 @@ export class RealtimeClient {
   _onConnected(frame) {
     this._attempt = 0;
     this.connectionId = frame.connection_id;
-    this._setState("connected", { connectionId: frame.connection_id, userId: frame.user_id });
+    if (typeof frame.offset === "number") {
+      const resumed = frame.recovered !== undefined;
+      this._stream = { offset: frame.offset, epoch: frame.epoch };
+      // Replayed messages follow `connected` and move the position on as they arrive; when
+      // the server could not replay (another epoch, history too short), the app must refetch.
+      if (resumed && frame.recovered === false) this._userUnrecovered(frame);
+    }
+    this._setState("connected", {
+      connectionId: frame.connection_id,
+      userId: frame.user_id,
+      recovered: frame.recovered,
+    });
     this._scheduleRefresh(frame.expires_at);
     for (const [topic, entry] of this._topics) {
       const waiters = entry.waiters.splice(0);
@@ -228,6 +258,10 @@ export class RealtimeClient {
             recovered: false,
           });
         }
+      } else if (frame.op === "user_stream") {
+        // The live user stream's position was lost (the cluster's Redis restarted empty).
+        this._stream = { offset: frame.offset, epoch: frame.epoch };
+        this._userUnrecovered(frame);
       } else if (frame.op === "error") {
         this._emit("error", new RealtimeError(frame.code, frame.message));
       }
@@ -243,8 +277,13 @@ export class RealtimeClient {
       this._emit(`publication:${frame.topic}`, frame);
       return;
     }
+    if (typeof frame.offset === "number") this._stream = { offset: frame.offset, epoch: frame.epoch };
     this._emit("message", frame);
     this._emit(`message:${frame.type}`, frame);
+  }
+
+  _userUnrecovered(frame) {
+    this._emit("unrecovered", { user: true, offset: frame.offset, epoch: frame.epoch, recovered: false });
   }
 
   _onClose(code, reason) {

@@ -99,6 +99,53 @@ test("after the server drops the connection it reconnects and recovers missed pu
   c.close();
 });
 
+test("direct messages sent while away arrive after the reconnect, in order, once", async () => {
+  let gate = null;
+  const c = client("dot", {
+    getToken: async () => {
+      if (gate) await gate; // hold the reconnect until the messages are sent
+      return server.token("dot");
+    },
+  });
+  const got = [];
+  const unrecovered = [];
+  c.on("message:note", (m) => got.push([m.offset, m.payload.n]));
+  c.on("unrecovered", (u) => unrecovered.push(u));
+  c.connect();
+  await connected(c);
+  const start = c.userStream.offset;
+  await server.call("SendToUser", { user_id: "dot", message: msg("note", { n: 1 }) });
+  await until("the first message", () => got.length === 1);
+  let open;
+  gate = new Promise((r) => (open = r));
+  await server.call("Disconnect", { user_id: "dot", code: 4008, reason: "test" });
+  await until("disconnected", () => c.state !== "connected");
+  for (const n of [2, 3]) {
+    const r = await server.call("SendToUser", { user_id: "dot", message: msg("note", { n }) });
+    assert.equal(r.connections, 0, "sent while away");
+  }
+  open();
+  await connected(c);
+  assert.equal(c.states.at(-1).recovered, true);
+  await server.call("SendToUser", { user_id: "dot", message: msg("note", { n: 4 }) });
+  await until("every message", () => got.length === 4);
+  assert.deepEqual(got, [1, 2, 3, 4].map((n) => [start + n, n]));
+  assert.deepEqual(c.userStream.offset, start + 4);
+  assert.deepEqual(unrecovered, []);
+  c.close();
+});
+
+test("a user stream that cannot be resumed says so with unrecovered", async () => {
+  const c = client("eve", { userStream: { offset: 5, epoch: "not-the-epoch" } });
+  const unrecovered = [];
+  c.on("unrecovered", (u) => unrecovered.push(u));
+  c.connect();
+  await connected(c);
+  assert.equal(c.states.at(-1).recovered, false);
+  assert.deepEqual(unrecovered, [{ user: true, offset: 0, epoch: c.userStream.epoch, recovered: false }]);
+  c.close();
+});
+
 test("the token is refreshed before it expires and the connection outlives the first token", async () => {
   let calls = 0;
   const c = client("dee", {
