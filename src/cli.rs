@@ -129,7 +129,10 @@ fn run(cli: Cli) -> Result<(), String> {
             if !http_listen.ip().is_loopback() || !grpc_listen.ip().is_loopback() {
                 return Err("dev listens on loopback addresses only (127.0.0.1 or [::1])".into());
             }
-            let mut config = Config::default();
+            // Embedded defaults, with what REALTIME_* variables set (to try a setting, such as
+            // REALTIME_CENTRIFUGE__PERSONAL_CHANNEL=true); the listeners, the secret, the key
+            // and the node id are dev's own.
+            let mut config = config::load_unchecked(None).map_err(|e| e.to_string())?;
             config.http.listen = http_listen.to_string();
             config.grpc.listen = grpc_listen.to_string();
             config.jwt.secret = crate::random::hex(32).into();

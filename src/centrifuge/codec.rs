@@ -227,7 +227,10 @@ mod tests {
     fn protobuf_commands_are_length_delimited() {
         let a = Command {
             id: 1,
-            connect: Some(ConnectRequest { token: "t".into() }),
+            connect: Some(ConnectRequest {
+                token: "t".into(),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let b = Command {

@@ -18,11 +18,17 @@ use futures_util::SinkExt;
 use super::codec::Codec;
 use super::command::{self, code, error_reply, Closing};
 use super::translate::Translator;
-use super::wire::{Command, ConnectResult, Reply};
+use super::wire::{
+    Command, ConnectResult, Publication as WirePublication, Reply, SubscribeRequest,
+    SubscribeResult,
+};
 use crate::clock::{mono_ms, now_ms};
 use crate::core::claims::{AuthError, Identity};
 use crate::core::close::{self, centrifuge_codes as cc};
+use crate::core::event::Event;
+use crate::core::native::message_object;
 use crate::core::rate::TokenBucket;
+use crate::core::stream::{self, Resume};
 use crate::hub::{Admission, ConnectError, Hub};
 use crate::node::outbox::{Control, SharedEvent, WsOutbox};
 use crate::node::refusals::Refusal;
@@ -42,6 +48,8 @@ const MAX_CONNECT_ATTEMPTS: u32 = 3;
 struct Start {
     identity: Identity,
     id: u32,
+    /// Where the personal channel resumes from (the connect command's `subs`).
+    resume: Option<Resume>,
     rest: Vec<Command>,
 }
 
@@ -59,24 +67,63 @@ pub async fn run(
     let outbox = WsOutbox::with_dialect(hub.config.limits.send_queue, close::centrifuge);
     let conn = new_conn(&hub, start.identity, peer, codec.protocol(), outbox);
     let max_per_user = hub.config.limits.max_connections_per_user as usize;
-    if let Err(e) = hub.connect(&conn, max_per_user, None).await {
-        match e {
-            ConnectError::TooMany(_) => {
-                hub.metrics().handshake("too_many_connections");
-                close(&mut socket, cc::CONNECTION_LIMIT, "connection limit").await;
-            }
-            ConnectError::Unavailable(why) => {
-                hub.metrics().handshake("cluster_unavailable");
-                let reply = error_reply(codec, start.id, code::INTERNAL, &why, true);
-                if send_all(&mut socket, &conn, codec, vec![reply])
-                    .await
-                    .is_ok()
-                {
-                    close(&mut socket, cc::INTERNAL, "internal server error").await;
+    let personal = hub.config.centrifuge.personal_channel && hub.config.users.streams();
+    let resume = start.resume.filter(|_| personal);
+    let stream_start = match hub.connect(&conn, max_per_user, resume.as_ref()).await {
+        Ok(s) => s,
+        Err(e) => {
+            match e {
+                ConnectError::TooMany(_) => {
+                    hub.metrics().handshake("too_many_connections");
+                    close(&mut socket, cc::CONNECTION_LIMIT, "connection limit").await;
+                }
+                ConnectError::Unavailable(why) => {
+                    hub.metrics().handshake("cluster_unavailable");
+                    let reply = error_reply(codec, start.id, code::INTERNAL, &why, true);
+                    if send_all(&mut socket, &conn, codec, vec![reply])
+                        .await
+                        .is_ok()
+                    {
+                        close(&mut socket, cc::INTERNAL, "internal server error").await;
+                    }
                 }
             }
+            return;
         }
-        return;
+    };
+    // With the personal channel, what the join queued (a recovery's publications, then any
+    // live ones) goes into the connect reply, as the SDKs expect; the rest follows it.
+    let mut early = Vec::new();
+    conn.outbox.try_recv_many(&mut early, usize::MAX);
+    let mut subs = std::collections::HashMap::new();
+    if let (true, Some(s)) = (personal, stream_start) {
+        let channel = stream::of_user(&conn.info.user_id);
+        let recovered = s.recovered == Some(true);
+        let mut publications = Vec::new();
+        if recovered {
+            early.retain(|e| match e.event() {
+                Event::Publication(p) if *p.topic == *channel => {
+                    publications.push(WirePublication {
+                        data: Bytes::from(message_object(&p.message)),
+                        offset: p.offset,
+                    });
+                    false
+                }
+                _ => true,
+            });
+        }
+        subs.insert(
+            channel,
+            SubscribeResult {
+                recoverable: true,
+                positioned: true,
+                epoch: s.epoch,
+                offset: s.offset,
+                recovered,
+                was_recovering: s.recovered.is_some(),
+                publications,
+            },
+        );
     }
     let now = now_ms();
     let (expires, ttl) = ttl_of(conn.expires_at_ms(), now).unwrap_or((true, 1));
@@ -88,13 +135,22 @@ pub async fn run(
             version: VERSION.to_owned(),
             expires,
             ttl,
-            subs: Default::default(),
+            subs,
             ping: ping_s,
             pong: true,
         }),
         ..Default::default()
     });
-    let ended = serve(&mut socket, &hub, &conn, codec, connected, start.rest).await;
+    let ended = serve(
+        &mut socket,
+        &hub,
+        &conn,
+        codec,
+        connected,
+        early,
+        start.rest,
+    )
+    .await;
     conn.outbox.finish();
     hub.disconnected(&conn, ended.code, &ended.reason);
 }
@@ -131,6 +187,7 @@ async fn await_connect(
         let Connect {
             id,
             token,
+            subs,
             rest: commands,
         } = match connect_command(&msg, codec) {
             None => continue,
@@ -146,9 +203,16 @@ async fn await_connect(
         match verified {
             Ok(identity) if ttl_of(identity.expires_at_ms, now_ms()).is_some() => {
                 metrics.handshake("ok");
+                // The personal channel's position, when the SDK recovers it.
+                let personal = stream::of_user(&identity.user_id);
+                let resume = subs.get(&personal).filter(|s| s.recover).map(|s| Resume {
+                    offset: s.offset,
+                    epoch: s.epoch.clone(),
+                });
                 return Some(Start {
                     identity,
                     id,
+                    resume,
                     rest: commands,
                 });
             }
@@ -224,6 +288,7 @@ fn refused(hub: &Hub, peer: &Peer, code: u16, reason: &str) {
 struct Connect {
     id: u32,
     token: String,
+    subs: std::collections::HashMap<String, SubscribeRequest>,
     rest: Vec<Command>,
 }
 
@@ -244,6 +309,7 @@ fn connect_command(msg: &Message, codec: Codec) -> Option<Result<Connect, &'stat
         (Some(connect), true) => Some(Ok(Connect {
             id: first.id,
             token: connect.token,
+            subs: connect.subs,
             rest: commands,
         })),
         _ => Some(Err("missing")),
@@ -257,11 +323,15 @@ async fn serve(
     conn: &Arc<WsConn>,
     codec: Codec,
     connected: Bytes,
+    early: Vec<SharedEvent>,
     first: Vec<Command>,
 ) -> Ended {
     let personal = hub.config.centrifuge.personal_channel && hub.config.users.streams();
     let mut t = Translator::new(codec, &conn.info.user_id, personal);
     let mut out = vec![connected];
+    for e in &early {
+        t.event(e, &mut out);
+    }
     let mut bad = 0u32;
     let limits = &hub.config.limits;
     if let Err(c) = Box::pin(commands(hub, conn, &mut t, first, &mut out, &mut bad)).await {

@@ -78,6 +78,9 @@ pub struct Empty {}
 pub struct ConnectRequest {
     #[prost(string, tag = "1")]
     pub token: String,
+    /// Server-side subscriptions to recover (the personal channel).
+    #[prost(map = "string, message", tag = "3")]
+    pub subs: HashMap<String, SubscribeRequest>,
 }
 
 /// The requests that name only a channel (unsubscribe, publish, presence, presence_stats).

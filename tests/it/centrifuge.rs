@@ -517,6 +517,7 @@ async fn protobuf_connect_subscribe_and_publication() {
         id: 1,
         connect: Some(wire::ConnectRequest {
             token: news_token("ann"),
+            ..Default::default()
         }),
         ..Default::default()
     }
@@ -676,4 +677,93 @@ async fn the_native_limits_apply_with_the_sdks_codes() {
         }
     };
     assert_eq!(code, (3013, "too many requests".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_personal_channel_carries_direct_messages_and_recovers_on_reconnect() {
+    let mut c = config();
+    c.centrifuge.personal_channel = true;
+    let s = start_with(c).await;
+    let mut client = s.client().await;
+    let (mut cf, reply) = connected(&s, &news_token("pia")).await;
+    let sub = &reply["subs"]["#pia"];
+    assert_eq!(
+        (&sub["recoverable"], &sub["positioned"], &sub["offset"]),
+        (&json!(true), &json!(true), &json!(0)),
+        "{reply}"
+    );
+    let epoch = sub["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(send_user(&mut client, "pia", "note", "1").await, 1);
+    let push = cf.next().await;
+    assert_eq!(push["push"]["channel"], "#pia", "{push}");
+    assert_eq!(push["push"]["pub"]["offset"], 1);
+    assert_eq!(push["push"]["pub"]["data"]["type"], "note");
+    // Client commands naming it: 103, and the connection stays.
+    for cmd in [
+        json!({"id":2,"subscribe":{"channel":"#pia"}}),
+        json!({"id":3,"unsubscribe":{"channel":"#pia"}}),
+        json!({"id":4,"history":{"channel":"#pia","limit":10}}),
+        json!({"id":5,"presence":{"channel":"#pia"}}),
+    ] {
+        cf.send(std::slice::from_ref(&cmd)).await;
+        let r = cf.next().await;
+        assert_eq!(r["error"]["code"], 103, "{cmd} -> {r}");
+    }
+    // Not a topic: not in the connection's topics, nor in Stats.
+    let conns = client
+        .list_connections(authed(ListConnectionsRequest {
+            user_id: "pia".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .connections;
+    assert_eq!(conns[0].topics, Vec::<String>::new());
+    drop(cf);
+    // Away: two more; back, recovering from offset 1.
+    for p in ["2", "3"] {
+        send_user(&mut client, "pia", "note", p).await;
+    }
+    let mut cf = open(&s, None).await;
+    cf.send(&[json!({"id":1,"connect":{"token":news_token("pia"),
+        "subs":{"#pia":{"recover":true,"offset":1,"epoch":epoch}}}})])
+        .await;
+    let r = cf.next().await;
+    let sub = &r["connect"]["subs"]["#pia"];
+    assert_eq!(
+        (
+            &sub["recovered"],
+            &sub["was_recovering"],
+            &sub["offset"],
+            &sub["epoch"]
+        ),
+        (&json!(true), &json!(true), &json!(3), &json!(epoch)),
+        "{r}"
+    );
+    let pubs: Vec<(u64, Value)> = sub["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["offset"].as_u64().unwrap(), p["data"]["payload"].clone()))
+        .collect();
+    assert_eq!(pubs, vec![(2, json!(2)), (3, json!(3))]);
+    send_user(&mut client, "pia", "note", "4").await;
+    let push = cf.next().await;
+    assert_eq!(push["push"]["pub"]["offset"], 4, "live after: {push}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_personal_channel_without_user_streams_is_a_configuration_error() {
+    let mut c = config();
+    c.centrifuge.personal_channel = true;
+    c.users.history_size = 0;
+    let Err(e) = c.validate() else {
+        panic!("a personal channel without user streams was accepted");
+    };
+    let text = e.to_string();
+    assert!(
+        text.contains("centrifuge.personal_channel") && text.contains("users.history_size"),
+        "{text}"
+    );
 }

@@ -184,6 +184,50 @@ for (const [build, Centrifuge, data, num] of builds) {
     client.disconnect();
   });
 
+  test(`${build}: the personal channel carries direct messages and recovers them after a forced reconnect`, async () => {
+    const personal = await startServer({ REALTIME_CENTRIFUGE__PERSONAL_CHANNEL: "true" });
+    const user = `${build.toLowerCase()}-personal`;
+    const channel = `#${user}`;
+    const rec = recorder();
+    const client = new Centrifuge(personal.centrifugeUrl, {
+      websocket: WebSocket,
+      token: personal.token(user),
+      // Long enough that the message below is sent while the client is away.
+      minReconnectDelay: 700,
+      maxReconnectDelay: 900,
+      timeout: 3000,
+    });
+    rec.on(client, "client.", clientEvents);
+    const send = (n) => personal.call("SendToUser", { user_id: user, message: msg("note", { n }) });
+    try {
+      client.connect();
+      await until("the personal channel", () => rec.of("client.subscribed").length === 1);
+      const first = rec.of("client.subscribed")[0];
+      assert.equal(first.channel, channel);
+      assert.equal((await send(1)).connections, 1);
+      await until("the first message", () => rec.of("client.publication").length === 1);
+      await personal.call("Disconnect", { user_id: user, code: 4000, reason: "come back" });
+      await until("reconnecting", () => rec.of("client.connecting").length === 2);
+      assert.equal((await send(2)).connections, 0, "sent while away");
+      await until("reconnected", () => rec.of("client.connected").length === 2);
+      await until("the missed message", () => rec.of("client.publication").length === 2);
+      const again = rec.of("client.subscribed")[1];
+      assert.equal(again.channel, channel);
+      assert.equal(again.wasRecovering, true);
+      assert.equal(again.recovered, true);
+      await send(3);
+      await until("a live one", () => rec.of("client.publication").length === 3);
+      const pubs = rec.of("client.publication");
+      assert.deepEqual(pubs.map((p) => p.channel), [channel, channel, channel]);
+      assert.deepEqual(pubs.map((p) => num(p.offset)), [1, 2, 3]);
+      assert.deepEqual(pubs.map((p) => data(p.data).payload.n), [1, 2, 3]);
+      assert.equal(rec.of("client.message").length, 0, "not as message pushes");
+    } finally {
+      client.disconnect();
+      personal.stop();
+    }
+  });
+
   test(`${build}: Disconnect with a reconnecting code comes back; a terminal one stays down`, async () => {
     const { client, rec, user } = setup("kick");
     client.connect();

@@ -10,9 +10,11 @@ import protoLoader from "@grpc/proto-loader";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 export const BIN = process.env.BOUNDARY_BIN || path.join(root, "target/debug/boundary-realtime");
 
-export async function startServer() {
+/** Starts `boundary-realtime dev`; `env` adds configuration (REALTIME_<SECTION>__<KEY>). */
+export async function startServer(env = {}) {
   const child = spawn(BIN, ["dev", "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"], {
     stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...env },
   });
   let out = "";
   child.stdout.on("data", (d) => (out += d));

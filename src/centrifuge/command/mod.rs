@@ -18,7 +18,7 @@ use super::codec::Codec;
 use super::translate::Translator;
 use super::wire::{Command, Error, Reply};
 use crate::core::close::centrifuge_codes as cc;
-use crate::core::{topic, CoreError};
+use crate::core::{stream, topic, CoreError};
 use crate::hub::Hub;
 use crate::node::WsConn;
 
@@ -120,6 +120,22 @@ pub async fn run(
         out,
         bad,
     };
+    // The personal channel (`#<user>`) is the server's: no client command names it.
+    let named = [
+        cmd.subscribe.as_ref().map(|s| &s.channel),
+        cmd.unsubscribe.as_ref().map(|u| &u.channel),
+        cmd.presence.as_ref().map(|p| &p.channel),
+        cmd.presence_stats.as_ref().map(|p| &p.channel),
+        cmd.history.as_ref().map(|h| &h.channel),
+    ];
+    if named.into_iter().flatten().any(|c| !stream::is_topic(c)) {
+        a.fail(
+            code::PERMISSION_DENIED,
+            "permission denied: a personal channel is subscribed by the server",
+            false,
+        );
+        return Ok(());
+    }
     // The first field set decides, in the order the protocol lists them.
     match cmd {
         Command {
