@@ -1,8 +1,10 @@
 // The demo page's script: connects with the token from the URL fragment (`#token=...`, never
 // sent to the server) or the form, subscribes to the topics of `#topics=a,b` (default `news`,
 // the topic the dev banner publishes to), shows the connection state, and lists what arrives
-// with the time it arrived. A token the server refuses (4001) is not tried again: the form
-// asks for another. The client is on `window.demo` for tests and the console.
+// with the time it arrived. Direct messages survive a reconnect and a reload of the page (the
+// user stream's position is kept in sessionStorage): the list says whether what was missed
+// was recovered or must be reloaded. A token the server refuses (4001) is not tried again:
+// the form asks for another. The client is on `window.demo` for tests and the console.
 import { RealtimeClient } from "/demo/realtime.js";
 
 const $ = (id) => document.getElementById(id);
@@ -37,7 +39,16 @@ function askForToken(why) {
   $("token").focus();
 }
 
-const client = new RealtimeClient(url, { getToken: async () => token || null });
+const POSITION = "boundary-realtime-demo-position";
+const saved = (() => {
+  try {
+    return JSON.parse(sessionStorage.getItem(POSITION) || "null");
+  } catch {
+    return null;
+  }
+})();
+const client = new RealtimeClient(url, { getToken: async () => token || null, userStream: saved });
+const savePosition = () => sessionStorage.setItem(POSITION, JSON.stringify(client.userStream));
 window.demo = { client, show };
 
 function listTopic(topic) {
@@ -66,6 +77,8 @@ client.on("state", (s) => {
   el.textContent = s.state + (s.code ? ` (${s.code}${s.reason ? " " + s.reason : ""})` : "");
   $("conn").textContent = s.state === "connected" ? s.connectionId : "";
   if (s.state === "connected") {
+    savePosition();
+    if (s.recovered === true) show("recovered", "direct messages: nothing missed while away");
     $("send-example").textContent = $("send-example")
       .textContent.replace(/"user_id":"[^"]*"/, `"user_id":${JSON.stringify(s.userId)}`)
       .replace(/http:\/\/[^/\s]+\/api/, `${location.protocol}//${location.host}/api`);
@@ -78,9 +91,14 @@ client.on("state", (s) => {
   }
   if (s.state === "closed" && !token) $("token-form").hidden = false;
 });
-client.on("message", (m) => show(m.type, JSON.stringify(m.payload)));
+client.on("message", (m) => {
+  show(m.type, JSON.stringify(m.payload));
+  savePosition();
+});
 client.on("publication", (p) => show(`${p.topic}#${p.offset}`, JSON.stringify(p.payload)));
-client.on("unrecovered", (s) => show("unrecovered", `${s.topic}: reload its state`));
+client.on("unrecovered", (s) =>
+  show("unrecovered", s.user ? "direct messages: some were missed, reload your state" : `${s.topic}: reload its state`),
+);
 client.on("error", (e) => show("error", e && e.message ? e.message : String(e)));
 
 $("subscribe-form").addEventListener("submit", async (ev) => {

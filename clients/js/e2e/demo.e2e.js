@@ -77,10 +77,18 @@ test("the demo page connects, shows a gRPC message, and recovers missed publicat
   await page.waitForSelector('#state:not([data-state="connected"])');
   await server.call("Publish", { topic: "news", message: msg("headline", { n: 2 }) });
   await server.call("Publish", { topic: "news", message: msg("headline", { n: 3 }) });
+  const away = await server.call("SendToUser", {
+    user_id: "dev-user",
+    message: msg("hello", { text: "sent while away" }),
+  });
+  assert.equal(away.connections, 0);
   await page.waitForFunction(() => typeof window.releaseToken === "function");
   await page.evaluate(() => window.releaseToken());
   await page.waitForSelector('#state[data-state="connected"]');
   await page.waitForSelector('#messages li[data-kind="news#3"]');
+  // The direct message sent while away arrives, and the page says nothing was missed.
+  await page.waitForSelector('#messages li[data-kind="hello"]:has-text("sent while away")');
+  await page.waitForSelector('#messages li[data-kind="recovered"]');
 
   const kinds = await page.$$eval("#messages li", (lis) => lis.map((li) => li.dataset.kind).reverse());
   assert.deepEqual(
@@ -95,6 +103,20 @@ test("the demo page connects, shows a gRPC message, and recovers missed publicat
     ? path.resolve(process.env.DEMO_SCREENSHOT)
     : path.join(root, "target/e2e/demo.png");
   await page.screenshot({ path: shot });
+});
+
+test("a page that missed more than its user stream keeps says so after a reload", async () => {
+  const page = await browser.newPage();
+  await page.goto(server.demoUrl);
+  await page.waitForSelector('#state[data-state="connected"]', { timeout: 10000 });
+  // A position the server never gave (another epoch): the resume cannot be proven.
+  await page.evaluate(() =>
+    sessionStorage.setItem("boundary-realtime-demo-position", JSON.stringify({ offset: 1, epoch: "gone" })),
+  );
+  await page.reload();
+  await page.waitForSelector('#state[data-state="connected"]', { timeout: 10000 });
+  await page.waitForSelector('#messages li[data-kind="unrecovered"]:has-text("direct messages")');
+  await page.close();
 });
 
 test("a refused token is not retried: the page asks for another, then connects with it", async () => {
