@@ -7,7 +7,7 @@
 //! [`Outbox::offer`] per recipient. Removing a connection takes it out of every index in one
 //! call. Sequences order connections for keyset pagination.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -92,7 +92,63 @@ pub struct Conn<O> {
     closing: AtomicBool,
     last_seen_ms: AtomicI64,
     ping_sent_ms: AtomicI64,
-    topics: Mutex<BTreeSet<String>>,
+    topics: Mutex<TopicSet>,
+}
+
+/// A connection's topics (and its user stream), sorted, in exactly the memory they need: every
+/// connection joins its user stream, so one name must not cost a tree node (a `BTreeSet`
+/// leaf is about 300 bytes; this is 24 and the name). Small by construction (capped by
+/// `topics.max_subscriptions`), so inserting and removing in a vector is cheap.
+#[derive(Debug, Default)]
+pub struct TopicSet(Vec<String>);
+
+impl TopicSet {
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.binary_search_by(|n| n.as_str().cmp(name)).is_ok()
+    }
+
+    /// False when it was there already.
+    pub fn insert(&mut self, name: String) -> bool {
+        match self.0.binary_search(&name) {
+            Ok(_) => false,
+            Err(at) => {
+                self.0.reserve_exact(1);
+                self.0.insert(at, name);
+                true
+            }
+        }
+    }
+
+    /// False when it was not there.
+    pub fn remove(&mut self, name: &str) -> bool {
+        match self.0.binary_search_by(|n| n.as_str().cmp(name)) {
+            Ok(at) => {
+                self.0.remove(at);
+                if self.0.is_empty() {
+                    self.0 = Vec::new();
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &String> {
+        self.0.iter()
+    }
+
+    /// Empties it, handing back what it held.
+    pub fn take(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.0)
+    }
 }
 
 impl<O> Conn<O> {
@@ -105,7 +161,7 @@ impl<O> Conn<O> {
             closing: AtomicBool::new(false),
             last_seen_ms: AtomicI64::new(info.connected_at_ms),
             ping_sent_ms: AtomicI64::new(NO_EXPIRY),
-            topics: Mutex::new(BTreeSet::new()),
+            topics: Mutex::new(TopicSet::default()),
             info,
         }
     }
@@ -167,7 +223,7 @@ impl<O> Conn<O> {
 
     /// The set of topics this connection is subscribed to, locked. The topic table takes it
     /// before a topic's lock; nothing else may hold it while taking another lock.
-    pub fn topic_set(&self) -> parking_lot::MutexGuard<'_, BTreeSet<String>> {
+    pub fn topic_set(&self) -> parking_lot::MutexGuard<'_, TopicSet> {
         self.topics.lock()
     }
 
@@ -604,6 +660,24 @@ fn distinct(items: &[String]) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_topic_set_is_sorted_without_repeats_and_frees_its_memory_when_empty() {
+        let mut t = TopicSet::default();
+        assert!(t.insert("b".into()));
+        assert!(t.insert("#u".into()));
+        assert!(t.insert("a".into()));
+        assert!(!t.insert("a".into()));
+        assert_eq!(t.iter().collect::<Vec<_>>(), ["#u", "a", "b"]);
+        assert!(t.contains("b") && !t.contains("c"));
+        assert!(t.remove("a") && !t.remove("a"));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.take(), vec!["#u".to_owned(), "b".to_owned()]);
+        assert!(t.is_empty());
+        t.insert("x".into());
+        t.remove("x");
+        assert_eq!(t.0.capacity(), 0);
+    }
 
     /// An outbox that keeps what it is given, up to a capacity.
     #[derive(Default)]

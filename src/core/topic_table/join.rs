@@ -97,6 +97,10 @@ where
         let mut t = state.lock();
         let idx = t.joining.iter().position(|j| j.ticket == ticket.id)?;
         let joiner = t.joining.swap_remove(idx);
+        if t.joining.is_empty() {
+            // Most topics are joined once in a while: no capacity kept between joins.
+            t.joining = Vec::new();
+        }
         let mut overflowed = Vec::new();
         let stream = align_stream(&mut t, &read, &joiner.seen, reset, &mut overflowed);
         let start = start_point(&stream, read, since, &joiner.seen);

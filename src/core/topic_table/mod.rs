@@ -423,7 +423,7 @@ where
 
     /// Unsubscribes a closing connection from everything; returns the topics it left.
     pub fn leave_all(&self, conn: &Conn<O>) -> Vec<String> {
-        let topics: Vec<String> = std::mem::take(&mut *conn.topic_set()).into_iter().collect();
+        let topics = conn.topic_set().take();
         for t in &topics {
             self.remove_member(t, conn.info.seq);
         }
