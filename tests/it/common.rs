@@ -124,18 +124,9 @@ impl TestServer {
     }
 
     pub async fn connect_token(&self, token: &str) -> Ws {
-        let (stream, _) =
-            tokio_tungstenite::connect_async(format!("{}?token={token}", self.ws_url()))
-                .await
-                .expect("upgrade");
-        let mut ws = Ws {
-            stream,
-            id: String::new(),
-        };
-        let c = ws.next_json().await;
-        assert_eq!(c["op"], "connected", "{c}");
-        ws.id = c["connection_id"].as_str().unwrap().to_owned();
-        ws
+        connect_url(format!("{}?token={token}", self.ws_url()))
+            .await
+            .0
     }
 
     /// Upgrades without a token (first-frame auth follows).
@@ -246,6 +237,22 @@ impl Ws {
             }
         }
     }
+}
+
+/// Opens a WebSocket at `url` (its query carrying the token) and reads the `connected` frame;
+/// returns the socket and that frame.
+pub async fn connect_url(url: String) -> (Ws, Value) {
+    let (stream, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrade");
+    let mut ws = Ws {
+        stream,
+        id: String::new(),
+    };
+    let c = ws.next_json().await;
+    assert_eq!(c["op"], "connected", "{c}");
+    ws.id = c["connection_id"].as_str().unwrap().to_owned();
+    (ws, c)
 }
 
 /// Checks that `cond` holds for the whole of `window`, every 50 ms (a bounded observation of

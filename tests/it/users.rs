@@ -15,18 +15,7 @@ use crate::common::*;
 /// returns the socket and its `connected` frame.
 async fn open(http: SocketAddr, user: &str, since: Option<(u64, &str)>) -> (Ws, Value) {
     let resume = since.map_or(String::new(), |(o, e)| format!("&since={o}&epoch={e}"));
-    let url = format!("ws://{http}/ws?token={}{resume}", token(user, &[]));
-    let (stream, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("upgrade");
-    let mut ws = Ws {
-        stream,
-        id: String::new(),
-    };
-    let c = ws.next_json().await;
-    assert_eq!(c["op"], "connected", "{c}");
-    ws.id = c["connection_id"].as_str().unwrap().to_owned();
-    (ws, c)
+    connect_url(format!("ws://{http}/ws?token={}{resume}", token(user, &[]))).await
 }
 
 /// SendToUser of `{"n": i}` as type `n`, with a caller id when given.

@@ -127,12 +127,12 @@ return out
 "#;
 
 /// A node's count of a user, taken again after it (re)subscribed. KEYS: counts, state,
-/// rt:uoff, rt:un:<node>, rt:unodes, alive. ARGV: node, user, count (> 0), now, node ttl ms,
-/// the USER_ONLINE event message. Sets the node's count; a user Redis does not know online
+/// rt:uoff, rt:un:<node>, rt:unodes, alive. ARGV: node, user, now, node ttl ms, the
+/// USER_ONLINE event message, count (> 0). Sets the node's count; a user Redis does not know online
 /// (the broker lost its data) comes online again: returns 1 and publishes the event.
 pub const RECOUNT: &str = r#"
 local uc, us, uoff, un, unodes, alive = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local node, user, n, now, ttl, event = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local node, user, now, ttl, event, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 redis.call('SET', alive, '1', 'PX', ttl)
 redis.call('SADD', unodes, node)
 redis.call('SADD', un, user)
@@ -203,26 +203,42 @@ impl RedisCluster {
         });
         for (user, n) in counts {
             let now = crate::clock::now_ms();
-            let event = event_message(ConnEventKind::UserOnline, &user, &self.node_id, now);
-            let mut inv = self.user_scripts.recount.prepare_invoke();
-            inv.key(counts_key(&user))
-                .key(state_key(&user))
-                .key(OFFLINE)
-                .key(format!("rt:un:{}", self.node_id))
-                .key(NODES)
-                .key(alive_key(&self.node_id))
-                .arg(&self.node_id)
-                .arg(&user)
-                .arg(n)
-                .arg(now)
-                .arg(self.settings.node_ttl_ms)
-                .arg(event);
-            let mut con = self.commands(Key::Global);
-            let r = tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut con)).await;
-            if let Ok(1) = self.outcome::<i64>(r) {
+            let script = &self.user_scripts.recount;
+            if let Ok(true) = self.count_user(script, &user, now, Some(n)).await {
                 self.local.emit_user(ConnEventKind::UserOnline, &user, now);
             }
         }
+    }
+
+    /// Runs OPENED (`n` None) or RECOUNT (`n` the count) for `user`: the same keys and
+    /// arguments. True when the user came online (the script published USER_ONLINE).
+    async fn count_user(
+        &self,
+        script: &Script,
+        user: &str,
+        now_ms: i64,
+        n: Option<u32>,
+    ) -> Result<bool, CoreError> {
+        let event = event_message(ConnEventKind::UserOnline, user, &self.node_id, now_ms);
+        let mut inv = script.prepare_invoke();
+        inv.key(counts_key(user))
+            .key(state_key(user))
+            .key(OFFLINE)
+            .key(format!("rt:un:{}", self.node_id))
+            .key(NODES)
+            .key(alive_key(&self.node_id))
+            .arg(&self.node_id)
+            .arg(user)
+            .arg(now_ms)
+            .arg(self.settings.node_ttl_ms)
+            .arg(event);
+        if let Some(n) = n {
+            inv.arg(n);
+        }
+        let mut con = self.commands(Key::Global);
+        let r = tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut con)).await;
+        let online: i64 = self.outcome(r)?;
+        Ok(online == 1)
     }
 
     /// This node's liveness for the sweep (refreshed by the heartbeat); gone on leave.
@@ -248,23 +264,8 @@ impl Users for RedisCluster {
     fn opened(&self, user: &str, now_ms: i64) -> BoxFuture<'_, Result<bool, CoreError>> {
         let user = user.to_owned();
         Box::pin(async move {
-            let event = event_message(ConnEventKind::UserOnline, &user, &self.node_id, now_ms);
-            let mut inv = self.user_scripts.opened.prepare_invoke();
-            inv.key(counts_key(&user))
-                .key(state_key(&user))
-                .key(OFFLINE)
-                .key(format!("rt:un:{}", self.node_id))
-                .key(NODES)
-                .key(alive_key(&self.node_id))
-                .arg(&self.node_id)
-                .arg(&user)
-                .arg(now_ms)
-                .arg(self.settings.node_ttl_ms)
-                .arg(event);
-            let mut con = self.commands(Key::Global);
-            let r = tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut con)).await;
-            let online: i64 = self.outcome(r)?;
-            Ok(online == 1)
+            self.count_user(&self.user_scripts.opened, &user, now_ms, None)
+                .await
         })
     }
 
