@@ -36,7 +36,7 @@ where
         let state = map.entry(topic.to_owned()).or_insert_with(|| {
             self.count.fetch_add(1, Ordering::Relaxed);
             Arc::new(Mutex::new(TopicState {
-                subscribers: BTreeMap::new(),
+                subscribers: Default::default(),
                 listeners: 0,
                 joining: Vec::new(),
                 stream: None,

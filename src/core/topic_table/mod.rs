@@ -26,6 +26,9 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
+mod subs;
+use subs::Subs;
+
 use super::registry::{Conn, Offer, Outbox};
 
 const SHARDS: usize = 32;
@@ -55,7 +58,7 @@ struct Stream {
 }
 
 struct TopicState<O: Outbox> {
-    subscribers: BTreeMap<u64, Sub<O>>,
+    subscribers: Subs<Sub<O>>,
     /// How many subscribers listen for joins and leaves.
     listeners: usize,
     joining: Vec<Joiner<O>>,
@@ -389,7 +392,7 @@ where
             return false;
         };
         let mut t = state.lock();
-        let Some(sub) = t.subscribers.get_mut(&seq) else {
+        let Some(sub) = t.subscribers.get_mut(seq) else {
             return false;
         };
         if !sub.listen {
@@ -435,7 +438,7 @@ where
             return;
         };
         let mut t = state.lock();
-        if t.subscribers.remove(&seq).is_some_and(|s| s.listen) {
+        if t.subscribers.remove(seq).is_some_and(|s| s.listen) {
             t.listeners -= 1;
         }
         t.joining.retain(|j| j.conn.info.seq != seq);
