@@ -553,6 +553,24 @@ async fn each_transition_reaches_every_watcher_once_across_nodes_and_a_killed_no
     for w in [&mut wa, &mut wb] {
         quiet(w, Duration::from_millis(GRACE_MS)).await;
     }
+    // A reload that lands on the other node, inside the grace: no transition anywhere.
+    let (on_a, _) = open(a.http, "lee", None).await;
+    for w in [&mut wa, &mut wb] {
+        assert_eq!(next_kind(w).await, (Kind::UserOnline, "lee".into()));
+    }
+    let since = ms(&get_users(&mut via_a, &["lee"]).await[0].online_since);
+    drop(on_a);
+    let (on_b, _) = open(b.http, "lee", None).await;
+    for w in [&mut wa, &mut wb] {
+        quiet(w, Duration::from_millis(GRACE_MS * 2)).await;
+    }
+    let u = get_users(&mut via_a, &["lee"]).await;
+    assert_eq!((u[0].online, u[0].connections), (true, 1));
+    assert_eq!(ms(&u[0].online_since), since, "the online period goes on");
+    drop(on_b);
+    for w in [&mut wa, &mut wb] {
+        assert_eq!(next_kind(w).await, (Kind::UserOffline, "lee".into()));
+    }
     let (ua, ub) = (
         get_users(&mut via_a, &["kim"]).await,
         get_users(&mut via_b, &["kim"]).await,
