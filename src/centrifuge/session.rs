@@ -67,7 +67,8 @@ pub async fn run(
     let outbox = WsOutbox::with_dialect(hub.config.limits.send_queue, close::centrifuge);
     let conn = new_conn(&hub, start.identity, peer, codec.protocol(), outbox);
     let max_per_user = hub.config.limits.max_connections_per_user as usize;
-    let personal = hub.config.centrifuge.personal_channel && hub.config.users.streams();
+    // Valid configuration has user streams whenever it has the personal channel.
+    let personal = hub.config.centrifuge.personal_channel;
     let resume = start.resume.filter(|_| personal);
     let stream_start = match hub.connect(&conn, max_per_user, resume.as_ref()).await {
         Ok(s) => s,
@@ -326,7 +327,7 @@ async fn serve(
     early: Vec<SharedEvent>,
     first: Vec<Command>,
 ) -> Ended {
-    let personal = hub.config.centrifuge.personal_channel && hub.config.users.streams();
+    let personal = hub.config.centrifuge.personal_channel;
     let mut t = Translator::new(codec, &conn.info.user_id, personal);
     let mut out = vec![connected];
     for e in &early {

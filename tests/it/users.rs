@@ -501,6 +501,7 @@ async fn each_transition_reaches_every_watcher_once_across_nodes_and_a_killed_no
     let mut wa = watch(&mut via_a, &kinds).await;
     let mut wb = watch(&mut via_b, &kinds).await;
     // The watchers are registered cluster-wide once a node's connection shows on the other.
+    let mut attempts = 0;
     let probe = loop {
         let (ws, _) = open(a.http, "probe", None).await;
         if tokio::time::timeout(Duration::from_millis(500), wb.next())
@@ -510,6 +511,11 @@ async fn each_transition_reaches_every_watcher_once_across_nodes_and_a_killed_no
             break ws;
         }
         drop(ws);
+        attempts += 1;
+        assert!(
+            attempts < 20,
+            "node b's watcher never heard node a's events"
+        );
     };
     drop(probe);
     // Drain the probe's own transitions on both.
