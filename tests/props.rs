@@ -149,7 +149,7 @@ mod topics {
                 let offset = h.next_offset();
                 prop_assert_eq!(offset, all.len() as u64 + 1, "offsets are 1, 2, 3, ...");
                 let id = id.map(|i| format!("m{i}")).unwrap_or_default();
-                h.push(HistoryEntry { offset, message_id: id.clone(), published_at_ms: now, event: offset }, now);
+                h.push(HistoryEntry { offset, message_id: id.as_str().into(), published_at_ms: now, event: offset }, now);
                 all.push((offset, id, now));
                 h.evict(now);
                 let kept: Vec<&(u64, String, i64)> = all

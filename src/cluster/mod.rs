@@ -13,6 +13,7 @@
 //! The types here are plain data (snapshots, not live connections) so that they can cross a
 //! process boundary.
 
+pub mod compact;
 pub mod memory;
 pub mod redis;
 

@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 #[derive(Debug, Clone)]
 pub struct HistoryEntry<F> {
     pub offset: u64,
-    pub message_id: String,
+    pub message_id: Box<str>,
     pub published_at_ms: i64,
     pub event: F,
 }
@@ -22,7 +22,7 @@ pub struct History<F> {
     pub epoch: String,
     latest: u64,
     entries: VecDeque<HistoryEntry<F>>,
-    ids: HashMap<String, u64>,
+    ids: HashMap<Box<str>, u64>,
     size: usize,
     ttl_ms: i64,
     /// When the topic was last read or written (the store keeps an unused topic's position
@@ -86,10 +86,12 @@ impl<F: Clone> History<F> {
         if !p.message_id.is_empty() {
             self.ids.insert(p.message_id.clone(), p.offset);
         }
-        self.entries.push_back(p);
-        while self.entries.len() > self.size {
+        // Room is made before the push, so a full history's deque stays at the capacity it
+        // grew to (pushing first would double it for one entry).
+        while self.entries.len() >= self.size {
             self.pop_front();
         }
+        self.entries.push_back(p);
         self.evict(now_ms);
     }
 

@@ -154,6 +154,21 @@ async fn the_first_frame_resumes_too_and_an_idle_user_recovers_from_zero() {
         "{c}"
     );
     assert_eq!(read(&mut ws, 1, None).await, vec![(2, 8)]);
+
+    // A first message sent while the user is away keeps the epoch the user was shown: the
+    // resume from 0 recovers it.
+    let (ws, c) = open(s.http, "away", None).await;
+    let epoch = c["epoch"].as_str().unwrap().to_owned();
+    drop(ws);
+    let r = send_n(&mut client, "away", 9, "").await;
+    assert_eq!((r.offset, r.epoch.as_str()), (1, epoch.as_str()));
+    let (mut ws, c) = open(s.http, "away", Some((0, &epoch))).await;
+    assert_eq!(
+        (&c["recovered"], &c["offset"]),
+        (&json!(true), &json!(1)),
+        "{c}"
+    );
+    assert_eq!(read(&mut ws, 1, None).await, vec![(1, 9)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

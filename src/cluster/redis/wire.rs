@@ -18,8 +18,9 @@
 //! watches.
 
 use bytes::Bytes;
-use prost::Message as _;
 use serde::{Deserialize, Serialize};
+
+use crate::cluster::compact;
 
 use crate::core::event::Message;
 use crate::core::model::{
@@ -212,28 +213,9 @@ pub fn split_position(body: &[u8]) -> Result<(u64, &str, &[u8]), String> {
     Ok((offset, epoch, &body[nl + 1..]))
 }
 
-/// The compact form of a message (field numbers are part of the stored format: keep them).
-#[derive(Clone, PartialEq, prost::Message)]
-struct WireMessage {
-    #[prost(string, tag = "1")]
-    kind: String,
-    #[prost(bytes = "bytes", tag = "2")]
-    payload: Bytes,
-    #[prost(string, tag = "3")]
-    id: String,
-    #[prost(int64, tag = "4")]
-    ts_ms: i64,
-}
-
-/// Encodes a message for the cluster's wire and the history stream.
+/// Encodes a message for the cluster's wire and the history stream (its compact form).
 pub fn encode_message(m: &Message) -> Vec<u8> {
-    WireMessage {
-        kind: m.kind.to_string(),
-        payload: m.payload.clone(),
-        id: m.id.to_string(),
-        ts_ms: m.ts_ms,
-    }
-    .encode_to_vec()
+    compact::encode(m)
 }
 
 /// Decodes a message from the wire or the history stream. History kept by a version that
@@ -242,16 +224,7 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, String> {
     if bytes.first() == Some(&b'{') {
         return legacy_frame(bytes);
     }
-    let w = WireMessage::decode(bytes).map_err(|e| e.to_string())?;
-    // Made from checked JSON text by another node; a payload that is not even UTF-8 could not
-    // be sent as a text frame.
-    std::str::from_utf8(&w.payload).map_err(|_| "payload is not UTF-8".to_owned())?;
-    Ok(Message {
-        kind: w.kind.into(),
-        payload: w.payload,
-        id: w.id.into(),
-        ts_ms: w.ts_ms,
-    })
+    compact::decode(bytes)
 }
 
 /// A message frame as earlier versions kept it in history.
@@ -335,13 +308,6 @@ mod tests {
         assert_eq!(decode_message(legacy).unwrap(), m);
         assert!(decode_message(b"{not json").is_err());
         assert!(decode_message(&[0x0a, 0xff]).is_err());
-        let bad_payload = WireMessage {
-            kind: "t".into(),
-            payload: Bytes::from_static(&[0xff]),
-            id: String::new(),
-            ts_ms: 0,
-        };
-        assert!(decode_message(&bad_payload.encode_to_vec()).is_err());
     }
 
     #[test]
