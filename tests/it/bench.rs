@@ -131,6 +131,47 @@ async fn every_mode_counts_exactly_what_its_calls_deliver() {
     }
 }
 
+/// Resume: 12 clients miss 3 messages each while away, then all come back from their
+/// position: every one recovered, every missed message once and in order.
+#[tokio::test]
+async fn resume_mode_brings_every_client_back_with_what_it_missed() {
+    let server = start().await;
+    let args = [
+        "resume",
+        "--conns",
+        "12",
+        "--messages",
+        "36",
+        "--in-flight",
+        "4",
+    ];
+    let r = bench::run(&options(&server, &args)).await.unwrap();
+    let resume = r.resume.as_ref().expect("a resume section");
+    assert_eq!(
+        (resume.clients, resume.recovered, resume.not_recovered),
+        (12, 12, 0)
+    );
+    assert_eq!(r.calls.errors, 0, "{:?}", r.calls.first_error);
+    assert_eq!(
+        (
+            r.deliveries.expected,
+            r.deliveries.received,
+            r.deliveries.lost,
+            r.deliveries.out_of_order,
+            r.deliveries.duplicates
+        ),
+        (36, 36, 0, 0, 0)
+    );
+    assert!(resume.drain_seconds >= resume.reconnect_seconds);
+    assert!(r.human().contains("12 clients back: 12 recovered, 0 not"));
+    // Not for the Centrifugo protocols.
+    let args = ["resume", "--protocol", "centrifuge-json"];
+    assert!(matches!(
+        bench::run(&options(&server, &args)).await,
+        Err(BenchError::Usage(_))
+    ));
+}
+
 #[tokio::test]
 async fn a_paced_run_reports_its_schedule_and_json() {
     let server = start().await;

@@ -164,9 +164,25 @@ pub async fn open(
     token: &str,
     topic: Option<&str>,
 ) -> Result<Ws, BenchError> {
-    tokio::time::timeout(CONNECT_TIMEOUT, open_inner(target, source, token, topic))
-        .await
-        .map_err(|_| BenchError::Failed(format!("connecting to {} timed out", target.url)))?
+    let (ws, _) = open_at(target, source, token, topic, "").await?;
+    Ok(ws)
+}
+
+/// Opens a connection with `query` added to the URL (`since=..&epoch=..`, or empty) and
+/// returns it with its `connected` frame (native protocol; `None` for Centrifugo's).
+pub async fn open_at(
+    target: &Target,
+    source: Option<IpAddr>,
+    token: &str,
+    topic: Option<&str>,
+    query: &str,
+) -> Result<(Ws, Option<String>), BenchError> {
+    tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        open_inner(target, source, token, topic, query),
+    )
+    .await
+    .map_err(|_| BenchError::Failed(format!("connecting to {} timed out", target.url)))?
 }
 
 async fn open_inner(
@@ -174,7 +190,8 @@ async fn open_inner(
     source: Option<IpAddr>,
     token: &str,
     topic: Option<&str>,
-) -> Result<Ws, BenchError> {
+    query: &str,
+) -> Result<(Ws, Option<String>), BenchError> {
     let unreachable = |e: String| BenchError::Unreachable {
         what: "WebSocket endpoint",
         url: target.url.clone(),
@@ -192,8 +209,12 @@ async fn open_inner(
         .await
         .map_err(|e| unreachable(e.to_string()))?;
     let _ = stream.set_nodelay(true);
-    let mut request = target
-        .url
+    let url = match (query.is_empty(), target.url.contains('?')) {
+        (true, _) => target.url.clone(),
+        (false, true) => format!("{}&{query}", target.url),
+        (false, false) => format!("{}?{query}", target.url),
+    };
+    let mut request = url
         .as_str()
         .into_client_request()
         .map_err(|e| BenchError::Usage(format!("--ws-url {:?}: {e}", target.url)))?;
@@ -230,9 +251,9 @@ async fn open_inner(
         })?;
     if target.protocol != WireProtocol::Native {
         super::centrifuge::start(&mut ws, target.protocol, token, topic).await?;
-        return Ok(ws);
+        return Ok((ws, None));
     }
-    expect_op(&mut ws, "connected").await?;
+    let connected = expect_op(&mut ws, "connected").await?;
     if let Some(topic) = topic {
         let op = serde_json::json!({"op": "subscribe", "topic": topic, "ref": 1}).to_string();
         ws.send(Message::text(op))
@@ -240,7 +261,7 @@ async fn open_inner(
             .map_err(|e| BenchError::Failed(format!("subscribing to {topic}: {e}")))?;
         expect_op(&mut ws, "subscribed").await?;
     }
-    Ok(ws)
+    Ok((ws, Some(connected)))
 }
 
 /// Lets connect() choose the source port: bind() with port 0 would search the ephemeral range
@@ -261,12 +282,13 @@ fn defer_port_choice(socket: &TcpSocket) {
     }
 }
 
-/// Waits for a frame `{"op":<op>,...}`; an error frame or a close is a refusal.
-async fn expect_op(ws: &mut Ws, op: &str) -> Result<(), BenchError> {
+/// Waits for a frame `{"op":<op>,...}` and returns it; an error frame or a close is a
+/// refusal.
+async fn expect_op(ws: &mut Ws, op: &str) -> Result<String, BenchError> {
     let want = format!("\"op\":\"{op}\"");
     loop {
         match ws.next().await {
-            Some(Ok(Message::Text(t))) if t.contains(&want) => return Ok(()),
+            Some(Ok(Message::Text(t))) if t.contains(&want) => return Ok(t.as_str().to_owned()),
             Some(Ok(Message::Text(t))) if t.contains("\"op\":\"error\"") => {
                 return Err(BenchError::Rejected(format!("the server answered {t}")))
             }

@@ -10,6 +10,7 @@ pub mod centrifuge;
 pub mod conns;
 pub mod procfs;
 pub mod report;
+pub mod resume;
 pub mod tally;
 
 /// The service's gRPC client, generated from its proto by this crate's build script.
@@ -51,6 +52,9 @@ pub enum Mode {
     Role,
     /// Publish calls to the groups' topics in turn (each connection subscribes to its group's).
     Topic,
+    /// Every client connects, goes away, misses the SendToUser calls made to its user (one
+    /// user per connection, in turn), and all come back at once resuming from their position.
+    Resume,
 }
 
 const DEFAULT_WS_URL: &str = "ws://127.0.0.1:8080/ws";
@@ -267,6 +271,11 @@ async fn run_inner(opts: &Options) -> Result<Report, BenchError> {
         report.server.rss_kib_before = Some(procfs::rss_kib_sum(pid).map_err(BenchError::Usage)?);
     }
 
+    if opts.mode == Mode::Resume {
+        let api = api.expect("connected above for every mode but idle");
+        return resume::run(opts, &targets, &api, tokens, pid, report).await;
+    }
+
     let stats = Stats::new();
     let sent = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -376,6 +385,9 @@ fn check(opts: &Options) -> Result<(), BenchError> {
     }
     if opts.in_flight == 0 || opts.connect_concurrency == 0 {
         return usage("--in-flight and --connect-concurrency must be at least 1");
+    }
+    if opts.mode == Mode::Resume && opts.protocol != WireProtocol::Native {
+        return usage("the resume mode speaks the native protocol (leave --protocol native)");
     }
     Ok(())
 }
@@ -741,7 +753,7 @@ pub enum Call {
 pub fn plan(mode: Mode, k: u64, conns: usize, groups: usize) -> (Call, u64) {
     match mode {
         Mode::Idle | Mode::Broadcast => (Call::Broadcast, conns as u64),
-        Mode::User => {
+        Mode::User | Mode::Resume => {
             let i = (k % conns as u64) as usize;
             (Call::User(identity(i, groups).user), 1)
         }

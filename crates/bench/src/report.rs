@@ -28,6 +28,22 @@ pub struct Report {
     /// Connections the server closed during the run, by close code.
     pub closed_by_server: BTreeMap<u16, u64>,
     pub client_cpu_seconds: f64,
+    /// The resume mode's figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume: Option<Resume>,
+}
+
+/// What coming back all at once gave (resume mode).
+#[derive(Debug, Default, Serialize)]
+pub struct Resume {
+    pub clients: u64,
+    /// `connected` said `recovered: true`.
+    pub recovered: u64,
+    pub not_recovered: u64,
+    /// From the first reconnect until every client had its `connected`.
+    pub reconnect_seconds: f64,
+    /// From the first reconnect until the last missed message arrived.
+    pub drain_seconds: f64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -262,6 +278,12 @@ impl Report {
             out.push_str(&format!(
                 "\n  server CPU  {cpu:.2} s = {per:.3} us per delivery ({:.2} s per million)",
                 s.cpu_seconds_per_million.unwrap_or_default()
+            ));
+        }
+        if let Some(r) = &self.resume {
+            out.push_str(&format!(
+                "\n  resume      {} clients back: {} recovered, {} not; all connected in {:.2} s, every missed message in {:.2} s",
+                r.clients, r.recovered, r.not_recovered, r.reconnect_seconds, r.drain_seconds
             ));
         }
         if !self.closed_by_server.is_empty() {
