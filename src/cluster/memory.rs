@@ -72,10 +72,6 @@ struct Fresh {
     touched_ms: i64,
 }
 
-fn epoch_text(e: u32) -> String {
-    format!("{e:08x}")
-}
-
 /// The in-memory family for one node.
 pub struct Memory {
     local: Arc<LocalNode>,
@@ -152,32 +148,34 @@ impl Memory {
 
     /// The epoch a user stream without history has shown (called under its shard's lock,
     /// which is what keeps a first message from racing a reader of the fresh epoch): the one
-    /// it was given, or the one this node's connections hold it at (offset 0, so nothing was
-    /// ever sent in between: a stream cannot be forgotten while held), or a new one.
+    /// it was given, or the one this node's connections hold or are parked at (offset 0, so
+    /// nothing was ever sent in between: a stream cannot be forgotten while held), or a new
+    /// one.
     fn fresh_epoch(&self, topic: &str, now_ms: i64, take: bool) -> String {
         let key = self.hasher.hash_one(topic);
         let mut fresh = self.fresh[self.slot(topic)].lock();
-        let known = fresh.get(&key).map(|f| epoch_text(f.epoch)).or_else(|| {
-            self.local
-                .topics
-                .position(topic)
-                .and_then(|(epoch, last)| (last == 0).then_some(epoch))
-        });
+        let known = fresh
+            .get(&key)
+            .map(|f| stream::epoch_text(f.epoch))
+            .or_else(|| {
+                self.local
+                    .topics
+                    .position(topic)
+                    .and_then(|(epoch, last)| (last == 0).then_some(epoch))
+            });
         let epoch = known.unwrap_or_else(new_epoch);
         if take {
             fresh.remove(&key);
-        } else if let Ok(e) = u32::from_str_radix(&epoch, 16) {
-            // Every epoch made here is 8 hex digits; one that is not is simply not recorded
-            // (the stream then shows a new epoch later: a resume is refused, never wrong).
-            if epoch.len() == 8 {
-                fresh.insert(
-                    key,
-                    Fresh {
-                        epoch: e,
-                        touched_ms: now_ms,
-                    },
-                );
-            }
+        } else if let Some(e) = stream::epoch_number(&epoch) {
+            // Every epoch made here is one; one that is not is simply not recorded (the
+            // stream then shows a new epoch later: a resume is refused, never wrong).
+            fresh.insert(
+                key,
+                Fresh {
+                    epoch: e,
+                    touched_ms: now_ms,
+                },
+            );
         }
         epoch
     }

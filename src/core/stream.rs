@@ -34,6 +34,23 @@ pub fn is_topic(name: &str) -> bool {
     !name.starts_with(USER_MARK)
 }
 
+/// An epoch as a number, when it is one the stores make (8 lowercase hex digits): what a
+/// compact record of a stream's epoch keeps. `None` for any other text.
+pub fn epoch_number(epoch: &str) -> Option<u32> {
+    let digits = epoch.len() == 8
+        && epoch
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    digits
+        .then(|| u32::from_str_radix(epoch, 16).ok())
+        .flatten()
+}
+
+/// The epoch text of [`epoch_number`]'s number.
+pub fn epoch_text(n: u32) -> String {
+    format!("{n:08x}")
+}
+
 /// Where a reconnecting client says it stands in its user stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resume {
@@ -125,5 +142,14 @@ mod tests {
             })
         );
         assert!(resume_from_query(Some("token=t&since=3")).is_err());
+    }
+
+    #[test]
+    fn store_made_epochs_round_trip_as_numbers_and_nothing_else_does() {
+        assert_eq!(epoch_number("00ab12ff"), Some(0x00ab_12ff));
+        assert_eq!(epoch_text(0x00ab_12ff), "00ab12ff");
+        for other in ["", "ab12", "00AB12FF", "00ab12ff0", "0xab12ff", "zzzzzzzz"] {
+            assert_eq!(epoch_number(other), None, "{other:?}");
+        }
     }
 }

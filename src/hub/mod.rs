@@ -440,10 +440,17 @@ impl Hub {
                 return Err(SubscribeError::Unavailable(e.to_string()));
             }
         };
-        let joined = self
-            .local
-            .topics
-            .finish_join(ticket, read, since, reply, position_lost(name));
+        let joined = match stream::is_topic(name) {
+            true => self
+                .local
+                .topics
+                .finish_join(ticket, read, since, reply, position_lost(name)),
+            // A user stream, joined at connect: parked while it is empty.
+            false => self
+                .local
+                .topics
+                .finish_or_park(ticket, read, since, position_lost(name)),
+        };
         if let Some(j) = &joined {
             self.local.close_slow(&j.overflowed);
         }

@@ -328,6 +328,11 @@ impl LocalNode {
         live: LivePosition<'_>,
         event: &SharedEvent,
     ) -> Arrival<WsOutbox> {
+        if !stream::is_topic(topic) {
+            // Its user's parked connections join first, so they get it too.
+            let overflowed = self.topics.adopt(topic, position_lost(topic));
+            self.close_slow(&overflowed);
+        }
         let a = self
             .topics
             .on_publication(topic, live, event, position_lost(topic));

@@ -24,7 +24,11 @@ where
         if conn.is_closing() {
             return Err(SubscribeRefused::Closing);
         }
-        if mine.contains(topic) {
+        // A user stream is the connection's own (joined once, at connect) and is not kept in
+        // its topic set: `leave_all` always leaves it. The set's lock is still what orders
+        // this join against that leave.
+        let own = !stream::is_topic(topic);
+        if !own && mine.contains(topic) {
             return Ok(JoinStart::Already);
         }
         // A user stream is joined like a topic but is not one: it does not count.
@@ -35,13 +39,7 @@ where
         let mut map = self.shard(topic).write();
         let state = map.entry(topic.to_owned()).or_insert_with(|| {
             self.count.fetch_add(1, Ordering::Relaxed);
-            Arc::new(Mutex::new(TopicState {
-                subscribers: Default::default(),
-                listeners: 0,
-                joining: Vec::new(),
-                stream: None,
-                pending: BTreeMap::new(),
-            }))
+            Arc::default()
         });
         state.lock().joining.push(Joiner {
             ticket: id,
@@ -49,7 +47,9 @@ where
             seen: Vec::new(),
         });
         drop(map);
-        mine.insert(topic.to_owned());
+        if !own {
+            mine.insert(topic.to_owned());
+        }
         Ok(JoinStart::Joining(Ticket {
             topic: topic.to_owned(),
             id,

@@ -18,6 +18,7 @@
 //! Pure: no I/O, no clock. Lock order: a connection's topic set, then a topic.
 
 mod join;
+mod park;
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
@@ -66,6 +67,18 @@ struct TopicState<O: Outbox> {
     pending: BTreeMap<u64, O::Item>,
 }
 
+impl<O: Outbox> Default for TopicState<O> {
+    fn default() -> Self {
+        TopicState {
+            subscribers: Default::default(),
+            listeners: 0,
+            joining: Vec::new(),
+            stream: None,
+            pending: BTreeMap::new(),
+        }
+    }
+}
+
 impl<O: Outbox> TopicState<O> {
     fn is_empty(&self) -> bool {
         self.subscribers.is_empty() && self.joining.is_empty()
@@ -76,6 +89,8 @@ type Shard<O> = RwLock<HashMap<String, Arc<Mutex<TopicState<O>>>>>;
 
 pub struct Topics<O: Outbox> {
     shards: Box<[Shard<O>]>,
+    /// Connections waiting on their empty user stream (see `park.rs`).
+    parked: Box<[park::ParkedShard<O>]>,
     hasher: RandomState,
     count: AtomicUsize,
     tickets: AtomicU64,
@@ -181,6 +196,7 @@ where
     pub fn new() -> Self {
         Topics {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            parked: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             count: AtomicUsize::new(0),
             tickets: AtomicU64::new(1),
@@ -223,6 +239,13 @@ where
                 }
             }
         }
+        // Parked user streams too (a stream held by some and parked by others is listed once).
+        let held: std::collections::HashSet<String> = out.iter().map(|p| p.0.clone()).collect();
+        out.extend(
+            self.parked_positions()
+                .into_iter()
+                .filter(|p| !held.contains(&p.0)),
+        );
         out
     }
 
@@ -322,7 +345,9 @@ where
 
     /// Where the topic's stream stands here: (epoch, last offset delivered).
     pub fn position(&self, topic: &str) -> Option<(String, u64)> {
-        let state = self.get(topic)?;
+        let Some(state) = self.get(topic) else {
+            return self.parked_at(topic).map(|epoch| (epoch, 0));
+        };
         let t = state.lock();
         t.stream.as_ref().map(|s| (s.epoch.to_string(), s.last))
     }
@@ -337,11 +362,18 @@ where
         latest: u64,
         reset: impl Fn(u64, &str) -> O::Item,
     ) -> Arrival<O> {
+        // Parked connections of a user stream that moved on are told too: they join first
+        // (at the position they were told), then are brought to the store's like the rest.
+        let mut adopted = self.adopt(topic, &reset);
         let Some(state) = self.get(topic) else {
-            return Arrival::default();
+            return Arrival {
+                overflowed: adopted,
+                ..Arrival::default()
+            };
         };
         let mut t = state.lock();
         let mut out = Arrival::default();
+        out.overflowed.append(&mut adopted);
         let same = t.stream.as_ref().is_some_and(|s| *s.epoch == *epoch);
         if same && t.stream.as_ref().is_some_and(|s| s.last >= latest) {
             return out;
@@ -424,29 +456,41 @@ where
         overflowed
     }
 
-    /// Unsubscribes a closing connection from everything; returns the topics it left.
+    /// Unsubscribes a closing connection from everything; returns the topics it left, and its
+    /// user stream when it held or had parked it (a user stream is not in the connection's
+    /// topic set: it is always the one of its user).
     pub fn leave_all(&self, conn: &Conn<O>) -> Vec<String> {
-        let topics = conn.topic_set().take();
+        let mut topics = conn.topic_set().take();
         for t in &topics {
             self.remove_member(t, conn.info.seq);
+        }
+        let own = super::stream::of_user(&conn.info.user_id);
+        // Unparked first: an adoption in between moves it into the table, where it is found.
+        if self.unpark(&own, conn.info.seq) | self.remove_member(&own, conn.info.seq) {
+            topics.push(own);
         }
         topics
     }
 
-    fn remove_member(&self, topic: &str, seq: u64) {
+    /// Takes `seq` out of `topic`'s subscribers and joiners; true when it was either.
+    fn remove_member(&self, topic: &str, seq: u64) -> bool {
         let Some(state) = self.get(topic) else {
-            return;
+            return false;
         };
         let mut t = state.lock();
-        if t.subscribers.remove(seq).is_some_and(|s| s.listen) {
+        let sub = t.subscribers.remove(seq);
+        if sub.as_ref().is_some_and(|s| s.listen) {
             t.listeners -= 1;
         }
+        let joiners = t.joining.len();
         t.joining.retain(|j| j.conn.info.seq != seq);
+        let was = sub.is_some() || t.joining.len() != joiners;
         let empty = t.is_empty();
         drop(t);
         if empty {
             self.drop_if_empty(topic);
         }
+        was
     }
 
     fn drop_if_empty(&self, topic: &str) {
