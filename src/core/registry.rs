@@ -95,9 +95,9 @@ pub struct Conn<O> {
     topics: Mutex<TopicSet>,
 }
 
-/// A connection's topics (and its user stream), sorted, in exactly the memory they need: every
-/// connection joins its user stream, so one name must not cost a tree node (a `BTreeSet`
-/// leaf is about 300 bytes; this is 24 and the name). Small by construction (capped by
+/// A connection's topics, sorted, in exactly the memory they need (a `BTreeSet` leaf is about
+/// 300 bytes; this is 24 and the names). Its user stream is not here: it is always its user's,
+/// and the topic table leaves it with the rest. Small by construction (capped by
 /// `topics.max_subscriptions`), so inserting and removing in a vector is cheap.
 #[derive(Debug, Default)]
 pub struct TopicSet(Vec<String>);

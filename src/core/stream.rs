@@ -1,7 +1,8 @@
 //! User streams' names. A user's stream (section 7 of the protocol) is a second kind of stream
 //! beside a topic, on the same path: the broker keeps its offset, epoch, history and
 //! idempotency like a topic's, and this node's topic table joins the user's connections to it,
-//! so resume at connect is a topic join. To share that machinery without ever being mistaken
+//! so resume at connect is a topic join (a connection whose stream is empty is parked until
+//! its first message: `topic_table/park.rs`). To share that machinery without ever being mistaken
 //! for a topic, its name is `#` and the user id: no topic name can hold `#`
 //! ([`super::topic::validate_name`]), so no client or backend can name one, and the places
 //! that show topics (Connection.topics, Presence, events, Stats) skip such names.
