@@ -62,8 +62,9 @@ type Kept = Box<[u8]>;
 
 type HistShard = RwLock<HashMap<String, Arc<Mutex<History<Kept>>>>>;
 
-/// The epoch of a user stream that has no history yet: a user who never received a message
-/// costs 24 bytes here, not a [`History`] (about 250). Keyed by the name's hash: two names
+/// The epoch of a user stream that has no history yet, when its user is not in the user table
+/// (which keeps it for the users it knows, at no cost): 24 bytes here, not a [`History`]
+/// (about 250). Keyed by the name's hash: two names
 /// sharing one only share an epoch, which is harmless (an epoch is compared within one
 /// stream); the first message takes it over.
 #[derive(Debug, Clone, Copy)]
@@ -79,7 +80,8 @@ pub struct Memory {
     /// The limits of user streams (`[users]`).
     user_limits: HistoryLimits,
     shards: Box<[HistShard]>,
-    /// Per history shard (taken inside its lock): the epochs of user streams without history.
+    /// Per history shard (taken inside its lock, before `users`): the epochs of user streams
+    /// without history whose users the user table does not know.
     fresh: Box<[Mutex<HashMap<u64, Fresh>>]>,
     hasher: RandomState,
     /// Runs commands on this node's connections (the hub, registered once it exists).
@@ -147,20 +149,27 @@ impl Memory {
     }
 
     /// The epoch a user stream without history has shown (called under its shard's lock,
-    /// which is what keeps a first message from racing a reader of the fresh epoch): the one
-    /// it was given, or the one this node's connections hold or are parked at (offset 0, so
+    /// which is what keeps a first message from racing a reader of the fresh epoch; the
+    /// fresh shard's lock, taken next, makes a reader's look-up-or-make one step): the one it
+    /// was given, or the one this node's connections hold or are parked at (offset 0, so
     /// nothing was ever sent in between: a stream cannot be forgotten while held), or a new
-    /// one.
+    /// one. Kept with its user in the user table while the user is known there (it costs
+    /// nothing: see `users.rs`), else in `fresh`, touched at `now_ms`.
     fn fresh_epoch(&self, topic: &str, now_ms: i64, take: bool) -> String {
         let key = self.hasher.hash_one(topic);
+        let user = stream::user_of(topic);
         let mut fresh = self.fresh[self.slot(topic)].lock();
-        let known = fresh
-            .get(&key)
-            .map(|f| stream::epoch_text(f.epoch))
+        let with_user = user.and_then(|u| match take {
+            true => self.users.lock().take_stream_epoch(u),
+            false => self.users.lock().stream_epoch(u),
+        });
+        let known = with_user
+            .or_else(|| fresh.get(&key).map(|f| f.epoch))
+            .map(stream::epoch_text)
             .or_else(|| {
                 self.local
                     .topics
-                    .position(topic)
+                    .position(topic, &self.local.registry)
                     .and_then(|(epoch, last)| (last == 0).then_some(epoch))
             });
         let epoch = known.unwrap_or_else(new_epoch);
@@ -169,15 +178,43 @@ impl Memory {
         } else if let Some(e) = stream::epoch_number(&epoch) {
             // Every epoch made here is one; one that is not is simply not recorded (the
             // stream then shows a new epoch later: a resume is refused, never wrong).
-            fresh.insert(
+            if user.is_some_and(|u| self.users.lock().set_stream_epoch(u, e)) {
+                // Moved to its user (a name sharing the hash keeps its own).
+                if fresh.get(&key).is_some_and(|f| f.epoch == e) {
+                    fresh.remove(&key);
+                }
+            } else {
+                fresh.insert(
+                    key,
+                    Fresh {
+                        epoch: e,
+                        touched_ms: now_ms,
+                    },
+                );
+            }
+        }
+        epoch
+    }
+
+    /// Epochs of users the user table forgot (offline past `last_seen_ttl_ms`) go on in
+    /// `fresh` until their position's day is over.
+    fn keep_forgotten_epochs(&self, now_ms: i64) {
+        let forgotten = self.users.lock().take_forgotten_epochs();
+        let ttl = i64::try_from(META_TTL_MS).unwrap_or(i64::MAX);
+        for (user, epoch, seen) in forgotten {
+            if now_ms.saturating_sub(seen) >= ttl {
+                continue;
+            }
+            let topic = stream::of_user(&user);
+            let key = self.hasher.hash_one(&topic);
+            self.fresh[self.slot(&topic)].lock().insert(
                 key,
                 Fresh {
-                    epoch: e,
-                    touched_ms: now_ms,
+                    epoch,
+                    touched_ms: seen,
                 },
             );
         }
-        epoch
     }
 
     fn take_fresh(&self, topic: &str) -> String {
@@ -484,7 +521,9 @@ impl Users for Memory {
     }
 
     fn offline_due(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<(String, i64)>, CoreError>> {
-        Box::pin(std::future::ready(Ok(self.users.lock().due(now_ms))))
+        let due = self.users.lock().due(now_ms);
+        self.keep_forgotten_epochs(now_ms);
+        Box::pin(std::future::ready(Ok(due)))
     }
 
     fn users(
@@ -561,6 +600,49 @@ mod tests {
         assert_eq!((r.epoch.as_str(), r.complete), (first.epoch.as_str(), true));
         assert_eq!(payloads(&r), [(1, "1".to_owned())]);
         assert!(m.fresh.iter().all(|f| f.lock().is_empty()), "taken over");
+    }
+
+    #[test]
+    fn a_known_users_fresh_epoch_lives_with_the_user_until_it_is_forgotten() {
+        let m = memory();
+        let now = crate::clock::now_ms();
+        let day = i64::try_from(META_TTL_MS).unwrap();
+        let fresh_len = |m: &Memory| m.fresh.iter().map(|f| f.lock().len()).sum::<usize>();
+        assert_eq!(m.opened("ann", now).now_or_never().unwrap(), Ok(true));
+        let first = read(&m, "#ann", None).epoch;
+        assert_eq!(fresh_len(&m), 0, "kept with the user, not in the fresh map");
+        m.closed("ann", now);
+        m.offline_due(now).now_or_never().unwrap().unwrap();
+        assert_eq!(
+            read(&m, "#ann", Some(0)).epoch,
+            first,
+            "kept while last seen"
+        );
+        // Forgotten by the user table (last_seen_ttl_ms, a day by default): in the fresh map
+        // for what is left of its day, then gone.
+        m.offline_due(now + day).now_or_never().unwrap().unwrap();
+        assert_eq!(fresh_len(&m), 0, "its day is over too");
+
+        let short = crate::config::UsersConfig {
+            last_seen_ttl_ms: 1_000,
+            ..Default::default()
+        };
+        let limits = HistoryLimits {
+            size: 32,
+            ttl_ms: 60_000,
+        };
+        let local = Arc::new(LocalNode::new("n1".into(), 0, 1, "m".into(), 16));
+        let m = Memory::new(local, limits, limits, &short);
+        m.opened("bob", now).now_or_never().unwrap().unwrap();
+        let first = read(&m, "#bob", None).epoch;
+        m.closed("bob", now);
+        m.offline_due(now + 10_000).now_or_never().unwrap().unwrap();
+        assert_eq!(m.users.lock().len(), 0, "bob forgotten");
+        assert_eq!(fresh_len(&m), 1, "his epoch goes on in the fresh map");
+        assert_eq!(read(&m, "#bob", Some(0)).epoch, first);
+        // Taken over by the first message, from either place.
+        m.publish("#bob", message(1), false);
+        assert_eq!(fresh_len(&m), 0);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -82,6 +82,13 @@ impl Protocol {
 
 const NO_EXPIRY: i64 = i64::MIN;
 
+/// [`Conn`]'s state word: closing, and parked on its empty user stream at offset 0 of the
+/// epoch in the low 32 bits. One word, so that parking refuses a closing connection and
+/// closing sees a parked one without a lock between them (`topic_table/park.rs`).
+const CLOSING: u64 = 1 << 63;
+const PARKED: u64 = 1 << 62;
+const EPOCH: u64 = u32::MAX as u64;
+
 /// A live connection: its fixed facts, its outbox and its counters.
 pub struct Conn<O> {
     pub info: ConnInfo,
@@ -89,7 +96,8 @@ pub struct Conn<O> {
     expires_at_ms: AtomicI64,
     sent: AtomicU64,
     dropped: AtomicU64,
-    closing: AtomicBool,
+    /// [`CLOSING`], [`PARKED`] and the parked epoch.
+    state: AtomicU64,
     last_seen_ms: AtomicI64,
     ping_sent_ms: AtomicI64,
     topics: Mutex<TopicSet>,
@@ -158,7 +166,7 @@ impl<O> Conn<O> {
             expires_at_ms: AtomicI64::new(expires_at_ms.unwrap_or(NO_EXPIRY)),
             sent: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
-            closing: AtomicBool::new(false),
+            state: AtomicU64::new(0),
             last_seen_ms: AtomicI64::new(info.connected_at_ms),
             ping_sent_ms: AtomicI64::new(NO_EXPIRY),
             topics: Mutex::new(TopicSet::default()),
@@ -213,12 +221,41 @@ impl<O> Conn<O> {
 
     /// True once the connection is on its way out: it takes no more messages.
     pub fn is_closing(&self) -> bool {
-        self.closing.load(Ordering::Acquire)
+        self.state.load(Ordering::Acquire) & CLOSING != 0
     }
 
     /// Marks the connection as closing; true for the one caller that did it first.
     pub fn mark_closing(&self) -> bool {
-        !self.closing.swap(true, Ordering::AcqRel)
+        self.state.fetch_or(CLOSING, Ordering::AcqRel) & CLOSING == 0
+    }
+
+    /// Parks the connection on its empty user stream at offset 0 of `epoch`; false (and not
+    /// parked) when it is closing.
+    pub fn park(&self, epoch: u32) -> bool {
+        self.state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                (s & CLOSING == 0).then_some(PARKED | u64::from(epoch))
+            })
+            .is_ok()
+    }
+
+    /// Takes the connection off its parked stream: the epoch it was parked at, once. With
+    /// `open_only`, a closing connection keeps its mark (it is leaving; its leave takes it).
+    pub fn unpark(&self, open_only: bool) -> Option<u32> {
+        self.state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                let takeable = s & PARKED != 0 && !(open_only && s & CLOSING != 0);
+                takeable.then_some(s & CLOSING)
+            })
+            .ok()
+            // Truncation is the point: the epoch is the low 32 bits.
+            .map(|s| (s & EPOCH) as u32)
+    }
+
+    /// The epoch the connection is parked at, if it is.
+    pub fn parked(&self) -> Option<u32> {
+        let s = self.state.load(Ordering::Acquire);
+        (s & PARKED != 0).then_some((s & EPOCH) as u32)
     }
 
     /// The set of topics this connection is subscribed to, locked. The topic table takes it
@@ -435,6 +472,13 @@ impl<O: Outbox> Registry<O> {
         Ok(())
     }
 
+    /// How many live connections are parked on their empty user stream (for tests).
+    pub fn parked_len(&self) -> usize {
+        let mut n = 0;
+        self.for_each(|c| n += usize::from(c.parked().is_some()));
+        n
+    }
+
     /// Calls `f` on every live connection, one shard's read lock at a time. `f` must not
     /// call back into the registry.
     pub fn for_each(&self, mut f: impl FnMut(&Arc<Conn<O>>)) {
@@ -458,6 +502,16 @@ impl<O: Outbox> Registry<O> {
 
     pub fn get(&self, seq: u64) -> Option<Arc<Conn<O>>> {
         self.conn_shard(seq).read().get(&seq).cloned()
+    }
+
+    /// Calls `f` with each live connection of one user, under its index shard's read lock
+    /// (`f` must not take a registry lock).
+    pub fn each_of_user(&self, user: &str, mut f: impl FnMut(&Arc<Conn<O>>)) {
+        self.users.with(user, |m| {
+            if let Some(m) = m {
+                m.values().for_each(&mut f);
+            }
+        })
     }
 
     /// The live connections of one user.

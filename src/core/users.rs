@@ -55,6 +55,10 @@ struct Entry {
     closed: Option<i64>,
     /// When it went offline (the last connection's close).
     seen: Option<i64>,
+    /// The epoch of the user's stream while it has no message (the memory engine's; 0:
+    /// none). Kept with the user, in what was padding, so that a user who is never sent
+    /// anything costs no more with user streams on than off.
+    stream_epoch: u32,
 }
 
 /// Every user's online state on one node: connection counts, the online period, the grace
@@ -68,6 +72,9 @@ pub struct UserTable {
     gone: VecDeque<(i64, String)>,
     grace_ms: i64,
     seen_ttl_ms: u64,
+    /// Stream epochs of users forgotten since the last [`UserTable::take_forgotten_epochs`]:
+    /// (user, epoch, when last seen).
+    forgotten_epochs: Vec<(String, u32, i64)>,
 }
 
 impl UserTable {
@@ -78,6 +85,7 @@ impl UserTable {
             gone: VecDeque::new(),
             grace_ms: i64::try_from(grace_ms).unwrap_or(i64::MAX),
             seen_ttl_ms,
+            forgotten_epochs: Vec::new(),
         }
     }
 
@@ -145,7 +153,9 @@ impl UserTable {
                 .get(&user)
                 .is_some_and(|e| e.connections == 0 && e.closed.is_none() && e.seen == Some(at));
             if stale {
-                self.users.remove(&user);
+                if let Some(e) = self.users.remove(&user).filter(|e| e.stream_epoch != 0) {
+                    self.forgotten_epochs.push((user, e.stream_epoch, at));
+                }
             }
         }
         out
@@ -168,6 +178,38 @@ impl UserTable {
                 self.seen_ttl_ms,
             ),
         }
+    }
+
+    /// The epoch kept for `user`'s stream without messages, if any.
+    pub fn stream_epoch(&self, user: &str) -> Option<u32> {
+        self.users
+            .get(user)
+            .map(|e| e.stream_epoch)
+            .filter(|e| *e != 0)
+    }
+
+    /// Keeps `epoch` (not 0) for `user`'s stream without messages; false when the user is not
+    /// known here (the caller keeps it elsewhere).
+    pub fn set_stream_epoch(&mut self, user: &str, epoch: u32) -> bool {
+        match self.users.get_mut(user) {
+            Some(e) if epoch != 0 => {
+                e.stream_epoch = epoch;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Takes the epoch kept for `user`'s stream (its first message takes it over).
+    pub fn take_stream_epoch(&mut self, user: &str) -> Option<u32> {
+        let e = self.users.get_mut(user)?;
+        Some(std::mem::take(&mut e.stream_epoch)).filter(|e| *e != 0)
+    }
+
+    /// The stream epochs of users forgotten by [`UserTable::due`] since the last call:
+    /// (user, epoch, when last seen), for the caller to keep as long as a position lives.
+    pub fn take_forgotten_epochs(&mut self) -> Vec<(String, u32, i64)> {
+        std::mem::take(&mut self.forgotten_epochs)
     }
 
     /// Users known (online, in grace, or remembered as last seen).
@@ -241,5 +283,30 @@ mod tests {
         // A close without an open (a count already reset) changes nothing.
         t.closed("ghost", 5);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_stream_epoch_lives_with_its_user_and_is_handed_back_when_the_user_is_forgotten() {
+        let mut t = UserTable::new(0, 10_000);
+        assert!(!t.set_stream_epoch("a", 7), "unknown: kept elsewhere");
+        t.opened("a", 0);
+        assert!(!t.set_stream_epoch("a", 0), "0 is no epoch");
+        assert!(t.set_stream_epoch("a", 7));
+        assert_eq!(t.stream_epoch("a"), Some(7));
+        assert_eq!(t.take_stream_epoch("a"), Some(7));
+        assert_eq!(
+            (t.stream_epoch("a"), t.take_stream_epoch("a")),
+            (None, None)
+        );
+
+        assert!(t.set_stream_epoch("a", 9));
+        t.closed("a", 1_000);
+        t.due(1_000);
+        assert_eq!(t.stream_epoch("a"), Some(9), "kept while last seen is");
+        assert!(t.take_forgotten_epochs().is_empty());
+        t.due(11_000);
+        assert!(t.is_empty());
+        assert_eq!(t.take_forgotten_epochs(), [("a".to_owned(), 9, 1_000)]);
+        assert!(t.take_forgotten_epochs().is_empty(), "once");
     }
 }

@@ -330,7 +330,9 @@ impl LocalNode {
     ) -> Arrival<WsOutbox> {
         if !stream::is_topic(topic) {
             // Its user's parked connections join first, so they get it too.
-            let overflowed = self.topics.adopt(topic, position_lost(topic));
+            let overflowed = self
+                .topics
+                .adopt(topic, &self.registry, position_lost(topic));
             self.close_slow(&overflowed);
         }
         let a = self

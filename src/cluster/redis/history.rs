@@ -37,7 +37,8 @@ impl RedisCluster {
             self.local.metrics.cluster_gap_repairs.inc();
         }
         for attempt in 0..5 {
-            let Some((epoch, last)) = self.local.topics.position(topic) else {
+            let Some((epoch, last)) = self.local.topics.position(topic, &self.local.registry)
+            else {
                 return;
             };
             let read = match self.read_topic(topic, Some(last), true).await {
@@ -62,13 +63,16 @@ impl RedisCluster {
             let behind = self
                 .local
                 .topics
-                .position(topic)
+                .position(topic, &self.local.registry)
                 .is_some_and(|(e, l)| e != read.epoch || l < read.latest);
             if behind || self.local.topics.gap(topic).is_some() {
-                let a =
-                    self.local
-                        .topics
-                        .resync(topic, &read.epoch, read.latest, position_lost(topic));
+                let a = self.local.topics.resync(
+                    topic,
+                    &read.epoch,
+                    read.latest,
+                    &self.local.registry,
+                    position_lost(topic),
+                );
                 self.local.close_slow(&a.overflowed);
                 if self.local.topics.gap(topic).is_some() {
                     let a = self.local.topics.skip_gap(topic, position_lost(topic));
@@ -81,7 +85,7 @@ impl RedisCluster {
 
     /// Every held topic, caught up (after the pub/sub connection came back).
     pub(super) async fn catch_up_all(self: &Arc<Self>) {
-        for (topic, _, _) in self.local.topics.positions() {
+        for (topic, _, _) in self.local.topics.positions(&self.local.registry) {
             self.catch_up_now(&topic).await;
         }
     }

@@ -30,7 +30,7 @@ use parking_lot::{Mutex, RwLock};
 mod subs;
 use subs::Subs;
 
-use super::registry::{Conn, Offer, Outbox};
+use super::registry::{Conn, Offer, Outbox, Registry};
 
 const SHARDS: usize = 32;
 /// Publications held while waiting for a missing one; past this the gap is skipped.
@@ -89,8 +89,6 @@ type Shard<O> = RwLock<HashMap<String, Arc<Mutex<TopicState<O>>>>>;
 
 pub struct Topics<O: Outbox> {
     shards: Box<[Shard<O>]>,
-    /// Connections waiting on their empty user stream (see `park.rs`).
-    parked: Box<[park::ParkedShard<O>]>,
     hasher: RandomState,
     count: AtomicUsize,
     tickets: AtomicU64,
@@ -196,7 +194,6 @@ where
     pub fn new() -> Self {
         Topics {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
-            parked: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             count: AtomicUsize::new(0),
             tickets: AtomicU64::new(1),
@@ -229,8 +226,9 @@ where
         out
     }
 
-    /// Where each held topic's stream stands here: (topic, epoch, last offset).
-    pub fn positions(&self) -> Vec<(String, String, u64)> {
+    /// Where each held topic's stream stands here: (topic, epoch, last offset), with the
+    /// user streams `users` has parked.
+    pub fn positions(&self, users: &Registry<O>) -> Vec<(String, String, u64)> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             for (name, state) in shard.read().iter() {
@@ -242,7 +240,7 @@ where
         // Parked user streams too (a stream held by some and parked by others is listed once).
         let held: std::collections::HashSet<String> = out.iter().map(|p| p.0.clone()).collect();
         out.extend(
-            self.parked_positions()
+            self.parked_positions(users)
                 .into_iter()
                 .filter(|p| !held.contains(&p.0)),
         );
@@ -343,10 +341,11 @@ where
         out
     }
 
-    /// Where the topic's stream stands here: (epoch, last offset delivered).
-    pub fn position(&self, topic: &str) -> Option<(String, u64)> {
+    /// Where the topic's stream stands here: (epoch, last offset delivered), or where the
+    /// connections `users` has parked on it were told.
+    pub fn position(&self, topic: &str, users: &Registry<O>) -> Option<(String, u64)> {
         let Some(state) = self.get(topic) else {
-            return self.parked_at(topic).map(|epoch| (epoch, 0));
+            return self.parked_at(topic, users).map(|epoch| (epoch, 0));
         };
         let t = state.lock();
         t.stream.as_ref().map(|s| (s.epoch.to_string(), s.last))
@@ -360,11 +359,12 @@ where
         topic: &str,
         epoch: &str,
         latest: u64,
+        users: &Registry<O>,
         reset: impl Fn(u64, &str) -> O::Item,
     ) -> Arrival<O> {
         // Parked connections of a user stream that moved on are told too: they join first
         // (at the position they were told), then are brought to the store's like the rest.
-        let mut adopted = self.adopt(topic, &reset);
+        let mut adopted = self.adopt(topic, users, &reset);
         let Some(state) = self.get(topic) else {
             return Arrival {
                 overflowed: adopted,
@@ -465,8 +465,10 @@ where
             self.remove_member(t, conn.info.seq);
         }
         let own = super::stream::of_user(&conn.info.user_id);
-        // Unparked first: an adoption in between moves it into the table, where it is found.
-        if self.unpark(&own, conn.info.seq) | self.remove_member(&own, conn.info.seq) {
+        // Either, in any order: an adoption takes only open connections, and one that took
+        // this connection before it was marked closing holds the stream's lock until it is
+        // a subscriber (`park.rs`). Both are evaluated (`|`, not `||`).
+        if conn.unpark(false).is_some() | self.remove_member(&own, conn.info.seq) {
             topics.push(own);
         }
         topics
@@ -807,17 +809,22 @@ mod tests {
     #[test]
     fn resync_tells_subscribers_and_moves_on() {
         let t = Topics::new();
+        let none = Registry::new();
         let c = conn(1, 100);
         join(&t, &c, at("E", 2), None);
         live(&t, "E", 9);
         assert_eq!(
-            t.resync("t", "E", 8, reset).queued,
+            t.resync("t", "E", 8, &none, reset).queued,
             1,
             "the pending 9 flows"
         );
-        assert_eq!(t.position("t"), Some(("E".into(), 9)));
-        assert_eq!(t.resync("t", "E", 5, reset).queued, 0, "nothing to do");
-        t.resync("t", "F", 0, reset);
+        assert_eq!(t.position("t", &none), Some(("E".into(), 9)));
+        assert_eq!(
+            t.resync("t", "E", 5, &none, reset).queued,
+            0,
+            "nothing to do"
+        );
+        t.resync("t", "F", 0, &none, reset);
         live(&t, "F", 1);
         assert_eq!(
             got(&c),

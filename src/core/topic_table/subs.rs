@@ -58,31 +58,6 @@ impl<S> Subs<S> {
         }
     }
 
-    /// Takes out the entries `take` picks, in connection order.
-    pub(super) fn take_where(&mut self, mut take: impl FnMut(&S) -> bool) -> Vec<(u64, S)> {
-        match self {
-            Subs::One(_, held) if take(held) => match std::mem::take(self) {
-                Subs::One(seq, held) => vec![(seq, held)],
-                Subs::Many(_) => Vec::new(),
-            },
-            Subs::One(..) => Vec::new(),
-            Subs::Many(m) => {
-                let seqs: Vec<u64> = m.iter().filter(|(_, s)| take(s)).map(|(k, _)| *k).collect();
-                let out: Vec<(u64, S)> = seqs
-                    .into_iter()
-                    .filter_map(|k| m.remove(&k).map(|s| (k, s)))
-                    .collect();
-                if m.len() == 1 {
-                    // Back to one inline (a tree's leaf is the cost this type avoids).
-                    if let Some((k, v)) = m.pop_first() {
-                        *self = Subs::One(k, v);
-                    }
-                }
-                out
-            }
-        }
-    }
-
     /// In connection order.
     pub(super) fn values(&self) -> Values<'_, S> {
         match self {
@@ -158,23 +133,6 @@ mod tests {
         assert!(s.get_mut(2).is_none());
         assert_eq!(s.remove(2), None);
         assert_eq!(s.remove(1), Some("a"));
-        assert!(s.is_empty());
-    }
-
-    #[test]
-    fn take_where_takes_what_it_picks_in_order() {
-        let mut s: Subs<&str> = Subs::default();
-        assert!(s.take_where(|_| true).is_empty());
-        s.insert(1, "a");
-        assert!(s.take_where(|v| *v == "x").is_empty());
-        assert_eq!(s.take_where(|v| *v == "a"), [(1, "a")]);
-        assert!(s.is_empty());
-        for (k, v) in [(3, "c"), (1, "a"), (2, "b")] {
-            s.insert(k, v);
-        }
-        assert_eq!(s.take_where(|v| *v != "b"), [(1, "a"), (3, "c")]);
-        assert!(matches!(s, Subs::One(2, "b")), "one left: inline again");
-        assert_eq!(s.take_where(|_| true), [(2, "b")]);
         assert!(s.is_empty());
     }
 }
