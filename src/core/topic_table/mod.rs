@@ -15,7 +15,8 @@
 //! [`Topics::finish_join`] merges the two by offset (deduplicated, contiguous), queues the
 //! replay and the reply, and makes the connection a live subscriber.
 //!
-//! Pure: no I/O, no clock. Lock order: a connection's topic set, then a topic.
+//! Pure: no I/O, no clock. Lock order: a connection's topic set, then a topic, then (adopting
+//! parked connections, `park.rs`) a shard of the registry's user index.
 
 mod join;
 mod park;
