@@ -461,9 +461,11 @@ impl LocalNode {
 /// Called with the interests a leaving connection no longer needs.
 pub type LeaveHook = Box<dyn Fn(Vec<Who>) + Send + Sync>;
 
-/// The interests a connection holds: its user, its roles and the given topics.
+/// The interests a connection holds: itself (which a cluster counts, so that it can answer
+/// for the connection without asking its node), its user, its roles and the given topics.
 pub fn interests(conn: &WsConn, topics: &[String]) -> Vec<Who> {
-    let mut v = Vec::with_capacity(1 + conn.info.roles.len() + topics.len());
+    let mut v = Vec::with_capacity(2 + conn.info.roles.len() + topics.len());
+    v.push(Who::Connection(conn.info.id.clone()));
     v.push(Who::User(conn.info.user_id.clone()));
     let mut roles: Vec<&String> = conn.info.roles.iter().collect();
     roles.sort();

@@ -704,6 +704,31 @@ async fn a_killed_node_disappears_and_a_live_one_stays() {
     let (conns, _) = list_all(&mut via_a, 10).await;
     assert_eq!(conns.len(), 1);
     assert_eq!(conns[0].connection_id, local.id);
+    // The sweep takes the dead node's counts out of Redis, and leaves the live one's.
+    let mut con = redis_conn(&redis).await;
+    eventually("the dead node's counts to be swept", || {
+        let mut con = con.clone();
+        async move {
+            let ids: i64 = redis::cmd("EXISTS")
+                .arg("rt:cx:killed")
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            let room: Vec<String> = redis::cmd("HKEYS")
+                .arg("rt:tc:{room}")
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            ids == 0 && room == ["a"]
+        }
+    })
+    .await;
+    let live: i64 = redis::cmd("SCARD")
+        .arg("rt:cx:a")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(live, 1);
     // The survivor itself never disappears from its own view while it runs: not for longer
     // than the node_ttl_ms after which a silent node is dropped.
     let ttl = Duration::from_millis(node_config(&redis, "a").broker.node_ttl_ms);
@@ -946,4 +971,124 @@ async fn presence_pages_and_counts_across_nodes() {
     let redis = RedisProc::start();
     let n = nodes(&redis, &["a", "b"]).await;
     crate::topics::presence_pages_and_counts(&[&n[0], &n[1]], "room", 5).await;
+}
+
+/// A delivery waits for no node (PROTOCOL.md section 3): with one node stopped (SIGSTOP, its
+/// sockets open), every kind of delivery through the other answers at once and still counts
+/// the stopped node's connections, which get everything in order once it runs again. Killed
+/// (SIGKILL), its share leaves the counts at once, and its connection ids are NOT_FOUND.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_delays_no_delivery_and_a_killed_one_leaves_the_counts() {
+    let redis = RedisProc::start();
+    let mut cfg = node_config(&redis, "a");
+    cfg.broker.node_ttl_ms = 30_000;
+    let a = start_with(cfg).await;
+    let url = redis.url();
+    let (mut child, http, _grpc, _logs) = spawn_serve(&[
+        ("REALTIME_BROKER__KIND", "redis"),
+        ("REALTIME_BROKER__REDIS_URL", url.as_str()),
+        ("REALTIME_BROKER__NODE_TTL_MS", "30000"),
+        ("REALTIME_TOPICS__PUBLIC", "**"),
+        ("REALTIME_NODE__ID", "sleepy"),
+    ]);
+    let mut via_a = a.client().await;
+    eventually("the process to join", || {
+        let mut c = via_a.clone();
+        async move { stats(&mut c).await.nodes == 2 }
+    })
+    .await;
+    let (mut far, hello) =
+        connect_url(format!("ws://{http}/ws?token={}", token("u", &["staff"]))).await;
+    assert_eq!(hello["op"], "connected");
+    subscribe(&mut far, "room", None).await;
+    let mut near = a.connect("u", &["staff"]).await;
+    subscribe(&mut near, "room", None).await;
+
+    let pid = child.0.id().to_string();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP");
+    let quick = Duration::from_millis(500);
+    let t = std::time::Instant::now();
+    assert_eq!(send_user(&mut via_a, "u", "dm", "1").await, 2);
+    assert!(t.elapsed() < quick, "SendToUser took {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    let p = publish(&mut via_a, "room", "2", "").await;
+    assert!(t.elapsed() < quick, "Publish took {:?}", t.elapsed());
+    assert_eq!((p.offset, p.connections), (1, 2));
+    let t = std::time::Instant::now();
+    assert_eq!(send_role(&mut via_a, "staff", "role", "3").await, 2);
+    assert!(t.elapsed() < quick, "SendToRole took {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    let one = via_a
+        .send_to_connection(authed(proto::SendToConnectionRequest {
+            connection_id: far.id.clone(),
+            message: msg("one", "4"),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        t.elapsed() < quick,
+        "SendToConnection took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(one.connections, 1);
+    let t = std::time::Instant::now();
+    let all = via_a
+        .broadcast(authed(proto::BroadcastRequest {
+            message: msg("all", "5"),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(t.elapsed() < quick, "Broadcast took {:?}", t.elapsed());
+    assert_eq!(all.connections, 2);
+    // Different routes keep no order between them (each keeps its own): compared as sets.
+    async fn kinds(ws: &mut Ws, n: usize) -> Vec<String> {
+        let mut v = Vec::new();
+        for _ in 0..n {
+            v.push(ws.next_json().await["type"].as_str().unwrap().to_owned());
+        }
+        v.sort();
+        v
+    }
+    assert_eq!(kinds(&mut near, 4).await, ["all", "dm", "news", "role"]);
+    signal("-CONT");
+    assert_eq!(
+        kinds(&mut far, 5).await,
+        ["all", "dm", "news", "one", "role"]
+    );
+
+    child.0.kill().unwrap();
+    let _ = child.0.wait();
+    eventually("the killed node's share to leave the counts", || {
+        let mut c = via_a.clone();
+        async move { send_user(&mut c, "u", "dm", "6").await == 1 }
+    })
+    .await;
+    assert_eq!(publish(&mut via_a, "room", "7", "").await.connections, 1);
+    assert_eq!(send_role(&mut via_a, "staff", "role", "8").await, 1);
+    let e = via_a
+        .send_to_connection(authed(proto::SendToConnectionRequest {
+            connection_id: far.id.clone(),
+            message: msg("one", "9"),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let all = via_a
+        .broadcast(authed(proto::BroadcastRequest {
+            message: msg("all", "10"),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.connections, 1);
 }

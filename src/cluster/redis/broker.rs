@@ -1,11 +1,13 @@
-//! Deliveries and interest on Redis: a delivery is one request on the narrowest channel
-//! (`rt:u:<user>`, `rt:r:<role>`, `rt:n:<node>`, `rt:c`), answered by each receiving node
-//! with its count; interest is the channels this node subscribes to ([`super::interest`]).
+//! Deliveries and interest on Redis: a delivery is one script run that publishes on the
+//! narrowest channel (`rt:u:<user>`, `rt:r:<role>`, `rt:n:<node>`, `rt:c`, a topic's) and
+//! answers from the counts the nodes keep ([`super::counts`]): no receiving node is waited
+//! for. Interest is the channels this node subscribes to ([`super::interest`]) and the
+//! counts it keeps, both changed by [`Broker::hold`] and [`Broker::release`].
 
 use std::sync::atomic::Ordering;
 
-use super::wire::{self, Header, Response};
-use super::{not_found, BoxFuture, Broker, RedisCluster};
+use super::wire::{self, Header};
+use super::{counts, not_found, users, BoxFuture, Broker, Key, RedisCluster, REDIS_TIMEOUT};
 use crate::core::event::Message;
 use crate::core::model::{Delivered, Delivery, Who};
 use crate::core::CoreError;
@@ -33,12 +35,39 @@ impl Broker for RedisCluster {
                     "the Redis pub/sub connection is down".into(),
                 ));
             }
-            self.interest.hold(&keys).await
+            // A connection's own id is counted, not subscribed (its node channel always is).
+            let subscribed: Vec<Who> = keys
+                .iter()
+                .filter(|k| !matches!(k, Who::Connection(_)))
+                .cloned()
+                .collect();
+            let counted = self.counts.hold(&keys);
+            let (sub, count) = tokio::join!(self.interest.hold(&subscribed), self.counted(counted));
+            match (sub, count) {
+                (Ok(()), Ok(())) => Ok(()),
+                (sub, count) => {
+                    // On error nothing is held: what did succeed is taken back.
+                    if sub.is_ok() {
+                        self.interest.release(&subscribed);
+                    }
+                    self.counts.release(&keys);
+                    match sub {
+                        Err(e) => Err(e),
+                        Ok(()) => count,
+                    }
+                }
+            }
         })
     }
 
     fn release(&self, keys: Vec<Who>) {
-        self.interest.release(&keys);
+        let subscribed: Vec<Who> = keys
+            .iter()
+            .filter(|k| !matches!(k, Who::Connection(_)))
+            .cloned()
+            .collect();
+        self.interest.release(&subscribed);
+        self.counts.release(&keys);
     }
 
     fn ready(&self) -> bool {
@@ -47,38 +76,55 @@ impl Broker for RedisCluster {
 }
 
 impl RedisCluster {
-    /// A message with no stream: one request on the channel that reaches `to`, each receiving
-    /// node answering with its count.
+    /// A message with no stream: one run of the deliver script, which publishes it on the
+    /// channel that reaches `to` and answers from the nodes' counts (no node is asked).
     async fn send(&self, to: Who, message: &Message) -> Result<u32, CoreError> {
+        self.cluster_ready()?;
         let channel = self.channel_of(&to)?;
-        let from = self.node_id.clone();
-        let connection = match &to {
-            Who::Connection(id) => Some(id.clone()),
-            _ => None,
-        };
-        let body = wire::encode_message(message);
-        let replies = self
-            .ask(
-                &channel,
-                |rid| Header::Deliver {
-                    from,
-                    rid,
-                    route: to,
-                },
-                &body,
-            )
-            .await?;
-        let mut n = 0;
-        let mut found = false;
-        for r in replies {
-            if let Response::Count(c) = r {
-                n += c;
-                found = true;
+        let msg = wire::encode(
+            &Header::Deliver {
+                from: self.node_id.clone(),
+                rid: 0,
+                route: to.clone(),
+            },
+            &wire::encode_message(message),
+        );
+        let mut inv = self.deliver_script.prepare_invoke();
+        match &to {
+            Who::Connection(id) => {
+                let Some((node, _)) = crate::core::ids::parse_conn_id(id) else {
+                    return Err(not_found(id));
+                };
+                inv.key(counts::conns_key(node))
+                    .arg("c")
+                    .arg(&channel)
+                    .arg(msg)
+                    .arg(id)
+                    .arg(node);
             }
+            Who::User(user) => {
+                inv.key(users::counts_key(user))
+                    .arg("h")
+                    .arg(&channel)
+                    .arg(msg);
+            }
+            Who::Role(role) => {
+                inv.key(counts::role_counts_key(role))
+                    .arg("h")
+                    .arg(&channel)
+                    .arg(msg);
+            }
+            Who::All => {
+                inv.key(users::NODES).arg("a").arg(&channel).arg(msg);
+            }
+            Who::Topic(_) => return Err(CoreError::invalid("target", "a topic has a stream")),
         }
-        match connection {
-            Some(id) if !found => Err(not_found(&id)),
-            _ => Ok(n),
+        let mut con = self.commands(Key::Channel(&channel));
+        let r = tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut con)).await;
+        let n: i64 = self.outcome(r)?;
+        match to {
+            Who::Connection(id) if n < 0 => Err(not_found(&id)),
+            _ => Ok(u32::try_from(n).unwrap_or(0)),
         }
     }
 }

@@ -226,7 +226,8 @@ impl RedisCluster {
         }
     }
 
-    /// A delivery to this node's connections of `route`; replies with the count.
+    /// A delivery to this node's connections of `route`; replies with the count when asked
+    /// (`rid` > 0; a delivery through the deliver script counts without asking).
     fn on_deliver(self: &Arc<Self>, from: &str, rid: u64, route: &Who, body: &[u8]) {
         let Some(message) = message_of(body) else {
             return;
@@ -236,7 +237,9 @@ impl RedisCluster {
             Some(n) => Response::Count(n),
             None => Response::NotFound,
         };
-        self.reply(from, rid, resp);
+        if rid > 0 {
+            self.reply(from, rid, resp);
+        }
     }
 
     /// A topic publication, at the position the publish script wrote.

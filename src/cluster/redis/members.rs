@@ -172,7 +172,12 @@ pub async fn heartbeat(c: Arc<RedisCluster>) {
                 let all = c.members.lock().all_ready(now_ms(), ttl);
                 let kind = if all { Beat::Periodic } else { Beat::Hello };
                 beat_to(&c, None, kind).await;
-                c.mark_alive(true).await;
+                if c.mark_alive(true).await {
+                    // Counted out while silent (a sweep may have taken its share): taken again.
+                    tracing::warn!("this node was silent for longer than node_ttl_ms; counting its connections again");
+                    let _ = c.counts_reset().await;
+                    c.recount_users().await;
+                }
                 let export = c.members.lock().prune(now_ms(), ttl);
                 c.local.set_export_events(export);
             }

@@ -8,9 +8,12 @@
 //! - Who ([`interest`]): a node subscribes to `rt:u:<user>`, `rt:r:<role>` and
 //!   `rt:t:{topic}` only while it holds a connection for them (reference counted, with a
 //!   deferred unsubscribe), so a delivery reaches only the nodes that need it.
-//! - Request/reply: a delivery, command or question is one PUBLISH on the narrowest channel;
-//!   PUBLISH answers how many nodes received it, and the caller waits for that many replies on
-//!   its own node channel (its own share is answered in process). No node is ever waited for
+//! - Deliveries wait for no node: one script run publishes on the narrowest channel and
+//!   answers how many connections it reached from the counts every node keeps in Redis
+//!   ([`counts`]), in which a node's share counts only while it is alive.
+//! - Request/reply, for commands and questions: one PUBLISH on the narrowest channel; PUBLISH
+//!   answers how many nodes received it, and the caller waits for that many replies on its
+//!   own node channel (its own share is answered in process). No node is ever waited for
 //!   that is not there: a dead node's subscriptions die with its connection.
 //! - Topics: the publish script assigns the offset, keeps the history, records idempotency and
 //!   publishes, in one round trip; each node's topic table orders what arrives and repairs
@@ -32,6 +35,7 @@ pub mod wire;
 
 mod broker;
 mod control;
+mod counts;
 mod dispatch;
 mod history;
 mod request;
@@ -104,7 +108,10 @@ pub struct RedisCluster {
     cmd_ok: AtomicBool,
     catching_up: Mutex<HashSet<String>>,
     publish_script: Script,
+    deliver_script: Script,
     read_script: Script,
+    /// This node's connection counts, and their writer's queue.
+    counts: counts::Counts,
     user_scripts: users::UserScripts,
     /// Itself, weakly: for work a sync call hands to a task (a user's connection closed).
     me: std::sync::OnceLock<std::sync::Weak<RedisCluster>>,
@@ -239,8 +246,10 @@ impl RedisCluster {
             hello_nonce: AtomicU64::new(0),
             cmd_ok: AtomicBool::new(true),
             catching_up: Mutex::new(HashSet::new()),
-            publish_script: Script::new(scripts::PUBLISH),
+            publish_script: Script::new(&format!("{}{}", counts::LIVE, scripts::PUBLISH)),
+            deliver_script: Script::new(&format!("{}{}", counts::LIVE, scripts::DELIVER)),
             read_script: Script::new(scripts::READ),
+            counts: counts::Counts::new(),
             user_scripts: users::UserScripts::new(),
             me: std::sync::OnceLock::new(),
             stop: watch::channel(false).0,
@@ -251,6 +260,7 @@ impl RedisCluster {
         cluster.start_workers();
         tokio::spawn(supervisor::run(Arc::clone(&cluster), ops_rx));
         tokio::spawn(members::heartbeat(Arc::clone(&cluster)));
+        tokio::spawn(Arc::clone(&cluster).write_counts());
         tokio::spawn(interest::dissolver(Arc::clone(&cluster)));
         if !cluster.wait_subscribed().await {
             cluster.stop.send_replace(true);

@@ -1,4 +1,4 @@
-//! Request and reply over pub/sub: a delivery, command or question is one PUBLISH on the
+//! Request and reply over pub/sub: a command or question is one PUBLISH on the
 //! narrowest channel; Redis answers with how many nodes received it, and the caller waits for
 //! exactly that many replies on its own node channel (its own share answered in process),
 //! for at most [`REQUEST_DEADLINE`].

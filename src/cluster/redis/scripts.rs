@@ -8,13 +8,16 @@
 //! `rt:hm:{t}` a hash with `e` (epoch) and `s` (latest offset); `rt:i:{t}:<id>` the result of a
 //! publish with a caller-chosen id, kept as long as the history (idempotency).
 
-/// Publish. KEYS: stream, meta, idempotency key (or the prefix alone when there is no id),
-/// topic index (not for a user stream, whose name starts `#`). ARGV: the message (compact encoding), the pub/sub header line, history size,
-/// history ttl ms, meta ttl ms, a fresh epoch, the caller's id (or ""), channel, now ms, topic.
-/// Publishes `header .. "<offset> <epoch>\n" .. message`: the script adds only the position.
-/// Returns {offset, epoch, receivers} or {offset, epoch, -1} for a duplicate.
+/// Publish (run after [`super::counts::LIVE`]). KEYS: stream, meta, idempotency key (or the
+/// prefix alone when there is no id), topic index (not for a user stream, whose name starts
+/// `#`), the topic's counts (its user's for a user stream). ARGV: the message (compact
+/// encoding), the pub/sub header line, history size, history ttl ms, meta ttl ms, a fresh
+/// epoch, the caller's id (or ""), channel, now ms, topic. Publishes
+/// `header .. "<offset> <epoch>\n" .. message`: the script adds only the position. Returns
+/// {offset, epoch, connections} (the live nodes' counts: nobody is asked) or
+/// {offset, epoch, -1} for a duplicate.
 pub const PUBLISH: &str = r#"
-local stream, meta, idem, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local stream, meta, idem, index, counts = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local body, head = ARGV[1], ARGV[2]
 local size, ttl, meta_ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local new_epoch, id, channel, now, topic = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
@@ -45,8 +48,35 @@ if id ~= '' then
   redis.call('HSET', idem, 'o', offset, 'e', epoch)
   redis.call('PEXPIRE', idem, ttl)
 end
-local n = redis.call('PUBLISH', channel, head .. offset .. ' ' .. epoch .. '\n' .. body)
-return {offset, epoch, n}
+redis.call('PUBLISH', channel, head .. offset .. ' ' .. epoch .. '\n' .. body)
+return {offset, epoch, live(counts)}
+"#;
+
+/// Delivery of a message that is not kept (run after [`super::counts::LIVE`]). KEYS: what
+/// counts the recipients: a hash node -> count (kind `h`: a user's or a role's), one node's
+/// live connection ids (`c`), or the set of nodes (`a`, everyone). ARGV: kind, channel,
+/// the pub/sub message, and for `c` the connection id and its node. Returns how many
+/// connections it reaches, or -1 for a connection that is not live (nothing published).
+pub const DELIVER: &str = r#"
+local kind, channel, msg = ARGV[1], ARGV[2], ARGV[3]
+if kind == 'c' then
+  if not alive(ARGV[5]) or redis.call('SISMEMBER', KEYS[1], ARGV[4]) == 0 then
+    return -1
+  end
+  redis.call('PUBLISH', channel, msg)
+  return 1
+end
+redis.call('PUBLISH', channel, msg)
+if kind == 'h' then
+  return live(KEYS[1])
+end
+local t = 0
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if alive(node) then
+    t = t + redis.call('SCARD', 'rt:cx:' .. node)
+  end
+end
+return t
 "#;
 
 /// Read. KEYS: stream, meta. ARGV: since (or -1), count, meta ttl ms, a fresh epoch, create

@@ -3,8 +3,9 @@
 
 use redis::Value;
 
+use super::counts;
 use super::history::{as_string, as_u64};
-use super::wire::{self, Response};
+use super::wire;
 use super::{BoxFuture, HistoryStore, Key, RedisCluster, REDIS_TIMEOUT};
 use crate::clock::now_ms;
 use crate::core::event::{Message, SharedEvent};
@@ -80,79 +81,53 @@ impl HistoryStore for RedisCluster {
 
 impl RedisCluster {
     /// A publication: one run of the publish script (idempotency, epoch, offset, append,
-    /// PUBLISH), then the receiving nodes' counts.
+    /// PUBLISH, and the live nodes' counts of the topic's subscribers), one round trip.
     pub(super) async fn publish(
         &self,
         topic: &str,
         message: &Message,
         caller_id: bool,
     ) -> Result<Delivered, CoreError> {
-        {
-            self.cluster_ready()?;
-            let (stream, meta, idem_prefix) = wire::topic_keys(topic);
-            let caller_id: &str = if caller_id { &message.id } else { "" };
-            let idem = format!("{idem_prefix}{caller_id}");
-            let (rid, rx, gen) = self.new_pending();
-            let (size, ttl_ms) = self.settings.kept(topic);
-            let mut inv = self.publish_script.prepare_invoke();
-            inv.key(&stream)
-                .key(&meta)
-                .key(&idem)
-                .key(wire::TOPIC_INDEX)
-                .arg(wire::encode_message(message))
-                .arg(wire::pub_header(&self.node_id, rid, topic))
-                .arg(size)
-                .arg(ttl_ms)
-                .arg(self.meta_ttl_ms())
-                .arg(crate::cluster::memory::new_epoch())
-                .arg(caller_id)
-                .arg(wire::topic_channel(topic))
-                .arg(message.ts_ms)
-                .arg(topic);
-            let mut con = self.commands(Key::Topic(topic));
-            let r = tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut con)).await;
-            let v: Value = match self.outcome(r) {
-                Ok(v) => v,
-                Err(e) => {
-                    self.pending.lock().remove(&rid);
-                    return Err(e);
-                }
-            };
-            let Some((offset, epoch, n)) = published_reply(v) else {
-                self.pending.lock().remove(&rid);
-                return Err(CoreError::Unavailable(
-                    "unexpected answer from the publish script".into(),
-                ));
-            };
-            if n < 0 {
-                self.pending.lock().remove(&rid);
-                return Ok(Delivered {
-                    connections: 0,
-                    position: Some(StreamPosition { offset, epoch }),
-                });
-            }
-            self.expect(rid, n as usize);
-            let replies = if n == 0 {
-                Vec::new()
-            } else {
-                self.collect(rid, rx, gen).await?
-            };
-            let connections = replies
-                .iter()
-                .map(|r| match r {
-                    Response::Count(c) => *c,
-                    _ => 0,
-                })
-                .sum();
-            Ok(Delivered {
-                connections,
-                position: Some(StreamPosition { offset, epoch }),
-            })
-        }
+        self.cluster_ready()?;
+        let (stream, meta, idem_prefix) = wire::topic_keys(topic);
+        let caller_id: &str = if caller_id { &message.id } else { "" };
+        let idem = format!("{idem_prefix}{caller_id}");
+        let (size, ttl_ms) = self.settings.kept(topic);
+        let mut inv = self.publish_script.prepare_invoke();
+        inv.key(&stream)
+            .key(&meta)
+            .key(&idem)
+            .key(wire::TOPIC_INDEX)
+            .key(counts::topic_counts_key(topic))
+            .arg(wire::encode_message(message))
+            // No reply wanted (request id 0): the script counts the receivers itself.
+            .arg(wire::pub_header(&self.node_id, 0, topic))
+            .arg(size)
+            .arg(ttl_ms)
+            .arg(self.meta_ttl_ms())
+            .arg(crate::cluster::memory::new_epoch())
+            .arg(caller_id)
+            .arg(wire::topic_channel(topic))
+            .arg(message.ts_ms)
+            .arg(topic);
+        let mut con = self.commands(Key::Topic(topic));
+        let r = tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut con)).await;
+        let v: Value = self.outcome(r)?;
+        let Some((offset, epoch, n)) = published_reply(v) else {
+            return Err(CoreError::Unavailable(
+                "unexpected answer from the publish script".into(),
+            ));
+        };
+        Ok(Delivered {
+            // A duplicate (-1) delivered nothing.
+            connections: u32::try_from(n).unwrap_or(0),
+            position: Some(StreamPosition { offset, epoch }),
+        })
     }
 }
 
-/// The publish script's answer: `{offset, epoch, receivers}`, receivers -1 for a duplicate.
+/// The publish script's answer: `{offset, epoch, connections}`, connections -1 for a
+/// duplicate.
 fn published_reply(v: Value) -> Option<(u64, String, i64)> {
     let Value::Array(parts) = v else {
         return None;

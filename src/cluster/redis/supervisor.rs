@@ -152,6 +152,9 @@ fn spawn_reader(
 async fn announce_ready(c: &Arc<RedisCluster>, channels: usize) {
     c.catch_up_all().await;
     c.recount_users().await;
+    // Redis may have lost this node's counts too: set whole before deliveries count on them
+    // (a failure is retried by the writer).
+    let _ = c.counts_reset().await;
     c.members.lock().unconfirm_all();
     c.hello_nonce.fetch_add(1, Ordering::AcqRel);
     c.pubsub_ready.store(true, Ordering::Release);

@@ -37,7 +37,7 @@ pub(super) fn alive_key(node: &str) -> String {
 }
 
 const OFFLINE: &str = "rt:uoff";
-const NODES: &str = "rt:unodes";
+pub(super) const NODES: &str = "rt:unodes";
 
 /// A connection opened. KEYS: counts, state, rt:uoff, rt:un:<node>, rt:unodes, alive.
 /// ARGV: node, user, now, node ttl ms, the USER_ONLINE event message. Returns 1 when the
@@ -82,7 +82,8 @@ return total
 "#;
 
 /// The sweep. KEYS: rt:uoff, rt:unodes. ARGV: now, last-seen ttl ms, grace ms, limit. First
-/// takes dead nodes' users away (their grace starts now), then takes offline every user whose
+/// takes dead nodes' users away (their grace starts now) and their connection counts
+/// (`super::counts`), then takes offline every user whose
 /// grace ended: returns {user, closed, user, closed, ...}, each user once, ever.
 pub const SWEEP: &str = r#"
 local uoff, unodes = KEYS[1], KEYS[2]
@@ -105,6 +106,9 @@ for _, node in ipairs(redis.call('SMEMBERS', unodes)) do
       end
     end
     redis.call('DEL', un)
+    local nk = 'rt:nk:' .. node
+    for _, k in ipairs(redis.call('SMEMBERS', nk)) do redis.call('HDEL', k, node) end
+    redis.call('DEL', nk, 'rt:cx:' .. node)
     redis.call('SREM', unodes, node)
   end
 end
@@ -241,13 +245,20 @@ impl RedisCluster {
         Ok(online == 1)
     }
 
-    /// This node's liveness for the sweep (refreshed by the heartbeat); gone on leave.
-    pub(super) async fn mark_alive(&self, alive: bool) {
+    /// This node's liveness for the sweep and for the counts (refreshed by the heartbeat);
+    /// gone on leave. True when it had lapsed (this node was silent for longer than
+    /// `node_ttl_ms`, stopped or cut off, and the others counted it out): its counts must be
+    /// taken again.
+    pub(super) async fn mark_alive(&self, alive: bool) -> bool {
         let key = alive_key(&self.node_id);
         let cmd = match alive {
             true => {
                 let mut c = redis::cmd("SET");
-                c.arg(&key).arg(1).arg("PX").arg(self.settings.node_ttl_ms);
+                c.arg(&key)
+                    .arg(1)
+                    .arg("PX")
+                    .arg(self.settings.node_ttl_ms)
+                    .arg("GET");
                 c
             }
             false => {
@@ -256,7 +267,7 @@ impl RedisCluster {
                 c
             }
         };
-        let _: Result<Value, _> = self.query(Key::Global, &cmd).await;
+        matches!(self.query(Key::Global, &cmd).await, Ok(Value::Nil)) && alive
     }
 }
 

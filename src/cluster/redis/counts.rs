@@ -1,0 +1,380 @@
+//! How many connections each node holds, kept in Redis so that a delivery answers from one
+//! script run instead of waiting for every receiving node to reply (PROTOCOL.md section 3: no
+//! waiting on other nodes).
+//!
+//! Keys: `rt:tc:{t}` and `rt:rc:{r}` hashes node id -> that node's subscribers of topic `t`
+//! and connections with role `r` (a user's are `rt:uc:{u}`, kept by [`super::users`]: one
+//! count, read by deliveries and by online/offline alike); `rt:cx:<node>` the set of the
+//! node's live connection ids (SendToConnection's NOT_FOUND, and everyone's count);
+//! `rt:nk:<node>` the count keys the node has a field in, so that the sweep can take a dead
+//! node's share away; `rt:unodes` the nodes with any of these.
+//!
+//! A node writes its changes in batches: [`Counts::hold`] and [`Counts::release`] record a change in this node's own
+//! tally and queues it, one writer task sends everything queued as one script run, and a
+//! caller that must be counted before it goes on (a connection before `connected`, a
+//! subscriber before `subscribed`) awaits the batch that carries its change. Decrements are
+//! not awaited. After a write failed, or after Redis may have lost its data, the next batch
+//! sets this node's whole tally instead of adding to it.
+//!
+//! Reading ([`LIVE`]): a node's share counts only while the node is alive, meaning its
+//! `rt:alive:<node>` key stands (refreshed by its heartbeat) and its node channel has a
+//! subscriber (a killed node's pub/sub connection is gone at once, so its share is too).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use redis::Script;
+use tokio::sync::{oneshot, Notify};
+
+use super::{Key, RedisCluster, REDIS_TIMEOUT};
+use crate::core::model::Who;
+use crate::core::stream;
+use crate::core::CoreError;
+
+/// The most count keys (or connection ids) one script run carries.
+const BATCH: usize = 4096;
+
+pub(super) fn topic_counts_key(topic: &str) -> String {
+    match stream::user_of(topic) {
+        Some(user) => super::users::counts_key(user),
+        None => format!("rt:tc:{{{topic}}}"),
+    }
+}
+
+pub(super) fn role_counts_key(role: &str) -> String {
+    format!("rt:rc:{{{role}}}")
+}
+
+pub(super) fn conns_key(node: &str) -> String {
+    format!("rt:cx:{node}")
+}
+
+pub(super) fn keys_key(node: &str) -> String {
+    format!("rt:nk:{node}")
+}
+
+/// The Lua helpers every counting script starts with: `alive(node)` (memoized per run) and
+/// `live(hash)`, the sum of the live nodes' shares in a hash of node -> count.
+pub const LIVE: &str = r#"
+local alive_memo = {}
+local function alive(node)
+  local a = alive_memo[node]
+  if a == nil then
+    a = redis.call('EXISTS', 'rt:alive:' .. node) == 1
+      and tonumber(redis.call('PUBSUB', 'NUMSUB', 'rt:n:' .. node)[2]) > 0
+    alive_memo[node] = a
+  end
+  return a
+end
+local function live(h)
+  local t = 0
+  local kv = redis.call('HGETALL', h)
+  for i = 1, #kv, 2 do
+    if alive(kv[i]) then t = t + tonumber(kv[i + 1]) end
+  end
+  return t
+end
+"#;
+
+/// Applies a batch. KEYS: rt:nk:<node>, rt:cx:<node>, rt:unodes, then the count hashes.
+/// ARGV: node, mode (`add`, or `set`: this node's whole tally, its old share cleared first),
+/// m, then m connection changes (`+id` or `-id`), then one number per count hash (a change,
+/// or with `set` the count).
+const APPLY: &str = r#"
+local nk, cx, nodes = KEYS[1], KEYS[2], KEYS[3]
+local node, mode, m = ARGV[1], ARGV[2], tonumber(ARGV[3])
+redis.call('SADD', nodes, node)
+if mode == 'set' then
+  for _, k in ipairs(redis.call('SMEMBERS', nk)) do redis.call('HDEL', k, node) end
+  redis.call('DEL', nk, cx)
+end
+for i = 1, m do
+  local op = ARGV[3 + i]
+  if string.sub(op, 1, 1) == '+' then
+    redis.call('SADD', cx, string.sub(op, 2))
+  else
+    redis.call('SREM', cx, string.sub(op, 2))
+  end
+end
+for i = 4, #KEYS do
+  local k = KEYS[i]
+  local v = redis.call('HINCRBY', k, node, tonumber(ARGV[3 + m + i - 3]))
+  if v <= 0 then
+    redis.call('HDEL', k, node)
+    redis.call('SREM', nk, k)
+  else
+    redis.call('SADD', nk, k)
+  end
+end
+return 1
+"#;
+
+/// A change to the tally that concerns the broker's counts (users are counted elsewhere).
+enum Change {
+    Conn(String),
+    Hash(String),
+}
+
+fn change_of(who: &Who) -> Option<Change> {
+    match who {
+        Who::Connection(id) => Some(Change::Conn(id.clone())),
+        Who::Role(r) => Some(Change::Hash(role_counts_key(r))),
+        // A user stream counts as its user's connections, which the users module keeps.
+        Who::Topic(t) if stream::is_topic(t) => Some(Change::Hash(topic_counts_key(t))),
+        Who::Topic(_) | Who::User(_) | Who::All => None,
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// This node's count per key (only keys above zero).
+    tally: HashMap<String, i64>,
+    /// Changes per key not written yet.
+    deltas: HashMap<String, i64>,
+    /// Connection ids added (true) or removed, in order, not written yet.
+    conns: Vec<(String, bool)>,
+    /// Callers waiting for the next batch.
+    waiters: Vec<oneshot::Sender<Result<(), CoreError>>>,
+    /// The next batch sets the whole tally (a write failed, or Redis may have lost it).
+    reset: bool,
+}
+
+impl State {
+    fn idle(&self) -> bool {
+        self.deltas.is_empty() && self.conns.is_empty() && !self.reset
+    }
+}
+
+/// This node's tally and its queue of changes to write.
+pub(super) struct Counts {
+    state: Mutex<State>,
+    wake: Notify,
+    apply: Script,
+}
+
+impl Counts {
+    pub(super) fn new() -> Self {
+        Counts {
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            apply: Script::new(&format!("{LIVE}{APPLY}")),
+        }
+    }
+
+    /// Records `keys` held; the receiver resolves once a batch with the change is written.
+    pub(super) fn hold(&self, keys: &[Who]) -> oneshot::Receiver<Result<(), CoreError>> {
+        let (tx, rx) = oneshot::channel();
+        if let Some(tx) = self.record(keys, 1, Some(tx)) {
+            // Nothing here for the broker to count: counted already.
+            let _ = tx.send(Ok(()));
+        }
+        rx
+    }
+
+    /// Records `keys` released (written with the next batch; nobody waits).
+    pub(super) fn release(&self, keys: &[Who]) {
+        self.record(keys, -1, None);
+    }
+
+    /// Adds `by` for each key the broker counts, queues the changes and wakes the writer;
+    /// `waiter` is handed back when there was none.
+    fn record(
+        &self,
+        keys: &[Who],
+        by: i64,
+        waiter: Option<oneshot::Sender<Result<(), CoreError>>>,
+    ) -> Option<oneshot::Sender<Result<(), CoreError>>> {
+        let mut changes = keys.iter().filter_map(change_of).peekable();
+        if changes.peek().is_none() {
+            return waiter;
+        }
+        {
+            let mut s = self.state.lock();
+            for change in changes {
+                match change {
+                    Change::Conn(id) => s.conns.push((id, by > 0)),
+                    Change::Hash(key) => {
+                        let n = s.tally.entry(key.clone()).or_default();
+                        *n += by;
+                        if *n <= 0 {
+                            s.tally.remove(&key);
+                        }
+                        *s.deltas.entry(key).or_default() += by;
+                    }
+                }
+            }
+            s.waiters.extend(waiter);
+        }
+        self.wake.notify_one();
+        None
+    }
+
+    /// Makes the next batch set the whole tally (after Redis may have lost it); the receiver
+    /// resolves once it is written.
+    fn reset(&self) -> oneshot::Receiver<Result<(), CoreError>> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut s = self.state.lock();
+            s.reset = true;
+            s.waiters.push(tx);
+        }
+        self.wake.notify_one();
+        rx
+    }
+}
+
+/// One batch, taken from the queue.
+struct Batch {
+    set: bool,
+    conns: Vec<(String, bool)>,
+    counts: Vec<(String, i64)>,
+    waiters: Vec<oneshot::Sender<Result<(), CoreError>>>,
+}
+
+impl RedisCluster {
+    /// Makes the next batch of counts set this node's whole tally (after Redis may have lost
+    /// it, or swept it while this node was silent).
+    pub(super) async fn counts_reset(&self) -> Result<(), CoreError> {
+        let rx = self.counts.reset();
+        self.counted(rx).await
+    }
+
+    /// Takes what is queued; with a reset, the whole tally and every live connection id.
+    fn take_batch(&self) -> Option<Batch> {
+        let mut s = self.counts.state.lock();
+        if s.idle() {
+            return None;
+        }
+        let set = std::mem::take(&mut s.reset);
+        let mut conns = Vec::new();
+        let counts: Vec<(String, i64)> = if set {
+            s.deltas.clear();
+            // The registry now, then the changes queued since: adding an id twice or
+            // removing one already gone is harmless, and a connection registers only after
+            // its id was queued, and leaves the registry before its removal is.
+            self.local
+                .registry
+                .for_each(|c| conns.push((c.info.id.clone(), true)));
+            s.tally.iter().map(|(k, v)| (k.clone(), *v)).collect()
+        } else {
+            s.deltas.drain().filter(|(_, d)| *d != 0).collect()
+        };
+        conns.append(&mut s.conns);
+        Some(Batch {
+            set,
+            conns,
+            counts,
+            waiters: std::mem::take(&mut s.waiters),
+        })
+    }
+
+    /// Writes one batch (in runs of at most [`BATCH`] items; a set's first run clears).
+    async fn write_batch(&self, b: &Batch) -> Result<(), CoreError> {
+        let mut conns: &[(String, bool)] = &b.conns;
+        let mut counts: &[(String, i64)] = &b.counts;
+        let mut first = true;
+        while first || !conns.is_empty() || !counts.is_empty() {
+            let (c_now, c_rest) = conns.split_at(conns.len().min(BATCH));
+            let (n_now, n_rest) = counts.split_at(counts.len().min(BATCH));
+            let mut inv = self.counts.apply.prepare_invoke();
+            inv.key(keys_key(&self.node_id))
+                .key(conns_key(&self.node_id))
+                .key(super::users::NODES);
+            for (k, _) in n_now {
+                inv.key(k);
+            }
+            let mode = if b.set && first { "set" } else { "add" };
+            inv.arg(&self.node_id).arg(mode).arg(c_now.len());
+            for (id, added) in c_now {
+                inv.arg(format!("{}{id}", if *added { '+' } else { '-' }));
+            }
+            for (_, v) in n_now {
+                inv.arg(*v);
+            }
+            let mut con = self.commands(Key::Global);
+            let r = tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut con)).await;
+            let _: i64 = self.outcome(r)?;
+            conns = c_rest;
+            counts = n_rest;
+            first = false;
+        }
+        Ok(())
+    }
+
+    /// The writer: one batch at a time, until the node stops. A failed batch makes the next
+    /// one a reset (its changes are in the tally, so nothing is lost once Redis answers).
+    pub(super) async fn write_counts(self: Arc<Self>) {
+        let mut stop = self.stopped();
+        loop {
+            while let Some(b) = self.take_batch() {
+                let r = self.write_batch(&b).await;
+                if let Err(e) = &r {
+                    tracing::debug!(error = %e, "connection counts not written; retrying whole");
+                    self.counts.state.lock().reset = true;
+                }
+                let failed = r.is_err();
+                for w in b.waiters {
+                    let _ = w.send(r.clone());
+                }
+                if failed {
+                    // Wait for a change or a while before trying again.
+                    tokio::select! {
+                        _ = self.counts.wake.notified() => {}
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+            }
+            tokio::select! {
+                _ = self.counts.wake.notified() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// Waits until the change behind `rx` is written.
+    pub(super) async fn counted(
+        &self,
+        rx: oneshot::Receiver<Result<(), CoreError>>,
+    ) -> Result<(), CoreError> {
+        match tokio::time::timeout(REDIS_TIMEOUT * 2, rx).await {
+            Ok(Ok(r)) => r,
+            _ => Err(CoreError::Unavailable(
+                "Redis did not take this node's connection counts in time".into(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tally_follows_holds_and_releases_and_users_are_not_in_it() {
+        let c = Counts::new();
+        let keys = [
+            Who::Connection("n.0000000000000001".into()),
+            Who::User("u".into()),
+            Who::Role("admin".into()),
+            Who::Topic("news".into()),
+            Who::Topic("#u".into()),
+        ];
+        drop(c.hold(&keys));
+        drop(c.hold(&keys[2..4]));
+        c.release(&keys[3..4]);
+        let s = c.state.lock();
+        assert_eq!(s.tally.get("rt:rc:{admin}"), Some(&2));
+        assert_eq!(s.tally.get("rt:tc:{news}"), Some(&1));
+        // A user's count (and its stream's) is the users module's.
+        assert_eq!(s.tally.len(), 2);
+        assert_eq!(s.deltas.get("rt:tc:{news}"), Some(&1));
+        assert_eq!(s.conns, [("n.0000000000000001".to_owned(), true)]);
+        assert_eq!(s.waiters.len(), 2, "a release is not waited for");
+        drop(s);
+        // Nothing to count: answered at once.
+        let mut rx = c.hold(&[Who::User("u".into())]);
+        assert!(matches!(rx.try_recv(), Ok(Ok(()))));
+    }
+}
