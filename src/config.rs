@@ -409,7 +409,32 @@ impl LogFormat {
 pub struct BrokerConfig {
     pub kind: BrokerKind,
     pub redis_url: String,
+    /// Several instances (PROTOCOL.md section 3); when set, `redis_url` is not used.
+    #[serde(deserialize_with = "lenient::list")]
+    pub redis_urls: Vec<String>,
     pub node_ttl_ms: u64,
+}
+
+/// The URL without its password, for messages.
+pub fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// The most Redis instances one cluster spreads over.
+pub const MAX_REDIS_INSTANCES: usize = 64;
+
+impl BrokerConfig {
+    /// The instances in use, the first holding what no topic or user owns: `redis_urls` when
+    /// set, else `redis_url`.
+    pub fn instances(&self) -> Vec<String> {
+        match self.redis_urls.is_empty() {
+            true => vec![self.redis_url.clone()],
+            false => self.redis_urls.clone(),
+        }
+    }
 }
 
 impl Default for BrokerConfig {
@@ -417,6 +442,7 @@ impl Default for BrokerConfig {
         BrokerConfig {
             kind: BrokerKind::Memory,
             redis_url: "redis://127.0.0.1:6379".into(),
+            redis_urls: Vec::new(),
             node_ttl_ms: 15_000,
         }
     }
@@ -844,6 +870,34 @@ impl Config {
                     format!("is not a Redis URL (redis://host:port/db): {e}"),
                 ));
             }
+            let urls = &self.broker.redis_urls;
+            if urls.len() > MAX_REDIS_INSTANCES {
+                return Err(err(
+                    "broker.redis_urls",
+                    format!(
+                        "lists {} instances; at most {MAX_REDIS_INSTANCES}",
+                        urls.len()
+                    ),
+                ));
+            }
+            for (i, url) in urls.iter().enumerate() {
+                if let Err(e) = ::redis::Client::open(url.as_str()) {
+                    return Err(err(
+                        "broker.redis_urls",
+                        format!(
+                            "entry {} ({}) is not a Redis URL (redis://host:port/db): {e}",
+                            i + 1,
+                            redacted_url(url)
+                        ),
+                    ));
+                }
+                if urls[..i].contains(url) {
+                    return Err(err(
+                        "broker.redis_urls",
+                        format!("lists {} twice; each instance once", redacted_url(url)),
+                    ));
+                }
+            }
             if self.broker.node_ttl_ms < 1000 {
                 return Err(err("broker.node_ttl_ms", "must be at least 1000"));
             }
@@ -1215,6 +1269,19 @@ mod tests {
         assert!(c.validate().is_ok(), "the default URL is a Redis URL");
         c.broker.redis_url = "http://127.0.0.1:6379".into();
         assert_eq!(key_of(&c), "broker.redis_url");
+        let mut c = base();
+        c.broker.kind = BrokerKind::Redis;
+        c.broker.redis_urls = vec!["redis://a:1".into(), "redis://:pw@b:2".into()];
+        assert!(c.validate().is_ok());
+        assert_eq!(c.broker.instances().len(), 2);
+        c.broker.redis_urls.push("redis://:pw@b:2".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("broker.redis_urls") && e.contains("twice") && !e.contains("pw"),
+            "{e}"
+        );
+        c.broker.redis_urls = vec!["redis://a:1".into(), "tcp://b".into()];
+        assert_eq!(key_of(&c), "broker.redis_urls");
         let mut c = base();
         c.broker.kind = BrokerKind::Redis;
         c.broker.node_ttl_ms = 10;

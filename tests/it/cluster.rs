@@ -22,10 +22,35 @@ fn node_config(redis: &RedisProc, id: &str) -> Config {
     c
 }
 
+/// One or more Redis instances of the test's own, for nodes to spread their topics and users
+/// over (`[broker] redis_urls`).
+struct Instances(Vec<RedisProc>);
+
+impl Instances {
+    fn start(n: usize) -> Self {
+        Instances((0..n).map(|_| RedisProc::start()).collect())
+    }
+}
+
 async fn nodes(redis: &RedisProc, ids: &[&str]) -> Vec<TestServer> {
+    nodes_with(ids, |id| node_config(redis, id)).await
+}
+
+async fn nodes_on(redis: &Instances, ids: &[&str]) -> Vec<TestServer> {
+    nodes_with(ids, |id| {
+        let mut c = node_config(&redis.0[0], id);
+        if redis.0.len() > 1 {
+            c.broker.redis_urls = redis.0.iter().map(RedisProc::url).collect();
+        }
+        c
+    })
+    .await
+}
+
+async fn nodes_with(ids: &[&str], config: impl Fn(&str) -> Config) -> Vec<TestServer> {
     let mut out = Vec::new();
     for id in ids {
-        out.push(start_with(node_config(redis, id)).await);
+        out.push(start_with(config(id)).await);
     }
     let n = ids.len() as u32;
     let mut client = out[0].client().await;
@@ -109,8 +134,17 @@ async fn list_all(client: &mut Client, page_size: u32) -> (Vec<proto::Connection
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_delivery_reaches_every_node_and_counts_once() {
-    let redis = RedisProc::start();
-    let n = nodes(&redis, &["a", "b"]).await;
+    every_delivery_reaches_every_node_and_counts_once_on(1).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_delivery_reaches_every_node_and_counts_once_on_two_redis_instances() {
+    every_delivery_reaches_every_node_and_counts_once_on(2).await
+}
+
+async fn every_delivery_reaches_every_node_and_counts_once_on(instances: usize) {
+    let redis = Instances::start(instances);
+    let n = nodes_on(&redis, &["a", "b"]).await;
     let mut on_a = n[0].connect("u1", &["staff"]).await;
     let mut on_b = n[1].connect("u1", &[]).await;
     let mut other = n[1].connect("u2", &["staff"]).await;
@@ -168,8 +202,17 @@ async fn every_delivery_reaches_every_node_and_counts_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn questions_and_commands_are_cluster_wide() {
-    let redis = RedisProc::start();
-    let n = nodes(&redis, &["a", "b"]).await;
+    questions_and_commands_are_cluster_wide_on(1).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn questions_and_commands_are_cluster_wide_on_two_redis_instances() {
+    questions_and_commands_are_cluster_wide_on(2).await
+}
+
+async fn questions_and_commands_are_cluster_wide_on(instances: usize) {
+    let redis = Instances::start(instances);
+    let n = nodes_on(&redis, &["a", "b"]).await;
     let mut a1 = n[0].connect("u1", &[]).await;
     let mut b1 = n[1].connect("u1", &["ops"]).await;
     let mut b2 = n[1].connect("u2", &[]).await;
@@ -283,8 +326,20 @@ async fn questions_and_commands_are_cluster_wide() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_through_any_node_make_one_gapless_order_and_recover_anywhere() {
-    let redis = RedisProc::start();
-    let n = nodes(&redis, &["a", "b"]).await;
+    publishes_through_any_node_make_one_gapless_order_and_recover_anywhere_on(1).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_through_any_node_make_one_gapless_order_and_recover_anywhere_on_two_redis_instances(
+) {
+    publishes_through_any_node_make_one_gapless_order_and_recover_anywhere_on(2).await
+}
+
+async fn publishes_through_any_node_make_one_gapless_order_and_recover_anywhere_on(
+    instances: usize,
+) {
+    let redis = Instances::start(instances);
+    let n = nodes_on(&redis, &["a", "b"]).await;
     let mut sa = n[0].connect("sa", &[]).await;
     let mut sb = n[1].connect("sb", &[]).await;
     let first = subscribe(&mut sa, "feed", None).await;
@@ -367,8 +422,17 @@ async fn publishes_through_any_node_make_one_gapless_order_and_recover_anywhere(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_sees_every_nodes_events() {
-    let redis = RedisProc::start();
-    let n = nodes(&redis, &["a", "b"]).await;
+    a_watcher_sees_every_nodes_events_on(1).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_sees_every_nodes_events_on_two_redis_instances() {
+    a_watcher_sees_every_nodes_events_on(2).await
+}
+
+async fn a_watcher_sees_every_nodes_events_on(instances: usize) {
+    let redis = Instances::start(instances);
+    let n = nodes_on(&redis, &["a", "b"]).await;
     let mut via_a = n[0].client().await;
     let mut events = via_a
         .watch_events(authed(proto::WatchEventsRequest { kinds: vec![] }))
@@ -968,8 +1032,17 @@ async fn history_reads_walk_forward_and_back_in_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_pages_and_counts_across_nodes() {
-    let redis = RedisProc::start();
-    let n = nodes(&redis, &["a", "b"]).await;
+    presence_pages_and_counts_across_nodes_on(1).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_pages_and_counts_across_nodes_on_two_redis_instances() {
+    presence_pages_and_counts_across_nodes_on(2).await
+}
+
+async fn presence_pages_and_counts_across_nodes_on(instances: usize) {
+    let redis = Instances::start(instances);
+    let n = nodes_on(&redis, &["a", "b"]).await;
     crate::topics::presence_pages_and_counts(&[&n[0], &n[1]], "room", 5).await;
 }
 
@@ -1091,4 +1164,223 @@ async fn a_stopped_node_delays_no_delivery_and_a_killed_one_leaves_the_counts() 
         .unwrap()
         .into_inner();
     assert_eq!(all.connections, 1);
+}
+
+/// The first `prefix<i>` name that instance `inst` of two keeps, by `place`.
+fn placed(inst: usize, place: fn(&str, usize) -> usize, prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|n| place(n, 2) == inst)
+        .expect("some name lands on each instance")
+}
+
+async fn exists(con: &mut redis::aio::MultiplexedConnection, key: &str) -> bool {
+    let n: i64 = redis::cmd("EXISTS")
+        .arg(key)
+        .query_async(con)
+        .await
+        .unwrap();
+    n == 1
+}
+
+/// Two Redis instances (PROTOCOL.md section 3): topics and users are spread over both, each
+/// keeping its own; while one is down only its topics and users are UNAVAILABLE, the other's
+/// go on without a gap and the nodes stay ready; once it is back its topics start new epochs,
+/// told to their subscribers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_redis_instances_share_the_work_and_one_down_leaves_the_other() {
+    use boundary_realtime::cluster::redis::{topic_instance, user_instance};
+    let r0 = RedisProc::start();
+    let mut r1 = RedisProc::start();
+    let urls = vec![r0.url(), r1.url()];
+    let config = |id: &str| {
+        let mut c = node_config(&r0, id);
+        c.broker.redis_urls = urls.clone();
+        c
+    };
+    let a = start_with(config("a")).await;
+    let b = start_with(config("b")).await;
+    let mut via_a = a.client().await;
+    eventually("both nodes to see each other", || {
+        let mut c = via_a.clone();
+        async move { stats(&mut c).await.nodes == 2 }
+    })
+    .await;
+    let (t0, t1) = (
+        placed(0, topic_instance, "t"),
+        placed(1, topic_instance, "t"),
+    );
+    let (u0, u1) = (placed(0, user_instance, "u"), placed(1, user_instance, "u"));
+    let mut w0 = a.connect(&u0, &[]).await;
+    let mut w1 = b.connect(&u1, &[]).await;
+    for ws in [&mut w0, &mut w1] {
+        subscribe(ws, &t0, None).await;
+        subscribe(ws, &t1, None).await;
+    }
+    for t in [&t0, &t1] {
+        let p = publish(&mut via_a, t, "1", "").await;
+        assert_eq!((p.offset, p.connections), (1, 2), "{t}");
+        for ws in [&mut w0, &mut w1] {
+            let f = ws.next_json().await;
+            assert_eq!(
+                (f["topic"].as_str(), f["offset"].as_u64()),
+                (Some(t.as_str()), Some(1))
+            );
+        }
+    }
+    assert_eq!(send_user(&mut via_a, &u0, "dm", "1").await, 1);
+    assert_eq!(w0.next_json().await["type"], "dm");
+    assert_eq!(send_user(&mut via_a, &u1, "dm", "1").await, 1);
+    assert_eq!(w1.next_json().await["type"], "dm");
+    // Each instance keeps its own topics and users, and nothing of the other's.
+    let (mut c0, mut c1) = (redis_conn(&r0).await, redis_conn(&r1).await);
+    for (con, mine, theirs) in [
+        (&mut c0, (&t0, &u0), (&t1, &u1)),
+        (&mut c1, (&t1, &u1), (&t0, &u0)),
+    ] {
+        assert!(exists(con, &format!("rt:hm:{{{}}}", mine.0)).await);
+        assert!(exists(con, &format!("rt:uc:{{{}}}", mine.1)).await);
+        assert!(
+            exists(con, &format!("rt:h:{{#{}}}", mine.1)).await,
+            "its user's stream"
+        );
+        assert!(!exists(con, &format!("rt:hm:{{{}}}", theirs.0)).await);
+        assert!(!exists(con, &format!("rt:uc:{{{}}}", theirs.1)).await);
+    }
+
+    r1.stop();
+    eventually("instance 1's topics to answer UNAVAILABLE", || {
+        let mut c = via_a.clone();
+        let t1 = t1.clone();
+        async move {
+            let r = c
+                .publish(authed(proto::PublishRequest {
+                    topic: t1,
+                    message: msg("lost", "1"),
+                }))
+                .await;
+            matches!(r, Err(e) if e.code() == Code::Unavailable)
+        }
+    })
+    .await;
+    let e = via_a
+        .send_to_user(authed(proto::SendToUserRequest {
+            user_id: u1.clone(),
+            message: msg("lost", "1"),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    // The other instance's topics and users go on, through either node, without a gap.
+    for (i, via) in [a.client().await, b.client().await].iter_mut().enumerate() {
+        let p = publish(via, &t0, "2", "").await;
+        assert_eq!((p.offset, p.connections), (2 + i as u64, 2));
+        for ws in [&mut w0, &mut w1] {
+            let f = ws.next_json().await;
+            assert_eq!(
+                (f["topic"].as_str(), f["offset"].as_u64()),
+                (Some(t0.as_str()), Some(2 + i as u64)),
+                "{f}"
+            );
+        }
+    }
+    assert_eq!(send_user(&mut via_a, &u0, "dm", "2").await, 1);
+    assert_eq!(w0.next_json().await["type"], "dm");
+    for n in [&a, &b] {
+        assert!(
+            http_get(n.http, "/readyz")
+                .await
+                .starts_with("HTTP/1.1 200"),
+            "ready while the first instance is up"
+        );
+    }
+
+    r1.restart();
+    let p = loop {
+        let r = via_a
+            .publish(authed(proto::PublishRequest {
+                topic: t1.clone(),
+                message: msg("news", "3"),
+            }))
+            .await;
+        match r {
+            Ok(p) => break p.into_inner(),
+            Err(e) if e.code() == Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    };
+    // A new epoch. A node not resubscribed to the instance yet is not counted (its count
+    // there is written again once it is); its subscriber catches up from history.
+    assert_eq!(p.offset, 1, "a new epoch");
+    assert!((1..=2).contains(&p.connections), "{}", p.connections);
+    // Each subscriber is told its topic on the restarted instance lost its state (and w1 its
+    // user stream), then gets the publication: no silent gap, and nothing about t0.
+    for (ws, user_on_1) in [(&mut w0, false), (&mut w1, true)] {
+        // The notices and the publication, in whatever order the node caught them up.
+        let mut told = Vec::new();
+        let mut news = None;
+        while news.is_none() || told.len() < 1 + usize::from(user_on_1) {
+            let f = ws.next_json().await;
+            if f["type"] == "news" {
+                news = Some(f);
+            } else {
+                told.push(f);
+            }
+        }
+        let f = news.unwrap();
+        assert_eq!(
+            (
+                f["topic"].as_str(),
+                f["offset"].as_u64(),
+                f["epoch"].as_str()
+            ),
+            (Some(t1.as_str()), Some(1), Some(p.epoch.as_str()))
+        );
+        let mut ops: Vec<(String, String)> = told
+            .iter()
+            .map(|f| {
+                (
+                    f["op"].as_str().unwrap_or("?").to_owned(),
+                    f["topic"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        ops.sort();
+        let mut want = vec![("subscribed".to_owned(), t1.clone())];
+        if user_on_1 {
+            want.push(("user_stream".to_owned(), String::new()));
+        }
+        assert_eq!(ops, want, "{told:?}");
+        assert!(told.iter().all(|f| f["recovered"] == false), "{told:?}");
+    }
+    // Nothing else came meanwhile (t0 never resynced).
+    a.assert_nothing_pending(&mut via_a, &mut [&mut w0, &mut w1])
+        .await;
+}
+
+/// Nodes that list different Redis instances would look for topics in different places:
+/// each side says so in its log and answers `/readyz` 503 until they agree again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_listing_other_redis_instances_are_not_ready() {
+    let r0 = RedisProc::start();
+    let r1 = RedisProc::start();
+    let mut two = node_config(&r0, "two");
+    two.broker.redis_urls = vec![r0.url(), r1.url()];
+    let a = start_with(two).await;
+    let ready = |addr: std::net::SocketAddr| async move {
+        http_get(addr, "/readyz").await.starts_with("HTTP/1.1 200")
+    };
+    assert!(ready(a.http).await);
+    let mut one = start_with(node_config(&r0, "one")).await;
+    eventually("both to be unready", || async {
+        !ready(a.http).await && !ready(one.http).await
+    })
+    .await;
+    assert!(one.shutdown().await);
+    eventually("the remaining node to be ready again", || async {
+        ready(a.http).await
+    })
+    .await;
 }

@@ -508,9 +508,36 @@ fn clustered_graced(redis: &RedisProc, id: &str) -> Config {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_transition_reaches_every_watcher_once_across_nodes_and_a_killed_node_takes_its_users_offline(
 ) {
+    each_transition_across_nodes(1).await
+}
+
+/// The same with users spread over two Redis instances (each keeps its users' counts and
+/// graces, and sweeps them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_transition_reaches_every_watcher_once_with_users_on_two_redis_instances() {
+    use boundary_realtime::cluster::redis::user_instance;
+    let spread: Vec<usize> = ["probe", "kim", "lee", "ghost"]
+        .iter()
+        .map(|u| user_instance(u, 2))
+        .collect();
+    assert!(spread.contains(&0) && spread.contains(&1), "{spread:?}");
+    each_transition_across_nodes(2).await
+}
+
+async fn each_transition_across_nodes(instances: usize) {
     let redis = RedisProc::start();
-    let a = start_with(clustered_graced(&redis, "a")).await;
-    let b = start_with(clustered_graced(&redis, "b")).await;
+    let second = (instances > 1).then(RedisProc::start);
+    let urls: Vec<String> = match &second {
+        Some(r) => vec![redis.url(), r.url()],
+        None => Vec::new(),
+    };
+    let config = |id: &str| {
+        let mut c = clustered_graced(&redis, id);
+        c.broker.redis_urls = urls.clone();
+        c
+    };
+    let a = start_with(config("a")).await;
+    let b = start_with(config("b")).await;
     let (mut via_a, mut via_b) = (a.client().await, b.client().await);
     let kinds = [Kind::UserOnline, Kind::UserOffline];
     let mut wa = watch(&mut via_a, &kinds).await;
@@ -602,13 +629,18 @@ async fn each_transition_reaches_every_watcher_once_across_nodes_and_a_killed_no
     // A node killed with its users on it: they go offline within node_ttl_ms + the grace.
     let url = redis.url();
     let grace = GRACE_MS.to_string();
-    let (mut child, http, _grpc, _logs) = spawn_serve(&[
+    let list = urls.join(",");
+    let mut env = vec![
         ("REALTIME_BROKER__KIND", "redis"),
         ("REALTIME_BROKER__REDIS_URL", url.as_str()),
         ("REALTIME_BROKER__NODE_TTL_MS", "1500"),
         ("REALTIME_USERS__OFFLINE_GRACE_MS", grace.as_str()),
         ("REALTIME_NODE__ID", "doomed"),
-    ]);
+    ];
+    if !list.is_empty() {
+        env.push(("REALTIME_BROKER__REDIS_URLS", list.as_str()));
+    }
+    let (mut child, http, _grpc, _logs) = spawn_serve(&env);
     let (_ghost, _) = open(http.parse().unwrap(), "ghost", None).await;
     for w in [&mut wa, &mut wb] {
         assert_eq!(next_kind(w).await, (Kind::UserOnline, "ghost".into()));

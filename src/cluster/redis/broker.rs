@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 
 use super::wire::{self, Header};
-use super::{counts, not_found, users, BoxFuture, Broker, Key, RedisCluster, REDIS_TIMEOUT};
+use super::{counts, not_found, users, BoxFuture, Broker, Key, RedisCluster};
 use crate::core::event::Message;
 use crate::core::model::{Delivered, Delivery, Who};
 use crate::core::CoreError;
@@ -30,10 +30,20 @@ impl Broker for RedisCluster {
 
     fn hold(&self, keys: Vec<Who>) -> BoxFuture<'_, Result<(), CoreError>> {
         Box::pin(async move {
-            if !self.pubsub_ready.load(Ordering::Acquire) {
-                return Err(CoreError::Unavailable(
-                    "the Redis pub/sub connection is down".into(),
-                ));
+            for k in &keys {
+                let i = match k {
+                    Who::Connection(_) => 0,
+                    k => match wire::channel(k) {
+                        Some(ch) => self.instance_of(Key::Channel(&ch)),
+                        None => 0,
+                    },
+                };
+                if !self.subscribed(i) {
+                    return Err(CoreError::Unavailable(format!(
+                        "the pub/sub connection to Redis at {} is down",
+                        self.instances[i].shown
+                    )));
+                }
             }
             // A connection's own id is counted, not subscribed (its node channel always is).
             let subscribed: Vec<Who> = keys
@@ -41,8 +51,8 @@ impl Broker for RedisCluster {
                 .filter(|k| !matches!(k, Who::Connection(_)))
                 .cloned()
                 .collect();
-            let counted = self.counts.hold(&keys);
-            let (sub, count) = tokio::join!(self.interest.hold(&subscribed), self.counted(counted));
+            let (sub, count) =
+                tokio::join!(self.interest.hold(&subscribed), self.count_hold(&keys));
             match (sub, count) {
                 (Ok(()), Ok(())) => Ok(()),
                 (sub, count) => {
@@ -50,7 +60,7 @@ impl Broker for RedisCluster {
                     if sub.is_ok() {
                         self.interest.release(&subscribed);
                     }
-                    self.counts.release(&keys);
+                    self.count_release(&keys);
                     match sub {
                         Err(e) => Err(e),
                         Ok(()) => count,
@@ -67,11 +77,15 @@ impl Broker for RedisCluster {
             .cloned()
             .collect();
         self.interest.release(&subscribed);
-        self.counts.release(&keys);
+        self.count_release(&keys);
     }
 
     fn ready(&self) -> bool {
-        self.cluster_ready().is_ok() && self.cmd_ok.load(Ordering::Acquire)
+        // The first instance holds membership, roles and connection ids: without it nothing
+        // works. Another instance down takes only its topics and users.
+        self.cluster_ready(Key::Global).is_ok()
+            && self.instances[0].cmd_ok.load(Ordering::Acquire)
+            && !self.instances_mismatch.load(Ordering::Acquire)
     }
 }
 
@@ -79,8 +93,8 @@ impl RedisCluster {
     /// A message with no stream: one run of the deliver script, which publishes it on the
     /// channel that reaches `to` and answers from the nodes' counts (no node is asked).
     async fn send(&self, to: Who, message: &Message) -> Result<u32, CoreError> {
-        self.cluster_ready()?;
         let channel = self.channel_of(&to)?;
+        self.cluster_ready(Key::Channel(&channel))?;
         let msg = wire::encode(
             &Header::Deliver {
                 from: self.node_id.clone(),
@@ -119,9 +133,7 @@ impl RedisCluster {
             }
             Who::Topic(_) => return Err(CoreError::invalid("target", "a topic has a stream")),
         }
-        let mut con = self.commands(Key::Channel(&channel));
-        let r = tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut con)).await;
-        let n: i64 = self.outcome(r)?;
+        let n: i64 = self.invoke(Key::Channel(&channel), &inv).await?;
         match to {
             Who::Connection(id) if n < 0 => Err(not_found(&id)),
             _ => Ok(u32::try_from(n).unwrap_or(0)),

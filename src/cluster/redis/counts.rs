@@ -77,29 +77,31 @@ local function live(h)
 end
 "#;
 
-/// Applies a batch. KEYS: rt:nk:<node>, rt:cx:<node>, rt:unodes, then the count hashes.
-/// ARGV: node, mode (`add`, or `set`: this node's whole tally, its old share cleared first),
-/// m, then m connection changes (`+id` or `-id`), then one number per count hash (a change,
-/// or with `set` the count).
+/// Applies a batch. KEYS: rt:nk:<node>, rt:cx:<node>, rt:unodes, rt:alive:<node>, then the
+/// count hashes. ARGV: node, mode (`add`, or `set`: this node's whole tally, its old share
+/// cleared first, and the node marked alive for node ttl ms), node ttl ms, m, then m
+/// connection changes (`+id` or `-id`), then one number per count hash (a change, or with
+/// `set` the count).
 const APPLY: &str = r#"
-local nk, cx, nodes = KEYS[1], KEYS[2], KEYS[3]
-local node, mode, m = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local nk, cx, nodes, alive = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local node, mode, ttl, m = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 redis.call('SADD', nodes, node)
 if mode == 'set' then
   for _, k in ipairs(redis.call('SMEMBERS', nk)) do redis.call('HDEL', k, node) end
   redis.call('DEL', nk, cx)
+  redis.call('SET', alive, '1', 'PX', ttl)
 end
 for i = 1, m do
-  local op = ARGV[3 + i]
+  local op = ARGV[4 + i]
   if string.sub(op, 1, 1) == '+' then
     redis.call('SADD', cx, string.sub(op, 2))
   else
     redis.call('SREM', cx, string.sub(op, 2))
   end
 end
-for i = 4, #KEYS do
+for i = 5, #KEYS do
   local k = KEYS[i]
-  local v = redis.call('HINCRBY', k, node, tonumber(ARGV[3 + m + i - 3]))
+  local v = redis.call('HINCRBY', k, node, tonumber(ARGV[4 + m + i - 4]))
   if v <= 0 then
     redis.call('HDEL', k, node)
     redis.call('SREM', nk, k)
@@ -232,17 +234,58 @@ struct Batch {
     waiters: Vec<oneshot::Sender<Result<(), CoreError>>>,
 }
 
+/// Which instance keeps the count of `who`: a topic's is with the topic; connection ids and
+/// roles are on the first; users are counted by [`super::users`].
+fn instance_of_change(c: &RedisCluster, who: &Who) -> Option<usize> {
+    change_of(who)?;
+    Some(match who {
+        Who::Topic(t) => c.instance_of(Key::Topic(t)),
+        _ => 0,
+    })
+}
+
 impl RedisCluster {
-    /// Makes the next batch of counts set this node's whole tally (after Redis may have lost
-    /// it, or swept it while this node was silent).
-    pub(super) async fn counts_reset(&self) -> Result<(), CoreError> {
-        let rx = self.counts.reset();
+    /// Counts `keys` held, on the instances that keep them; resolves once every instance
+    /// involved has written them.
+    pub(super) async fn count_hold(&self, keys: &[Who]) -> Result<(), CoreError> {
+        let mut per: Vec<Vec<Who>> = vec![Vec::new(); self.instances.len()];
+        for k in keys {
+            if let Some(i) = instance_of_change(self, k) {
+                per[i].push(k.clone());
+            }
+        }
+        let waits: Vec<_> = per
+            .iter()
+            .enumerate()
+            .filter(|(_, ks)| !ks.is_empty())
+            .map(|(i, ks)| self.counts[i].hold(ks))
+            .collect();
+        for rx in waits {
+            self.counted(rx).await?;
+        }
+        Ok(())
+    }
+
+    /// Counts `keys` released (not waited for).
+    pub(super) fn count_release(&self, keys: &[Who]) {
+        for k in keys {
+            if let Some(i) = instance_of_change(self, k) {
+                self.counts[i].release(std::slice::from_ref(k));
+            }
+        }
+    }
+
+    /// Makes the next batch of counts on instance `i` set this node's whole tally there
+    /// (after Redis may have lost it, or swept it while this node was silent).
+    pub(super) async fn counts_reset(&self, i: usize) -> Result<(), CoreError> {
+        let rx = self.counts[i].reset();
         self.counted(rx).await
     }
 
-    /// Takes what is queued; with a reset, the whole tally and every live connection id.
-    fn take_batch(&self) -> Option<Batch> {
-        let mut s = self.counts.state.lock();
+    /// Takes what is queued for instance `i`; with a reset, the whole tally there (and on the
+    /// first instance every live connection id).
+    fn take_batch(&self, i: usize) -> Option<Batch> {
+        let mut s = self.counts[i].state.lock();
         if s.idle() {
             return None;
         }
@@ -250,12 +293,14 @@ impl RedisCluster {
         let mut conns = Vec::new();
         let counts: Vec<(String, i64)> = if set {
             s.deltas.clear();
-            // The registry now, then the changes queued since: adding an id twice or
+            // On the first instance, the registry now, then the changes queued since: adding an id twice or
             // removing one already gone is harmless, and a connection registers only after
             // its id was queued, and leaves the registry before its removal is.
-            self.local
-                .registry
-                .for_each(|c| conns.push((c.info.id.clone(), true)));
+            if i == 0 {
+                self.local
+                    .registry
+                    .for_each(|c| conns.push((c.info.id.clone(), true)));
+            }
             s.tally.iter().map(|(k, v)| (k.clone(), *v)).collect()
         } else {
             s.deltas.drain().filter(|(_, d)| *d != 0).collect()
@@ -269,32 +314,35 @@ impl RedisCluster {
         })
     }
 
-    /// Writes one batch (in runs of at most [`BATCH`] items; a set's first run clears).
-    async fn write_batch(&self, b: &Batch) -> Result<(), CoreError> {
+    /// Writes one batch to instance `i` (in runs of at most [`BATCH`] items; a set's first
+    /// run clears).
+    async fn write_batch(&self, i: usize, b: &Batch) -> Result<(), CoreError> {
         let mut conns: &[(String, bool)] = &b.conns;
         let mut counts: &[(String, i64)] = &b.counts;
         let mut first = true;
         while first || !conns.is_empty() || !counts.is_empty() {
             let (c_now, c_rest) = conns.split_at(conns.len().min(BATCH));
             let (n_now, n_rest) = counts.split_at(counts.len().min(BATCH));
-            let mut inv = self.counts.apply.prepare_invoke();
+            let mut inv = self.counts[i].apply.prepare_invoke();
             inv.key(keys_key(&self.node_id))
                 .key(conns_key(&self.node_id))
-                .key(super::users::NODES);
+                .key(super::users::NODES)
+                .key(super::users::alive_key(&self.node_id));
             for (k, _) in n_now {
                 inv.key(k);
             }
             let mode = if b.set && first { "set" } else { "add" };
-            inv.arg(&self.node_id).arg(mode).arg(c_now.len());
+            inv.arg(&self.node_id)
+                .arg(mode)
+                .arg(self.settings.node_ttl_ms)
+                .arg(c_now.len());
             for (id, added) in c_now {
                 inv.arg(format!("{}{id}", if *added { '+' } else { '-' }));
             }
             for (_, v) in n_now {
                 inv.arg(*v);
             }
-            let mut con = self.commands(Key::Global);
-            let r = tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut con)).await;
-            let _: i64 = self.outcome(r)?;
+            let _: i64 = self.invoke(Key::Instance(i), &inv).await?;
             conns = c_rest;
             counts = n_rest;
             first = false;
@@ -302,16 +350,18 @@ impl RedisCluster {
         Ok(())
     }
 
-    /// The writer: one batch at a time, until the node stops. A failed batch makes the next
-    /// one a reset (its changes are in the tally, so nothing is lost once Redis answers).
-    pub(super) async fn write_counts(self: Arc<Self>) {
+    /// The writer of instance `i`: one batch at a time, until the node stops. A failed batch
+    /// makes the next one a reset (its changes are in the tally, so nothing is lost once
+    /// Redis answers).
+    pub(super) async fn write_counts(self: Arc<Self>, i: usize) {
         let mut stop = self.stopped();
+        let counts = &self.counts[i];
         loop {
-            while let Some(b) = self.take_batch() {
-                let r = self.write_batch(&b).await;
+            while let Some(b) = self.take_batch(i) {
+                let r = self.write_batch(i, &b).await;
                 if let Err(e) = &r {
                     tracing::debug!(error = %e, "connection counts not written; retrying whole");
-                    self.counts.state.lock().reset = true;
+                    counts.state.lock().reset = true;
                 }
                 let failed = r.is_err();
                 for w in b.waiters {
@@ -320,14 +370,14 @@ impl RedisCluster {
                 if failed {
                     // Wait for a change or a while before trying again.
                     tokio::select! {
-                        _ = self.counts.wake.notified() => {}
+                        _ = counts.wake.notified() => {}
                         _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
                         _ = stop.wait_for(|s| *s) => return,
                     }
                 }
             }
             tokio::select! {
-                _ = self.counts.wake.notified() => {}
+                _ = counts.wake.notified() => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
         }

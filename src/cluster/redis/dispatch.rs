@@ -161,13 +161,19 @@ impl RedisCluster {
                 hello,
                 nonce,
                 ack,
+                instances,
             } => {
                 let vouches =
                     hello || (ack != 0 && ack == self.hello_nonce.load(Ordering::Acquire));
-                let export = self
-                    .members
-                    .lock()
-                    .beat(&node, now_ms(), watching, ready, vouches);
+                let export = {
+                    let mut m = self.members.lock();
+                    let export = m.beat(&node, now_ms(), watching, ready, vouches);
+                    m.instances(&node, instances);
+                    export
+                };
+                if instances != 0 && instances != self.instances_hash {
+                    self.check_instances();
+                }
                 self.local.set_export_events(export);
                 if hello && node != self.node_id {
                     let me = Arc::clone(self);

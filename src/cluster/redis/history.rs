@@ -10,7 +10,7 @@ use redis::streams::{StreamId, StreamRangeReply};
 use redis::Value;
 
 use super::dispatch::message_of;
-use super::{wire, Key, RedisCluster, REDIS_TIMEOUT};
+use super::{wire, Key, RedisCluster};
 use crate::clock::now_ms;
 use crate::core::event::{Event, Message, Publication, Shared, SharedEvent};
 use crate::core::model::META_TTL_MS;
@@ -83,10 +83,13 @@ impl RedisCluster {
         }
     }
 
-    /// Every held topic, caught up (after the pub/sub connection came back).
-    pub(super) async fn catch_up_all(self: &Arc<Self>) {
+    /// Catches up every held topic (and user stream) that instance `i` keeps (after the pub/sub
+    /// connection to it came back).
+    pub(super) async fn catch_up_all(self: &Arc<Self>, i: usize) {
         for (topic, _, _) in self.local.topics.positions(&self.local.registry) {
-            self.catch_up_now(&topic).await;
+            if self.instance_of(super::Key::Topic(&topic)) == i {
+                self.catch_up_now(&topic).await;
+            }
         }
     }
 
@@ -141,9 +144,7 @@ impl RedisCluster {
             .arg(crate::cluster::memory::new_epoch())
             .arg(if create { "1" } else { "0" })
             .arg(if reverse { "1" } else { "0" });
-        let mut con = self.commands(Key::Topic(topic));
-        let v: Value =
-            self.outcome(tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut con)).await)?;
+        let v: Value = self.invoke(Key::Topic(topic), &inv).await?;
         let (epoch, latest, entries) = read_reply(v).ok_or_else(|| {
             CoreError::Unavailable("unexpected answer from the read script".into())
         })?;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
-use super::{wire, RedisCluster, REDIS_TIMEOUT};
+use super::{wire, Key, RedisCluster, REDIS_TIMEOUT};
 use crate::core::model::Who;
 use crate::core::CoreError;
 
@@ -41,15 +41,41 @@ struct Entry {
 
 pub struct Interests {
     map: Mutex<HashMap<String, Entry>>,
-    ops: mpsc::UnboundedSender<SubOp>,
+    /// One supervisor per Redis instance; a channel goes to the one that owns it.
+    ops: Vec<mpsc::UnboundedSender<SubOp>>,
 }
 
 impl Interests {
-    pub fn new(ops: mpsc::UnboundedSender<SubOp>) -> Self {
+    pub fn new(ops: Vec<mpsc::UnboundedSender<SubOp>>) -> Self {
         Interests {
             map: Mutex::new(HashMap::new()),
             ops,
         }
+    }
+
+    /// Which instance's supervisor subscribes `channel`.
+    fn instance(&self, channel: &str) -> usize {
+        Key::Channel(channel).instance(self.ops.len())
+    }
+
+    /// Sends each instance its share of `op`'s channels (under the map's lock: in order).
+    fn send(&self, channels: Vec<String>, subscribe: bool) -> bool {
+        let mut per: Vec<Vec<String>> = vec![Vec::new(); self.ops.len()];
+        for ch in channels {
+            per[self.instance(&ch)].push(ch);
+        }
+        let mut ok = true;
+        for (tx, chs) in self.ops.iter().zip(per) {
+            if chs.is_empty() {
+                continue;
+            }
+            let op = match subscribe {
+                true => SubOp::Subscribe(chs),
+                false => SubOp::Unsubscribe(chs),
+            };
+            ok &= tx.send(op).is_ok();
+        }
+        ok
     }
 
     /// Holds every key; resolves once Redis acknowledged each channel's subscription.
@@ -76,7 +102,7 @@ impl Interests {
                 e.idle_since = None;
                 waits.push(e.state.subscribe());
             }
-            if !fresh.is_empty() && self.ops.send(SubOp::Subscribe(fresh)).is_err() {
+            if !fresh.is_empty() && !self.send(fresh, true) {
                 drop(map);
                 self.release(keys);
                 return Err(CoreError::Unavailable(
@@ -129,15 +155,22 @@ impl Interests {
         }
     }
 
-    /// Every channel held or lingering (to subscribe again after a reconnect).
-    pub fn channels(&self) -> Vec<String> {
-        self.map.lock().keys().cloned().collect()
+    /// Every channel held or lingering on instance `i` (to subscribe again after a
+    /// reconnect).
+    pub fn channels(&self, i: usize) -> Vec<String> {
+        let map = self.map.lock();
+        map.keys()
+            .filter(|ch| self.instance(ch) == i)
+            .cloned()
+            .collect()
     }
 
-    /// After a reconnect subscribed every channel.
-    pub fn settle_all(&self) {
-        for e in self.map.lock().values() {
-            e.state.send_replace(SubState::Subscribed);
+    /// After a reconnect to instance `i` subscribed every channel it owns.
+    pub fn settle_all(&self, i: usize) {
+        for (ch, e) in self.map.lock().iter() {
+            if self.instance(ch) == i {
+                e.state.send_replace(SubState::Subscribed);
+            }
         }
     }
 
@@ -162,7 +195,7 @@ impl Interests {
             map.remove(k);
         }
         // Sent under the lock: ordered before any later SUBSCRIBE of the same channel.
-        let _ = self.ops.send(SubOp::Unsubscribe(gone));
+        self.send(gone, false);
     }
 }
 
@@ -185,7 +218,7 @@ mod tests {
     #[tokio::test]
     async fn first_holder_subscribes_last_release_lingers_then_unsubscribes() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let i = Arc::new(Interests::new(tx));
+        let i = Arc::new(Interests::new(vec![tx]));
         let keys = vec![Who::User("a".into())];
         let i2 = Arc::clone(&i);
         let k2 = keys.clone();
@@ -214,7 +247,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_subscribe_fails_every_waiter_and_can_be_retried() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let i = Arc::new(Interests::new(tx));
+        let i = Arc::new(Interests::new(vec![tx]));
         let keys = vec![Who::Topic("t".into())];
         let i2 = Arc::clone(&i);
         let k2 = keys.clone();

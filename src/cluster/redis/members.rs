@@ -19,6 +19,8 @@ struct Member {
     watching: bool,
     /// A Watch request counts until then even if an older heartbeat says otherwise.
     watch_until_ms: i64,
+    /// The hash of its Redis instance list (0: not said).
+    instances: u64,
 }
 
 pub struct Members {
@@ -62,6 +64,7 @@ impl Members {
             confirmed: ready,
             watching,
             watch_until_ms: 0,
+            instances: 0,
         });
         m.last_ms = now;
         m.watching = watching;
@@ -90,6 +93,27 @@ impl Members {
         })
     }
 
+    /// Records the hash of `node`'s Redis instance list (from its heartbeat).
+    pub fn instances(&mut self, node: &str, hash: u64) {
+        if let Some(m) = self.nodes.get_mut(node) {
+            m.instances = hash;
+        }
+    }
+
+    /// A live node whose Redis instance list differs from `mine` (it would look for topics
+    /// and users in other places), if any.
+    pub fn mismatched(&self, mine: u64, now: i64, ttl_ms: u64) -> Option<&str> {
+        self.nodes
+            .iter()
+            .find(|(id, m)| {
+                **id != self.me
+                    && now - m.last_ms < ttl_ms as i64
+                    && m.instances != 0
+                    && m.instances != mine
+            })
+            .map(|(id, _)| id.as_str())
+    }
+
     /// A node asked for every node's events.
     pub fn watching(&mut self, node: &str, now: i64) -> bool {
         let grace = self.watch_grace_ms;
@@ -99,6 +123,7 @@ impl Members {
             confirmed: true,
             watching: true,
             watch_until_ms: 0,
+            instances: 0,
         });
         m.watch_until_ms = now + grace;
         self.export(now)
@@ -138,24 +163,60 @@ pub enum Beat {
     Answer(u64),
 }
 
-/// Publishes this node's heartbeat to `to` (a node) or to every node.
-pub async fn beat_to(c: &RedisCluster, to: Option<&str>, kind: Beat) {
-    let msg = wire::encode(
+fn beat_message(c: &RedisCluster, kind: Beat) -> Vec<u8> {
+    wire::encode(
         &wire::Header::Beat {
             node: c.node_id.clone(),
             watching: c.local.watchers() > 0,
-            ready: c.pubsub_ready.load(std::sync::atomic::Ordering::Acquire),
+            ready: c.subscribed(0),
             hello: matches!(kind, Beat::Hello),
             nonce: c.hello_nonce.load(std::sync::atomic::Ordering::Acquire),
             ack: match kind {
                 Beat::Answer(n) => n,
                 _ => 0,
             },
+            instances: c.instances_hash,
         },
         b"",
-    );
+    )
+}
+
+/// Publishes this node's heartbeat to `to` (a node) or to every node.
+pub async fn beat_to(c: &RedisCluster, to: Option<&str>, kind: Beat) {
     let channel = to.map_or_else(|| wire::CONTROL.to_owned(), wire::node_channel);
-    let _ = c.publish_raw(&channel, msg).await;
+    let _ = c.publish_raw(&channel, beat_message(c, kind)).await;
+}
+
+/// A heartbeat to this node itself on every instance but the first (which carries the real
+/// ones): its pub/sub connection there carries something, so silence means it is dead.
+async fn ping_others(c: &RedisCluster) {
+    let channel = wire::node_channel(&c.node_id);
+    for i in 1..c.instances.len() {
+        let msg = beat_message(c, Beat::Periodic);
+        let cmd = redis::cmd("PUBLISH").arg(&channel).arg(msg).clone();
+        let _: Result<i64, _> = c.query(super::Key::Instance(i), &cmd).await;
+    }
+}
+
+impl RedisCluster {
+    /// Whether a live node disagrees on the Redis instance list; logs the change.
+    pub(super) fn check_instances(&self) {
+        let ttl = self.settings.node_ttl_ms;
+        let other = (self.members.lock())
+            .mismatched(self.instances_hash, now_ms(), ttl)
+            .map(str::to_owned);
+        let was = self
+            .instances_mismatch
+            .swap(other.is_some(), std::sync::atomic::Ordering::AcqRel);
+        match (other, was) {
+            (Some(node), false) => tracing::error!(
+                node = %node,
+                "node {node:?} lists other Redis instances in [broker] redis_urls (every node must list the same, in the same order); this node is not ready until they agree"
+            ),
+            (None, true) => tracing::info!("every live node lists the same Redis instances again"),
+            _ => {}
+        }
+    }
 }
 
 /// Beats every third of `node_ttl_ms` and forgets silent nodes, until the node stops.
@@ -172,14 +233,20 @@ pub async fn heartbeat(c: Arc<RedisCluster>) {
                 let all = c.members.lock().all_ready(now_ms(), ttl);
                 let kind = if all { Beat::Periodic } else { Beat::Hello };
                 beat_to(&c, None, kind).await;
-                if c.mark_alive(true).await {
-                    // Counted out while silent (a sweep may have taken its share): taken again.
-                    tracing::warn!("this node was silent for longer than node_ttl_ms; counting its connections again");
-                    let _ = c.counts_reset().await;
-                    c.recount_users().await;
+                ping_others(&c).await;
+                for i in c.mark_alive(true).await {
+                    // Counted out while silent (a sweep may have taken its share), or the
+                    // instance lost its data: taken again.
+                    tracing::warn!(
+                        redis = %c.instances[i].shown,
+                        "this node's liveness had lapsed there; counting its connections again"
+                    );
+                    let _ = c.counts_reset(i).await;
+                    c.recount_users(i).await;
                 }
                 let export = c.members.lock().prune(now_ms(), ttl);
                 c.local.set_export_events(export);
+                c.check_instances();
             }
             _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
         }

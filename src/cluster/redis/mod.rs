@@ -67,7 +67,8 @@ pub const REQUEST_DEADLINE: Duration = Duration::from_secs(1);
 /// What the cluster family needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub redis_url: String,
+    /// The instances, the first holding what no topic or user owns.
+    pub redis_urls: Vec<String>,
     pub node_ttl_ms: u64,
     pub history_size: usize,
     pub history_ttl_ms: u64,
@@ -94,51 +95,94 @@ pub struct RedisCluster {
     /// Runs commands on this node's connections (the hub, registered once it exists).
     pub(in crate::cluster) handler: crate::cluster::HandlerSlot,
     settings: Settings,
-    client: redis::Client,
-    cmd: ConnectionManager,
+    /// The Redis instances, each with its command connection and pub/sub supervisor; the
+    /// first holds membership, roles, connection ids and whatever no topic or user owns.
+    instances: Vec<Instance>,
+    /// A hash of the instance list, which every node's heartbeat carries: nodes that
+    /// disagree on it would look for the same topic in different places.
+    instances_hash: u64,
+    /// Set when a live node's list differs from this one's: this node is not ready.
+    instances_mismatch: AtomicBool,
     interest: interest::Interests,
     pending: Mutex<HashMap<u64, request::Pending>>,
     /// The workers that deliver what the pub/sub reader hands them (see `dispatch`).
     workers: dispatch::Workers,
     next_rid: AtomicU64,
     members: Mutex<members::Members>,
-    pubsub_ready: AtomicBool,
-    /// Numbers this node's hellos (one per (re)subscription); answers echo it.
+    /// Numbers this node's hellos (one per (re)subscription to the first instance); answers
+    /// echo it.
     hello_nonce: AtomicU64,
-    cmd_ok: AtomicBool,
     catching_up: Mutex<HashSet<String>>,
     publish_script: Script,
     deliver_script: Script,
     read_script: Script,
-    /// This node's connection counts, and their writer's queue.
-    counts: counts::Counts,
+    /// This node's connection counts on each instance, and their writers' queues.
+    counts: Vec<counts::Counts>,
     user_scripts: users::UserScripts,
     /// Itself, weakly: for work a sync call hands to a task (a user's connection closed).
     me: std::sync::OnceLock<std::sync::Weak<RedisCluster>>,
     stop: watch::Sender<bool>,
 }
 
+/// One Redis instance: its command connection and the state of its pub/sub connection.
+pub(super) struct Instance {
+    /// Its URL without the password, for messages.
+    shown: String,
+    client: redis::Client,
+    cmd: ConnectionManager,
+    /// The last command on it went through.
+    cmd_ok: AtomicBool,
+    /// This node's subscriptions on it are in place.
+    pubsub_ready: AtomicBool,
+}
+
 /// What a command is about, for [`RedisCluster::commands`] to choose the instance that owns it.
 #[derive(Debug, Clone, Copy)]
 enum Key<'a> {
-    /// A pub/sub channel, by name.
+    /// A pub/sub channel, by name: the instance of the topic or user it names, else the first.
     Channel(&'a str),
-    /// A topic's keys (history, meta, idempotency) and its channel.
+    /// A topic's keys (history, meta, idempotency, counts) and its channel; a user stream's
+    /// are its user's.
     Topic(&'a str),
-    /// State of the whole cluster (the topic index).
+    /// A user's keys (online state, counts) and channel.
+    User(&'a str),
+    /// State of the whole cluster (membership, roles, connection ids): the first instance.
     Global,
+    /// One instance, by position.
+    Instance(usize),
 }
 
 impl Key<'_> {
-    /// Which of `n` instances owns this key: a topic's keys and channel stay together, and
-    /// adding an instance moves only the keys it takes (jump consistent hash of the name's
-    /// FNV-1a hash). Cluster-wide state lives on the first.
+    /// Which of `n` instances owns this key: a topic's keys and channel stay together, a user
+    /// stream stays with its user, and adding an instance moves only the keys it takes (jump
+    /// consistent hash of the name's FNV-1a hash). Cluster-wide state lives on the first.
     fn instance(self, n: usize) -> usize {
         match self {
-            Key::Channel(name) | Key::Topic(name) => jump_hash(name_hash(name), n),
+            Key::Topic(name) => match crate::core::stream::user_of(name) {
+                Some(user) => jump_hash(name_hash(user), n),
+                None => jump_hash(name_hash(name), n),
+            },
+            Key::User(user) => jump_hash(name_hash(user), n),
+            Key::Channel(ch) => match wire::owner_of(ch) {
+                Some(wire::Owner::Topic(t)) => Key::Topic(t).instance(n),
+                Some(wire::Owner::User(u)) => Key::User(u).instance(n),
+                None => 0,
+            },
             Key::Global => 0,
+            Key::Instance(i) => i.min(n.saturating_sub(1)),
         }
     }
+}
+
+/// Which of `n` instances keeps topic `topic` (a user stream `#<user>`: its user's), as
+/// every node computes it (for tools and tests).
+pub fn topic_instance(topic: &str, n: usize) -> usize {
+    Key::Topic(topic).instance(n)
+}
+
+/// Which of `n` instances keeps user `user`'s online state, channel and stream.
+pub fn user_instance(user: &str, n: usize) -> usize {
+    Key::User(user).instance(n)
 }
 
 /// Lamping and Veach's jump consistent hash: a bucket in `0..n` for `key`, such that growing
@@ -154,13 +198,7 @@ fn jump_hash(mut key: u64, n: usize) -> usize {
     b as usize
 }
 
-/// The URL without its password, for messages.
-pub fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_owned(),
-    }
-}
+pub use crate::config::redacted_url as redacted;
 
 /// The client and the command connection (multiplexed, reconnecting by itself), with
 /// TCP_NODELAY: requests and replies are small writes that must not wait for an ACK (Nagle
@@ -216,7 +254,7 @@ impl RedisCluster {
         local: Arc<LocalNode>,
     ) -> Result<Arc<Self>, String> {
         let settings = Settings {
-            redis_url: config.broker.redis_url.clone(),
+            redis_urls: config.broker.instances(),
             node_ttl_ms: config.broker.node_ttl_ms,
             history_size: config.topics.history_size,
             history_ttl_ms: config.topics.history_ttl_ms,
@@ -225,31 +263,49 @@ impl RedisCluster {
             offline_grace_ms: config.users.offline_grace_ms,
             last_seen_ttl_ms: config.users.last_seen_ttl_ms,
         };
-        let url = redacted(&settings.redis_url);
-        let (client, cmd) = connect(&settings.redis_url, &url).await?;
-        refuse_duplicate(&cmd, &local.id, &url).await?;
-        let (ops_tx, ops_rx) = mpsc::unbounded_channel();
+        let mut instances = Vec::new();
+        let mut shown_all = Vec::new();
+        for url in &settings.redis_urls {
+            let shown = redacted(url);
+            let (client, cmd) = connect(url, &shown).await?;
+            shown_all.push(shown.clone());
+            instances.push(Instance {
+                shown,
+                client,
+                cmd,
+                cmd_ok: AtomicBool::new(true),
+                pubsub_ready: AtomicBool::new(false),
+            });
+        }
+        let url = shown_all.join(", ");
+        refuse_duplicate(&instances[0].cmd, &local.id, &instances[0].shown).await?;
+        let (mut ops_txs, mut ops_rxs) = (Vec::new(), Vec::new());
+        for _ in &instances {
+            let (tx, rx) = mpsc::unbounded_channel();
+            ops_txs.push(tx);
+            ops_rxs.push(rx);
+        }
+        let counts = instances.iter().map(|_| counts::Counts::new()).collect();
         let node_id = local.id.clone();
         let cluster = Arc::new(RedisCluster {
             node_id: node_id.clone(),
             local: Arc::clone(&local),
             handler: Default::default(),
             settings,
-            client,
-            cmd,
-            interest: interest::Interests::new(ops_tx),
+            instances,
+            instances_hash: name_hash(&shown_all.join("\n")),
+            instances_mismatch: AtomicBool::new(false),
+            interest: interest::Interests::new(ops_txs),
             pending: Mutex::new(HashMap::new()),
             workers: dispatch::Workers::new(),
             next_rid: AtomicU64::new(1),
             members: Mutex::new(members::Members::new(node_id)),
-            pubsub_ready: AtomicBool::new(false),
             hello_nonce: AtomicU64::new(0),
-            cmd_ok: AtomicBool::new(true),
             catching_up: Mutex::new(HashSet::new()),
             publish_script: Script::new(&format!("{}{}", counts::LIVE, scripts::PUBLISH)),
             deliver_script: Script::new(&format!("{}{}", counts::LIVE, scripts::DELIVER)),
             read_script: Script::new(scripts::READ),
-            counts: counts::Counts::new(),
+            counts,
             user_scripts: users::UserScripts::new(),
             me: std::sync::OnceLock::new(),
             stop: watch::channel(false).0,
@@ -258,9 +314,11 @@ impl RedisCluster {
         cluster.mark_alive(true).await;
         cluster.install_sinks();
         cluster.start_workers();
-        tokio::spawn(supervisor::run(Arc::clone(&cluster), ops_rx));
+        for (i, ops_rx) in ops_rxs.into_iter().enumerate() {
+            tokio::spawn(supervisor::run(Arc::clone(&cluster), i, ops_rx));
+            tokio::spawn(Arc::clone(&cluster).write_counts(i));
+        }
         tokio::spawn(members::heartbeat(Arc::clone(&cluster)));
-        tokio::spawn(Arc::clone(&cluster).write_counts());
         tokio::spawn(interest::dissolver(Arc::clone(&cluster)));
         if !cluster.wait_subscribed().await {
             cluster.stop.send_replace(true);
@@ -308,10 +366,11 @@ impl RedisCluster {
         }));
     }
 
-    /// Waits (at most 5 s) until the supervisor has this node's channels subscribed.
+    /// Waits (at most 5 s) until the supervisors have this node's channels subscribed on
+    /// every instance.
     async fn wait_subscribed(&self) -> bool {
         for _ in 0..100 {
-            if self.pubsub_ready.load(Ordering::Acquire) {
+            if (0..self.instances.len()).all(|i| self.subscribed(i)) {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -337,31 +396,74 @@ impl RedisCluster {
         self.stop.subscribe()
     }
 
-    /// Runs one command under the timeout; connection trouble marks the node unready.
-    /// The command connection of the Redis instance that owns `key`. Every command goes
-    /// through here, so spreading keys over several instances (`[broker] redis_urls`) changes
-    /// this function and the pub/sub side, not the callers. One instance today.
-    fn commands(&self, key: Key<'_>) -> ConnectionManager {
-        let instances = std::slice::from_ref(&self.cmd);
-        instances[key.instance(instances.len())].clone()
+    /// Which instance owns `key`.
+    fn instance_of(&self, key: Key<'_>) -> usize {
+        key.instance(self.instances.len())
     }
 
+    /// Whether this node's subscriptions on instance `i` are in place.
+    fn subscribed(&self, i: usize) -> bool {
+        self.instances[i].pubsub_ready.load(Ordering::Acquire)
+    }
+
+    /// The command connection of the Redis instance that owns `key`, and its position. Every
+    /// command goes through here (and the pub/sub side through [`interest`] and one
+    /// [`supervisor`] per instance), so the callers never choose an instance.
+    fn commands(&self, key: Key<'_>) -> (usize, ConnectionManager) {
+        let i = self.instance_of(key);
+        (i, self.instances[i].cmd.clone())
+    }
+
+    /// Runs one command under the timeout on the instance that owns `key`.
     async fn query<T: redis::FromRedisValue>(
         &self,
         key: Key<'_>,
         cmd: &redis::Cmd,
     ) -> Result<T, CoreError> {
-        let mut con = self.commands(key);
-        self.outcome(tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async(&mut con)).await)
+        let (i, mut con) = self.commands(key);
+        self.outcome(
+            i,
+            tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async(&mut con)).await,
+        )
     }
 
+    /// Runs a script under the timeout on the instance that owns `key`.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        key: Key<'_>,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, CoreError> {
+        let (i, mut con) = self.commands(key);
+        self.outcome(
+            i,
+            tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut con)).await,
+        )
+    }
+
+    /// Runs a pipeline under the timeout on the instance that owns `key`.
+    async fn pipeline<T: redis::FromRedisValue>(
+        &self,
+        key: Key<'_>,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, CoreError> {
+        let (i, mut con) = self.commands(key);
+        self.outcome(
+            i,
+            tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async(&mut con)).await,
+        )
+    }
+
+    /// A command's result on instance `i`; connection trouble marks the instance down
+    /// (the node is unready while the first one is).
     fn outcome<T>(
         &self,
+        i: usize,
         r: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
     ) -> Result<T, CoreError> {
+        let ok = &self.instances[i].cmd_ok;
         match r {
             Ok(Ok(v)) => {
-                self.cmd_ok.store(true, Ordering::Release);
+                ok.store(true, Ordering::Release);
                 Ok(v)
             }
             Ok(Err(e)) => {
@@ -370,15 +472,16 @@ impl RedisCluster {
                     || e.is_connection_refusal()
                     || e.is_timeout()
                 {
-                    self.cmd_ok.store(false, Ordering::Release);
+                    ok.store(false, Ordering::Release);
                 }
                 Err(CoreError::Unavailable(e.to_string()))
             }
             Err(_) => {
-                self.cmd_ok.store(false, Ordering::Release);
-                Err(CoreError::Unavailable(
-                    "Redis did not answer in time".into(),
-                ))
+                ok.store(false, Ordering::Release);
+                Err(CoreError::Unavailable(format!(
+                    "Redis at {} did not answer in time",
+                    self.instances[i].shown
+                )))
             }
         }
     }
@@ -391,20 +494,26 @@ impl RedisCluster {
         .await
     }
 
-    /// Whether a delivery now reaches every node that holds a recipient: this node's
-    /// subscriptions are in place, and so are every other live node's since this node last
-    /// reconnected (after a Redis restart a PUBLISH would otherwise count 0 for a node that
-    /// has not resubscribed yet, a false "nobody there").
-    fn cluster_ready(&self) -> Result<(), CoreError> {
-        if !self.pubsub_ready.load(Ordering::Acquire) {
-            return Err(CoreError::Unavailable(
-                "the Redis pub/sub connection is down".into(),
-            ));
+    /// Whether a delivery or request on the instance owning `key` now reaches every node
+    /// that holds a recipient: this node's subscriptions there are in place, and, on the first
+    /// instance, so are every other live node's since this node last reconnected (after a
+    /// Redis restart a PUBLISH would otherwise count 0 for a node that has not resubscribed
+    /// yet, a false "nobody there"). On another instance a node that has not resubscribed yet
+    /// is not counted either (its counts there are written again after it resubscribes), and
+    /// its topics catch up from history.
+    fn cluster_ready(&self, key: Key<'_>) -> Result<(), CoreError> {
+        let i = self.instance_of(key);
+        if !self.subscribed(i) {
+            return Err(CoreError::Unavailable(format!(
+                "the pub/sub connection to Redis at {} is down",
+                self.instances[i].shown
+            )));
         }
-        if !self
-            .members
-            .lock()
-            .all_ready(now_ms(), self.settings.node_ttl_ms)
+        if i == 0
+            && !self
+                .members
+                .lock()
+                .all_ready(now_ms(), self.settings.node_ttl_ms)
         {
             return Err(CoreError::Unavailable(
                 "the cluster is resubscribing after a Redis reconnect".into(),
@@ -444,7 +553,7 @@ mod tests {
         for name in &names {
             let four = Key::Topic(name).instance(4);
             per[four] += 1;
-            let five = Key::Channel(name).instance(5);
+            let five = Key::Channel(&wire::topic_channel(name)).instance(5);
             if five != four {
                 assert_eq!(five, 4, "a key only ever moves to the new instance");
                 moved += 1;
@@ -457,6 +566,31 @@ mod tests {
             jump_hash(name_hash("a"), 3),
             "stable across calls and builds"
         );
+    }
+
+    #[test]
+    fn a_user_its_stream_and_its_channel_live_together_and_the_rest_on_the_first() {
+        for user in ["u", "alice", "user:42", "x"] {
+            let home = Key::User(user).instance(7);
+            assert_eq!(Key::Topic(&format!("#{user}")).instance(7), home);
+            assert_eq!(Key::Channel(&wire::user_channel(user)).instance(7), home);
+            assert_eq!(
+                Key::Channel(&wire::topic_channel(&format!("#{user}"))).instance(7),
+                home
+            );
+        }
+        for ch in [
+            wire::role_channel("r"),
+            wire::node_channel("n"),
+            wire::CONTROL.into(),
+        ] {
+            assert_eq!(Key::Channel(&ch).instance(7), 0, "{ch}");
+        }
+        assert_eq!(Key::Instance(3).instance(7), 3);
+        let spread: std::collections::HashSet<usize> = (0..50)
+            .map(|i| Key::User(&format!("u{i}")).instance(4))
+            .collect();
+        assert_eq!(spread.len(), 4, "users spread too");
     }
 
     #[test]

@@ -97,9 +97,7 @@ impl RedisCluster {
                 let partial = self.pending.lock().remove(&rid).map(Pending::into_partial);
                 self.local.metrics.cluster_incomplete.inc();
                 // Lost Redis meanwhile, even if it is back already (a new generation).
-                if !self.pubsub_ready.load(Ordering::Acquire)
-                    || self.hello_nonce.load(Ordering::Acquire) != generation
-                {
+                if !self.subscribed(0) || self.hello_nonce.load(Ordering::Acquire) != generation {
                     return Err(CoreError::Unavailable(
                         "Redis went away before every node had answered".into(),
                     ));
@@ -121,7 +119,7 @@ impl RedisCluster {
         body: &[u8],
     ) -> Result<Vec<Response>, CoreError> {
         // Every delivery, command and question: only while each live node can hear it.
-        self.cluster_ready()?;
+        self.cluster_ready(super::Key::Channel(channel))?;
         let (rid, rx, gen) = self.new_pending();
         let msg = wire::encode(&header(rid), body);
         let n = match self.publish_raw(channel, msg).await {

@@ -6,7 +6,7 @@ use redis::Value;
 use super::counts;
 use super::history::{as_string, as_u64};
 use super::wire;
-use super::{BoxFuture, HistoryStore, Key, RedisCluster, REDIS_TIMEOUT};
+use super::{BoxFuture, HistoryStore, Key, RedisCluster};
 use crate::clock::now_ms;
 use crate::core::event::{Message, SharedEvent};
 use crate::core::model::{
@@ -71,10 +71,13 @@ impl HistoryStore for RedisCluster {
                 .arg(wire::TOPIC_INDEX)
                 .arg(0)
                 .arg(-1);
-            let mut con = self.commands(Key::Global);
-            let r = tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async(&mut con)).await;
-            let (names,): (Vec<String>,) = self.outcome(r)?;
-            Ok(names.iter().map(|n| name_hash(n)).collect())
+            // Each instance indexes its own topics.
+            let mut out = Vec::new();
+            for i in 0..self.instances.len() {
+                let (names,): (Vec<String>,) = self.pipeline(Key::Instance(i), &pipe).await?;
+                out.extend(names.iter().map(|n| name_hash(n)));
+            }
+            Ok(out)
         })
     }
 }
@@ -88,7 +91,7 @@ impl RedisCluster {
         message: &Message,
         caller_id: bool,
     ) -> Result<Delivered, CoreError> {
-        self.cluster_ready()?;
+        self.cluster_ready(Key::Topic(topic))?;
         let (stream, meta, idem_prefix) = wire::topic_keys(topic);
         let caller_id: &str = if caller_id { &message.id } else { "" };
         let idem = format!("{idem_prefix}{caller_id}");
@@ -110,9 +113,7 @@ impl RedisCluster {
             .arg(wire::topic_channel(topic))
             .arg(message.ts_ms)
             .arg(topic);
-        let mut con = self.commands(Key::Topic(topic));
-        let r = tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut con)).await;
-        let v: Value = self.outcome(r)?;
+        let v: Value = self.invoke(Key::Topic(topic), &inv).await?;
         let Some((offset, epoch, n)) = published_reply(v) else {
             return Err(CoreError::Unavailable(
                 "unexpected answer from the publish script".into(),

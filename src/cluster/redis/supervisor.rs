@@ -1,4 +1,4 @@
-//! The pub/sub connection's supervisor: connects, subscribes this node's own channels and
+//! The supervisor of one Redis instance's pub/sub connection (one per instance): connects, subscribes this node's own channels and
 //! every channel it holds (in batches of [`BATCH`]), starts the reader, has every held topic
 //! caught up from history, then reports ready and serves subscribe/unsubscribe requests in
 //! order. When the connection fails (or carries nothing, not even this node's own heartbeats,
@@ -25,18 +25,22 @@ pub const BATCH: usize = 512;
 /// A pub/sub connection that carried nothing this long is presumed dead.
 pub const SILENCE: Duration = Duration::from_secs(10);
 
-pub async fn run(c: Arc<RedisCluster>, mut ops: mpsc::UnboundedReceiver<SubOp>) {
+pub async fn run(c: Arc<RedisCluster>, i: usize, mut ops: mpsc::UnboundedReceiver<SubOp>) {
     let mut stop = c.stopped();
     let mut backoff = Duration::from_millis(100);
     loop {
         if *stop.borrow() {
             return;
         }
-        match session(&c, &mut ops).await {
+        match session(&c, i, &mut ops).await {
             Ended::Stopped => return,
             Ended::Lost(why) => {
-                if c.pubsub_ready.swap(false, Ordering::AcqRel) {
-                    tracing::warn!(reason = %why, "lost the Redis pub/sub connection; reconnecting");
+                if c.instances[i].pubsub_ready.swap(false, Ordering::AcqRel) {
+                    tracing::warn!(
+                        redis = %c.instances[i].shown,
+                        reason = %why,
+                        "lost the Redis pub/sub connection; reconnecting"
+                    );
                 }
             }
         }
@@ -52,7 +56,7 @@ pub async fn run(c: Arc<RedisCluster>, mut ops: mpsc::UnboundedReceiver<SubOp>) 
             _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
-        if c.pubsub_ready.load(Ordering::Acquire) {
+        if c.subscribed(i) {
             backoff = Duration::from_millis(100);
         }
     }
@@ -69,22 +73,27 @@ enum Ended {
     Lost(String),
 }
 
-async fn session(c: &Arc<RedisCluster>, ops: &mut mpsc::UnboundedReceiver<SubOp>) -> Ended {
+async fn session(
+    c: &Arc<RedisCluster>,
+    i: usize,
+    ops: &mut mpsc::UnboundedReceiver<SubOp>,
+) -> Ended {
     let mut stop = c.stopped();
-    let ps = match tokio::time::timeout(REDIS_TIMEOUT, c.client.get_async_pubsub()).await {
+    let client = &c.instances[i].client;
+    let ps = match tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub()).await {
         Ok(Ok(ps)) => ps,
         Ok(Err(e)) => return Ended::Lost(e.to_string()),
         Err(_) => return Ended::Lost("connect timed out".into()),
     };
     let (mut sink, stream) = ps.split();
-    let channels = match subscribe_all(c, &mut sink).await {
+    let channels = match subscribe_all(c, i, &mut sink).await {
         Ok(n) => n,
         Err(ended) => return ended,
     };
     let last_rx = Arc::new(AtomicI64::new(mono_ms()));
     let mut reader = spawn_reader(c, stream, Arc::clone(&last_rx));
     let _abort = AbortOnDrop(reader.abort_handle());
-    announce_ready(c, channels).await;
+    announce_ready(c, i, channels).await;
     let mut check = tokio::time::interval(Duration::from_secs(1));
     let mut deferred: Option<SubOp> = None;
     loop {
@@ -111,15 +120,17 @@ async fn session(c: &Arc<RedisCluster>, ops: &mut mpsc::UnboundedReceiver<SubOp>
     }
 }
 
-/// Subscribes this node's own channels and every channel it holds interest in, in batches;
-/// returns how many.
-async fn subscribe_all(c: &RedisCluster, sink: &mut PubSubSink) -> Result<usize, Ended> {
-    let mut channels = vec![
-        wire::CONTROL.to_owned(),
-        wire::EVENTS.to_owned(),
-        wire::node_channel(&c.node_id),
-    ];
-    channels.extend(c.interest.channels());
+/// Subscribes this node's own channels on instance `i` and every channel it holds interest in
+/// there, in batches; returns how many. Every instance carries the node's channel (the counts
+/// there take a node as alive while it listens on it, and it carries the node's own pings,
+/// see `members::heartbeat`) and the events channel (a user's online event is published
+/// where the user lives); the first also carries membership and requests.
+async fn subscribe_all(c: &RedisCluster, i: usize, sink: &mut PubSubSink) -> Result<usize, Ended> {
+    let mut channels = vec![wire::EVENTS.to_owned(), wire::node_channel(&c.node_id)];
+    if i == 0 {
+        channels.push(wire::CONTROL.to_owned());
+    }
+    channels.extend(c.interest.channels(i));
     for batch in channels.chunks(BATCH) {
         match tokio::time::timeout(REDIS_TIMEOUT, sink.subscribe(batch)).await {
             Ok(Ok(())) => {}
@@ -127,7 +138,7 @@ async fn subscribe_all(c: &RedisCluster, sink: &mut PubSubSink) -> Result<usize,
             Err(_) => return Err(Ended::Lost("subscribe timed out".into())),
         }
     }
-    c.interest.settle_all();
+    c.interest.settle_all(i);
     Ok(channels.len())
 }
 
@@ -149,18 +160,22 @@ fn spawn_reader(
 /// Subscribed again: catch up, then say so. Whatever was published while this node could not
 /// hear it is read from history first; the other nodes may be resubscribing too, so each must
 /// vouch again before this node delivers.
-async fn announce_ready(c: &Arc<RedisCluster>, channels: usize) {
-    c.catch_up_all().await;
-    c.recount_users().await;
+async fn announce_ready(c: &Arc<RedisCluster>, i: usize, channels: usize) {
+    c.catch_up_all(i).await;
+    c.recount_users(i).await;
     // Redis may have lost this node's counts too: set whole before deliveries count on them
     // (a failure is retried by the writer).
-    let _ = c.counts_reset().await;
-    c.members.lock().unconfirm_all();
-    c.hello_nonce.fetch_add(1, Ordering::AcqRel);
-    c.pubsub_ready.store(true, Ordering::Release);
+    let _ = c.counts_reset(i).await;
+    if i == 0 {
+        c.members.lock().unconfirm_all();
+        c.hello_nonce.fetch_add(1, Ordering::AcqRel);
+    }
+    c.instances[i].pubsub_ready.store(true, Ordering::Release);
     c.local.metrics.cluster_subscribed.inc();
-    tracing::info!(channels, "subscribed to Redis pub/sub");
-    members::beat_to(c, None, members::Beat::Hello).await;
+    tracing::info!(channels, redis = %c.instances[i].shown, "subscribed to Redis pub/sub");
+    if i == 0 {
+        members::beat_to(c, None, members::Beat::Hello).await;
+    }
 }
 
 /// Carries out one subscription change, coalescing the subscribes already queued behind it

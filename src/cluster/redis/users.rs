@@ -15,7 +15,7 @@
 use redis::{Script, Value};
 
 use super::wire::{self, Header};
-use super::{BoxFuture, Key, RedisCluster, REDIS_TIMEOUT};
+use super::{BoxFuture, Key, RedisCluster};
 use crate::cluster::Users;
 use crate::core::model::{ConnEvent, ConnEventKind};
 use crate::core::users::UserState;
@@ -190,20 +190,20 @@ impl RedisCluster {
             .arg(user)
             .arg(now_ms)
             .arg(self.settings.offline_grace_ms);
-        let mut con = self.commands(Key::Global);
-        let _: i64 =
-            self.outcome(tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut con)).await)?;
+        let _: i64 = self.invoke(Key::User(user), &inv).await?;
         Ok(())
     }
 
-    /// Takes this node's count of every user it holds again (after each (re)subscribe: a
-    /// Redis that restarted empty learns them back, and users it had forgotten come online
-    /// again, told to every watcher). Best effort: a user whose recount fails keeps its old
-    /// count.
-    pub(super) async fn recount_users(&self) {
+    /// Takes this node's count of every user it holds on instance `i` again (after each
+    /// (re)subscribe: a Redis that restarted empty learns them back, and users it had
+    /// forgotten come online again, told to every watcher). Best effort: a user whose recount
+    /// fails keeps its old count.
+    pub(super) async fn recount_users(&self, i: usize) {
         let mut counts: std::collections::HashMap<String, u32> = Default::default();
         self.local.registry.for_each(|c| {
-            *counts.entry(c.info.user_id.clone()).or_default() += 1;
+            if self.instance_of(Key::User(&c.info.user_id)) == i {
+                *counts.entry(c.info.user_id.clone()).or_default() += 1;
+            }
         });
         for (user, n) in counts {
             let now = crate::clock::now_ms();
@@ -239,17 +239,15 @@ impl RedisCluster {
         if let Some(n) = n {
             inv.arg(n);
         }
-        let mut con = self.commands(Key::Global);
-        let r = tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut con)).await;
-        let online: i64 = self.outcome(r)?;
+        let online: i64 = self.invoke(Key::User(user), &inv).await?;
         Ok(online == 1)
     }
 
-    /// This node's liveness for the sweep and for the counts (refreshed by the heartbeat);
-    /// gone on leave. True when it had lapsed (this node was silent for longer than
-    /// `node_ttl_ms`, stopped or cut off, and the others counted it out): its counts must be
-    /// taken again.
-    pub(super) async fn mark_alive(&self, alive: bool) -> bool {
+    /// This node's liveness for the sweep and for the counts, on every instance (refreshed
+    /// by the heartbeat); gone on leave. Returns the instances where it had lapsed (this node
+    /// was silent for longer than `node_ttl_ms`, stopped or cut off, and the others counted
+    /// it out, or the instance restarted): its counts there must be taken again.
+    pub(super) async fn mark_alive(&self, alive: bool) -> Vec<usize> {
         let key = alive_key(&self.node_id);
         let cmd = match alive {
             true => {
@@ -267,7 +265,13 @@ impl RedisCluster {
                 c
             }
         };
-        matches!(self.query(Key::Global, &cmd).await, Ok(Value::Nil)) && alive
+        let mut lapsed = Vec::new();
+        for i in 0..self.instances.len() {
+            if matches!(self.query(Key::Instance(i), &cmd).await, Ok(Value::Nil)) && alive {
+                lapsed.push(i);
+            }
+        }
+        lapsed
     }
 }
 
@@ -303,9 +307,19 @@ impl Users for RedisCluster {
                 .arg(self.settings.last_seen_ttl_ms)
                 .arg(self.settings.offline_grace_ms)
                 .arg(SWEEP_LIMIT);
-            let mut con = self.commands(Key::Global);
-            let r = tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut con)).await;
-            let flat: Vec<String> = self.outcome(r)?;
+            // Each instance keeps its own users' graces; one that does not answer now is swept
+            // next time.
+            let mut flat: Vec<String> = Vec::new();
+            let mut failed = None;
+            for i in 0..self.instances.len() {
+                match self.invoke::<Vec<String>>(Key::Instance(i), &inv).await {
+                    Ok(v) => flat.extend(v),
+                    Err(e) => failed = Some(e),
+                }
+            }
+            if let (Some(e), true) = (failed, flat.is_empty()) {
+                return Err(e);
+            }
             let gone: Vec<(String, i64)> = flat
                 .chunks_exact(2)
                 .map(|p| (p[0].clone(), p[1].parse().unwrap_or(now_ms)))
@@ -324,20 +338,37 @@ impl Users for RedisCluster {
         now_ms: i64,
     ) -> BoxFuture<'_, Result<Vec<UserState>, CoreError>> {
         Box::pin(async move {
-            let mut pipe = redis::pipe();
-            for id in &ids {
-                pipe.cmd("HVALS").arg(counts_key(id));
-                pipe.cmd("HMGET")
-                    .arg(state_key(id))
-                    .arg("since")
-                    .arg("closed")
-                    .arg("seen");
+            // One pipeline per instance, each with the users it keeps, put back in order.
+            let n = self.instances.len();
+            let mut raw: Vec<Vec<Value>> = vec![Vec::new(); ids.len()];
+            for i in 0..n {
+                let mine: Vec<usize> = (0..ids.len())
+                    .filter(|&j| self.instance_of(Key::User(&ids[j])) == i)
+                    .collect();
+                if mine.is_empty() {
+                    continue;
+                }
+                let mut pipe = redis::pipe();
+                for &j in &mine {
+                    pipe.cmd("HVALS").arg(counts_key(&ids[j]));
+                    pipe.cmd("HMGET")
+                        .arg(state_key(&ids[j]))
+                        .arg("since")
+                        .arg("closed")
+                        .arg("seen");
+                }
+                let got: Vec<Value> = self.pipeline(Key::Instance(i), &pipe).await?;
+                for (&j, pair) in mine.iter().zip(got.chunks_exact(2)) {
+                    raw[j] = pair.to_vec();
+                }
             }
-            let mut con = self.commands(Key::Global);
-            let r = tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async(&mut con)).await;
-            let raw: Vec<Value> = self.outcome(r)?;
             let mut out = Vec::with_capacity(ids.len());
-            for (id, pair) in ids.iter().zip(raw.chunks_exact(2)) {
+            for (id, pair) in ids.iter().zip(raw.iter()) {
+                if pair.len() != 2 {
+                    return Err(CoreError::Unavailable(
+                        "unexpected answer from Redis to a users read".into(),
+                    ));
+                }
                 let counts: Vec<i64> = redis::from_redis_value(pair[0].clone()).unwrap_or_default();
                 let fields: Vec<Option<i64>> =
                     redis::from_redis_value(pair[1].clone()).unwrap_or_default();

@@ -62,6 +62,21 @@ pub fn channel(who: &Who) -> Option<String> {
     })
 }
 
+/// What a channel is keyed by, for choosing its Redis instance.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Owner<'a> {
+    Topic(&'a str),
+    User(&'a str),
+}
+
+/// The topic or user a channel belongs to (`None`: a role's, a node's, or everyone's).
+pub fn owner_of(channel: &str) -> Option<Owner<'_>> {
+    if let Some(rest) = channel.strip_prefix("rt:t:{") {
+        return rest.strip_suffix('}').map(Owner::Topic);
+    }
+    channel.strip_prefix("rt:u:").map(Owner::User)
+}
+
 /// The keys of a topic: its history stream, its meta hash (epoch `e`, top offset `s`) and
 /// the prefix of its idempotency keys.
 pub fn topic_keys(topic: &str) -> (String, String, String) {
@@ -157,6 +172,9 @@ pub enum Header {
         hello: bool,
         nonce: u64,
         ack: u64,
+        /// A hash of the node's Redis instance list (0 from a build before `redis_urls`).
+        #[serde(default)]
+        instances: u64,
     },
     Leave {
         node: String,
@@ -250,6 +268,16 @@ fn legacy_frame(bytes: &[u8]) -> Result<Message, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_channel_names_its_owner() {
+        assert_eq!(owner_of(&topic_channel("a:b")), Some(Owner::Topic("a:b")));
+        assert_eq!(owner_of(&topic_channel("#u")), Some(Owner::Topic("#u")));
+        assert_eq!(owner_of(&user_channel("u:1")), Some(Owner::User("u:1")));
+        assert_eq!(owner_of(&role_channel("r")), None);
+        assert_eq!(owner_of(&node_channel("n")), None);
+        assert_eq!(owner_of(CONTROL), None);
+    }
 
     #[test]
     fn round_trip_with_a_body() {
