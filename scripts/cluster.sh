@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# A local cluster to try cluster mode: a redis-server (nothing kept on disk) and three nodes
-# sharing it, on 127.0.0.1. Prints each node's URLs, a token and an API key; Ctrl-C stops
-# everything. Needs redis-server (Debian: apt-get install redis-server).
-# Usage: scripts/cluster.sh [NODES]   (default 3)
-# Ports: REDIS_PORT (default 16379); node i listens on HTTP_BASE_PORT+i and GRPC_BASE_PORT+i
-# (defaults 18080 and 15050).
+# A local cluster to try cluster mode: redis-server instances (nothing kept on disk) and three
+# nodes sharing them, on 127.0.0.1. Prints each node's URLs, a token and an API key; Ctrl-C
+# stops everything. Needs redis-server (Debian: apt-get install redis-server).
+# Usage: scripts/cluster.sh [NODES] [INSTANCES]   (defaults 3 and 1; with 2 or more instances
+# the nodes spread topics and users over them with [broker] redis_urls)
+# Ports: Redis instance j on REDIS_PORT+j-1 (default 16379); node i listens on
+# HTTP_BASE_PORT+i and GRPC_BASE_PORT+i (defaults 18080 and 15050).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-3}
+INSTANCES=${2:-1}
 RPORT=${REDIS_PORT:-16379}
 HTTP_BASE=${HTTP_BASE_PORT:-18080}
 GRPC_BASE=${GRPC_BASE_PORT:-15050}
@@ -22,9 +24,17 @@ stop() { trap - EXIT INT TERM; echo; echo "stopping"; kill "${PIDS[@]}" 2>/dev/n
 trap stop EXIT INT TERM
 ulimit -n 20000 2>/dev/null || true
 
-redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no > target/cluster/redis.log 2>&1 &
-PIDS+=($!)
-for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+URLS=()
+for j in $(seq "$INSTANCES"); do
+  port=$((RPORT + j - 1))
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no > "target/cluster/redis$j.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+  URLS+=("redis://127.0.0.1:$port")
+done
+# One instance: redis_url. Several: redis_urls, the same list in the same order on every node.
+LIST=$(IFS=,; echo "${URLS[*]}")
+[ "$INSTANCES" -gt 1 ] && export REALTIME_BROKER__REDIS_URLS=$LIST
 
 for i in $(seq "$N"); do
   REALTIME_JWT__SECRET=$SECRET REALTIME_GRPC__API_KEYS=$KEY REALTIME_NODE__ID=node$i \
@@ -40,7 +50,7 @@ for i in $(seq "$N"); do
 done
 
 TOKEN=$(REALTIME_JWT__SECRET=$SECRET "$B" token --sub demo-user --topic '**' --ttl 86400)
-echo "Redis     redis://127.0.0.1:$RPORT"
+echo "Redis     $LIST"
 for i in $(seq "$N"); do
   echo "node$i     ws://127.0.0.1:$((HTTP_BASE + i))/ws   gRPC 127.0.0.1:$((GRPC_BASE + i))   demo http://127.0.0.1:$((HTTP_BASE + i))/demo#token=$TOKEN"
 done
