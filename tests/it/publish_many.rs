@@ -199,3 +199,101 @@ async fn after_unavailable_the_rest_of_the_topic_is_not_published() {
         r.results[1]
     );
 }
+
+/// Across two nodes on Redis: a batch through one node and its retry through the other publish
+/// each id once; a stream through the other continues the same order; the subscribers on both
+/// nodes get every publication once, in order, and each call counts them without asking the
+/// other node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_and_streams_through_two_nodes_make_one_order_and_retry_by_id() {
+    let redis = RedisProc::start();
+    let node = |id: &str| {
+        let mut c = config();
+        c.node.id = id.into();
+        c.broker.kind = boundary_realtime::config::BrokerKind::Redis;
+        c.broker.redis_url = redis.url();
+        c.topics.public = vec!["**".into()];
+        c
+    };
+    let a = start_with(node("a")).await;
+    let b = start_with(node("b")).await;
+    let (mut via_a, mut via_b) = (a.client().await, b.client().await);
+    eventually("the nodes to see each other", || {
+        let mut c = via_a.clone();
+        async move {
+            c.get_stats(authed(GetStatsRequest {}))
+                .await
+                .is_ok_and(|r| r.into_inner().nodes == 2)
+        }
+    })
+    .await;
+    let mut on_a = a.connect("ra", &[]).await;
+    let mut on_b = b.connect("rb", &[]).await;
+    for ws in [&mut on_a, &mut on_b] {
+        ws.send_text(r#"{"op":"subscribe","topic":"m","ref":1}"#)
+            .await;
+        assert_eq!(ws.next_json().await["op"], "subscribed");
+    }
+    let batch = vec![
+        item("m", "1", "id-1"),
+        item("bad topic", "1", ""),
+        item("m", "2", "id-2"),
+        item("n", "3", "id-3"),
+    ];
+    let r = via_a
+        .publish_batch(authed(PublishBatchRequest {
+            items: batch.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let bad = Code::InvalidArgument as u32;
+    let topic_error = "topic: contains ' '; allowed are A-Z a-z 0-9 . _ : @ / -".to_owned();
+    assert_eq!(
+        summary(&r.results),
+        [
+            (0, 0, "1@2".into()),
+            (1, bad, topic_error.clone()),
+            (2, 0, "2@2".into()),
+            (3, 0, "1@0".into()),
+        ]
+    );
+    // The whole batch again through the other node: the same answers, nothing delivered.
+    let again = via_b
+        .publish_batch(authed(PublishBatchRequest { items: batch }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        summary(&again.results),
+        [
+            (0, 0, "1@0".into()),
+            (1, bad, topic_error),
+            (2, 0, "2@0".into()),
+            (3, 0, "1@0".into()),
+        ]
+    );
+    let items: Vec<PublishRequest> = (3..8).map(|i| item("m", &i.to_string(), "")).collect();
+    let streamed: Vec<PublishResult> = via_b
+        .publish_stream(authed(futures_util::stream::iter(items)))
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|r| r.expect("answered"))
+        .collect()
+        .await;
+    let offsets: Vec<String> = summary(&streamed).into_iter().map(|s| s.2).collect();
+    assert_eq!(offsets, ["3@2", "4@2", "5@2", "6@2", "7@2"]);
+    for ws in [&mut on_a, &mut on_b] {
+        for offset in 1..=7u64 {
+            let f = ws.next_json().await;
+            assert_eq!(
+                (f["topic"].as_str(), f["offset"].as_u64()),
+                (Some("m"), Some(offset)),
+                "{f}"
+            );
+        }
+    }
+    a.assert_nothing_pending(&mut via_a, &mut [&mut on_a, &mut on_b])
+        .await;
+}

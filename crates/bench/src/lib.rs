@@ -7,6 +7,7 @@
 //! reads `/proc`; [`report`] formats the result. Every phase is bounded in time.
 
 pub mod centrifuge;
+pub mod chaos;
 pub mod conns;
 pub mod procfs;
 pub mod report;
@@ -55,6 +56,11 @@ pub enum Mode {
     /// Every client connects, goes away, misses the SendToUser calls made to its user (one
     /// user per connection, in turn), and all come back at once resuming from their position.
     Resume,
+    /// Clients stay subscribed to their groups' topics through failures (reconnecting with
+    /// `since`) while a publisher sends --messages at --rate through the nodes of --grpc-url
+    /// (comma-separated) in turn; checks nothing was silently lost or repeated. Run it with
+    /// scripts/chaos.sh, which kills nodes and restarts Redis meanwhile.
+    Chaos,
 }
 
 const DEFAULT_WS_URL: &str = "ws://127.0.0.1:8080/ws";
@@ -253,7 +259,7 @@ async fn run_inner(opts: &Options) -> Result<Report, BenchError> {
         return Err(BenchError::Usage("give at least one --ws-url".into()));
     }
     let api = match opts.mode {
-        Mode::Idle => None,
+        Mode::Idle | Mode::Chaos => None,
         _ => Some(Api::connect(opts).await?),
     };
     let files = procfs::raise_open_files();
@@ -271,6 +277,9 @@ async fn run_inner(opts: &Options) -> Result<Report, BenchError> {
         report.server.rss_kib_before = Some(procfs::rss_kib_sum(pid).map_err(BenchError::Usage)?);
     }
 
+    if opts.mode == Mode::Chaos {
+        return chaos::run(opts, &targets, tokens, report).await;
+    }
     if opts.mode == Mode::Resume {
         let api = api.expect("connected above for every mode but idle");
         return resume::run(opts, &targets, &api, tokens, pid, report).await;
@@ -386,8 +395,10 @@ fn check(opts: &Options) -> Result<(), BenchError> {
     if opts.in_flight == 0 || opts.connect_concurrency == 0 {
         return usage("--in-flight and --connect-concurrency must be at least 1");
     }
-    if opts.mode == Mode::Resume && opts.protocol != WireProtocol::Native {
-        return usage("the resume mode speaks the native protocol (leave --protocol native)");
+    if matches!(opts.mode, Mode::Resume | Mode::Chaos) && opts.protocol != WireProtocol::Native {
+        return usage(
+            "the resume and chaos modes speak the native protocol (leave --protocol native)",
+        );
     }
     Ok(())
 }
@@ -757,7 +768,7 @@ pub fn plan(mode: Mode, k: u64, conns: usize, groups: usize) -> (Call, u64) {
             let i = (k % conns as u64) as usize;
             (Call::User(identity(i, groups).user), 1)
         }
-        Mode::Role | Mode::Topic => {
+        Mode::Role | Mode::Topic | Mode::Chaos => {
             let g = (k % groups as u64) as usize;
             let id = identity(g, groups);
             let n = conns::group_size(g, conns, groups);
@@ -777,7 +788,7 @@ struct Api {
 }
 
 #[derive(Clone)]
-struct ApiKey(MetadataValue<Ascii>);
+pub(crate) struct ApiKey(pub(crate) MetadataValue<Ascii>);
 
 impl tonic::service::Interceptor for ApiKey {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {

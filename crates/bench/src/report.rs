@@ -31,6 +31,29 @@ pub struct Report {
     /// The resume mode's figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resume: Option<Resume>,
+    /// The chaos mode's figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chaos: Option<Chaos>,
+}
+
+/// What the chaos mode's check found.
+#[derive(Debug, Default, Serialize)]
+pub struct Chaos {
+    /// Publications sent, and how many the service acknowledged (the rest were given up on
+    /// after 15 s of retries).
+    pub published: u64,
+    pub acknowledged: u64,
+    pub gave_up: u64,
+    pub clients: u64,
+    /// Times a client's connection ended and it came back (with `since`).
+    pub reconnects: u64,
+    /// Publications the clients received.
+    pub received: u64,
+    /// Times a client was told `recovered: false`.
+    pub told_lost: u64,
+    /// Silent gaps, repeats, unannounced epochs, wrong payloads, missing tails: must be 0.
+    pub violations: u64,
+    pub first_violations: Vec<String>,
 }
 
 /// What coming back all at once gave (resume mode).
@@ -238,7 +261,7 @@ impl Report {
         if let Some(us) = self.server.connect_cpu_us_per_conn {
             out.push_str(&format!(" (server CPU {us:.1} us per connection)"));
         }
-        if self.mode != Some(Mode::Idle) {
+        if !matches!(self.mode, Some(Mode::Idle) | Some(Mode::Chaos)) {
             let k = &self.calls;
             out.push_str(&format!(
                 "\n  calls       {} in {:.2} s = {:.0}/s, {} errors; answered in p50 {:.3} p99 {:.3} ms",
@@ -285,6 +308,15 @@ impl Report {
                 "\n  resume      {} clients back: {} recovered, {} not; all connected in {:.2} s, every missed message in {:.2} s",
                 r.clients, r.recovered, r.not_recovered, r.reconnect_seconds, r.drain_seconds
             ));
+        }
+        if let Some(c) = &self.chaos {
+            out.push_str(&format!(
+                "\n  chaos       {} published, {} acknowledged, {} given up; {} clients reconnected {} times, received {}, told recovered:false {} times\n  violations  {}",
+                c.published, c.acknowledged, c.gave_up, c.clients, c.reconnects, c.received, c.told_lost, c.violations
+            ));
+            for v in &c.first_violations {
+                out.push_str(&format!("\n    {v}"));
+            }
         }
         if !self.closed_by_server.is_empty() {
             out.push_str(&format!(
