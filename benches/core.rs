@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the pure core's hot paths: a message validated and encoded to its
 //! frame, the registry's routing lookups (user, role, broadcast) with 100k connections
-//! registered, and registry insert/remove. Not run by `cargo test` or CI; run with
+//! registered, registry insert/remove, and Presence on a topic of 100k subscribers (the
+//! counts, a 1,000-entry page, and the memory a subscriber costs). Not run by `cargo test` or CI; run with
 //! `cargo bench --bench core` (figures in docs/benchmarks.md).
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use boundary_realtime::core::event::Event;
 use boundary_realtime::core::message::{self, MessageInput};
 use boundary_realtime::core::native;
 use boundary_realtime::core::registry::{Conn, ConnInfo, Offer, Outbox, Registry, Target};
+use boundary_realtime::core::topic_table::{HistoryRead, JoinStart, Topics};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 /// An outbox that only counts what it is offered: the bench measures the lookup and the
@@ -133,5 +135,59 @@ fn insert_remove(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, encoding, routing, insert_remove);
+/// The process's resident memory, in KiB (Linux).
+fn rss_kib() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4
+}
+
+fn presence(c: &mut Criterion) {
+    let conns: Vec<_> = (0..CONNS).map(conn).collect();
+    let before = rss_kib();
+    let t: Topics<Counting> = Topics::new();
+    for c in &conns {
+        let JoinStart::Joining(ticket) = t.begin_join("room", c, 0).expect("joins") else {
+            unreachable!("each connection joins once")
+        };
+        let read = HistoryRead {
+            epoch: "E".into(),
+            latest: 0,
+            pubs: Vec::new(),
+            complete: true,
+        };
+        t.finish_join(
+            ticket,
+            read,
+            None,
+            |_, _, _| None,
+            |_, _| Arc::new(String::new()),
+        );
+    }
+    let after = rss_kib();
+    eprintln!(
+        "presence: 100k subscribers of one topic (50k users) cost {} KiB, {:.0} bytes each",
+        after.saturating_sub(before),
+        after.saturating_sub(before) as f64 * 1024.0 / CONNS as f64
+    );
+    assert_eq!(t.counts("room"), (CONNS, CONNS / 2));
+    let mut g = c.benchmark_group("presence_100k");
+    g.bench_function("counts", |b| {
+        b.iter(|| black_box(t.counts(black_box("room"))))
+    });
+    g.bench_function("page_1000_mid", |b| {
+        b.iter(|| black_box(t.page("room", None, Some(CONNS / 2), 1000).items.len()))
+    });
+    g.sample_size(20);
+    g.bench_function("user_hashes_for_a_cluster_union", |b| {
+        b.iter(|| black_box(t.user_hashes("room").len()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, encoding, routing, insert_remove, presence);
 criterion_main!(benches);

@@ -496,7 +496,7 @@ impl Control for Memory {
     ) -> BoxFuture<'_, Result<Vec<PresenceCounts>, CoreError>> {
         Box::pin(std::future::ready(Ok(vec![self
             .local
-            .presence_counts(topic)])))
+            .presence_counts(topic, false)])))
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<(Vec<StatsPart>, u32), CoreError>> {

@@ -188,11 +188,14 @@ pub struct PresenceEntry {
     pub user_id: String,
 }
 
-/// One node's counts of a topic's subscribers: connections, and users as name hashes (so the
-/// union across nodes counts each user once).
+/// One node's counts of a topic's subscribers: connections, distinct users, and (when the
+/// answer is to be merged with other nodes') the users as name hashes, so that the union
+/// across nodes counts each user once.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresenceCounts {
     pub connections: u64,
+    #[serde(default)]
+    pub distinct: u64,
     pub users: Vec<u64>,
 }
 

@@ -65,15 +65,22 @@ impl Hub {
                 CoreError::invalid("page_token", "is not a token from a previous Presence page")
             })?)
         };
-        let mut users = HashSet::new();
-        let mut connections = 0;
-        for part in self.control.presence_counts(topic).await? {
-            connections += part.connections;
-            users.extend(part.users);
-        }
+        let parts = self.control.presence_counts(topic).await?;
+        let connections = parts.iter().map(|p| p.connections).sum();
+        // One node's users are counted there; several nodes' are a union of their hashes.
+        let users = match parts.as_slice() {
+            [one] => one.distinct,
+            _ => {
+                let mut users = HashSet::new();
+                for part in &parts {
+                    users.extend(part.users.iter().copied());
+                }
+                users.len() as u64
+            }
+        };
         let mut out = PresencePage {
             entries: Vec::new(),
-            users: users.len() as u64,
+            users,
             connections,
             next_page_token: String::new(),
         };

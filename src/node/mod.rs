@@ -370,16 +370,15 @@ impl LocalNode {
             // A topic alone (or with a role): page over its subscribers, already in order,
             // rather than over every connection.
             (Some(topic), None) => {
-                let members = self.topics.subscribers(topic);
                 if none {
-                    let all = crate::core::registry::page_of(&members, f.role, None, 1);
+                    let all = self.topics.page(topic, f.role, None, 1);
                     return ListPage {
                         items: Vec::new(),
                         total: all.total as u64,
                         next: None,
                     };
                 }
-                crate::core::registry::page_of(&members, f.role, start, size)
+                self.topics.page(topic, f.role, start, size)
             }
             _ => {
                 if none {
@@ -413,14 +412,15 @@ impl LocalNode {
     }
 
     /// This node's counts of `topic`'s subscribers (no one listed).
-    pub fn presence_counts(&self, topic: &str) -> PresenceCounts {
-        let subs = self.topics.subscribers(topic);
-        let mut users: Vec<u64> = subs.iter().map(|c| name_hash(&c.info.user_id)).collect();
-        users.sort_unstable();
-        users.dedup();
+    pub fn presence_counts(&self, topic: &str, with_users: bool) -> PresenceCounts {
+        let (connections, distinct) = self.topics.counts(topic);
         PresenceCounts {
-            connections: subs.len() as u64,
-            users,
+            connections,
+            distinct,
+            users: match with_users {
+                true => self.topics.user_hashes(topic),
+                false => Vec::new(),
+            },
         }
     }
 

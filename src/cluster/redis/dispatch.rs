@@ -220,7 +220,7 @@ impl RedisCluster {
             } => Response::Page(l.list(&filter, after.as_ref(), size)),
             Request::Presence { topic } => Response::Presence(l.presence(&topic)),
             Request::PresenceCounts { topic } => {
-                Response::PresenceCounts(l.presence_counts(&topic))
+                Response::PresenceCounts(l.presence_counts(&topic, true))
             }
             Request::Stats => Response::Stats(l.stats_part()),
             Request::Watch => {

@@ -128,6 +128,9 @@ where
             overflowed.push(Arc::clone(&conn));
         }
         let after = r.last.max(reply_offset);
+        if stream::is_topic(&ticket.topic) {
+            t.user_came(name_hash(&conn.info.user_id));
+        }
         t.subscribers.insert(
             ticket.seq,
             Sub {

@@ -31,6 +31,7 @@ use parking_lot::{Mutex, RwLock};
 mod subs;
 use subs::Subs;
 
+use super::model::name_hash;
 use super::registry::{Conn, Offer, Outbox, Registry};
 
 const SHARDS: usize = 32;
@@ -61,6 +62,12 @@ struct Stream {
 
 struct TopicState<O: Outbox> {
     subscribers: Subs<Sub<O>>,
+    /// The subscribers' users (name hashes) with how many connections each, so that
+    /// Presence counts them without listing anyone; none for a user stream (one user) or a
+    /// topic without subscribers. Boxed: 8 bytes instead of a map's 48 in every state,
+    /// since most states (user streams) never have one.
+    #[allow(clippy::box_collection)]
+    users: Option<Box<HashMap<u64, u32>>>,
     /// How many subscribers listen for joins and leaves.
     listeners: usize,
     joining: Vec<Joiner<O>>,
@@ -72,6 +79,7 @@ impl<O: Outbox> Default for TopicState<O> {
     fn default() -> Self {
         TopicState {
             subscribers: Default::default(),
+            users: None,
             listeners: 0,
             joining: Vec::new(),
             stream: None,
@@ -83,6 +91,31 @@ impl<O: Outbox> Default for TopicState<O> {
 impl<O: Outbox> TopicState<O> {
     fn is_empty(&self) -> bool {
         self.subscribers.is_empty() && self.joining.is_empty()
+    }
+
+    /// A subscriber of user `user` (a name hash) came.
+    fn user_came(&mut self, user: u64) {
+        *self
+            .users
+            .get_or_insert_with(Default::default)
+            .entry(user)
+            .or_default() += 1;
+    }
+
+    /// A subscriber of user `user` left.
+    fn user_left(&mut self, user: u64) {
+        let Some(users) = self.users.as_mut() else {
+            return;
+        };
+        if let std::collections::hash_map::Entry::Occupied(mut e) = users.entry(user) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+        if users.is_empty() {
+            self.users = None;
+        }
     }
 }
 
@@ -485,6 +518,9 @@ where
         if sub.as_ref().is_some_and(|s| s.listen) {
             t.listeners -= 1;
         }
+        if let Some(s) = &sub {
+            t.user_left(name_hash(&s.conn.info.user_id));
+        }
         let joiners = t.joining.len();
         t.joining.retain(|j| j.conn.info.seq != seq);
         let was = sub.is_some() || t.joining.len() != joiners;
@@ -502,6 +538,61 @@ where
         if map.get(topic).is_some_and(|s| s.lock().is_empty()) {
             map.remove(topic);
             self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How many live subscribers `topic` has here, and how many distinct users among them,
+    /// without listing them (O(1)).
+    pub fn counts(&self, topic: &str) -> (u64, u64) {
+        self.get(topic).map_or((0, 0), |s| {
+            let t = s.lock();
+            let users = t.users.as_ref().map_or(0, |u| u.len());
+            (t.subscribers.len() as u64, users as u64)
+        })
+    }
+
+    /// The distinct users (name hashes) among `topic`'s live subscribers here, for a union
+    /// across nodes.
+    pub fn user_hashes(&self, topic: &str) -> Vec<u64> {
+        self.get(topic)
+            .and_then(|s| s.lock().users.as_ref().map(|u| u.keys().copied().collect()))
+            .unwrap_or_default()
+    }
+
+    /// A page of `topic`'s live subscribers here that carry `role` when given, after sequence
+    /// `after`, with the total. Without a role it walks only the page (O(log n + limit)): a
+    /// topic of 100k subscribers is paged without listing them all.
+    pub fn page(
+        &self,
+        topic: &str,
+        role: Option<&str>,
+        after: Option<u64>,
+        limit: usize,
+    ) -> crate::core::registry::Page<O> {
+        use crate::core::registry::{page_of, Page};
+        if role.is_some() || after == Some(u64::MAX) {
+            return page_of(&self.subscribers(topic), role, after, limit);
+        }
+        let Some(state) = self.get(topic) else {
+            return page_of(&[], None, after, limit);
+        };
+        let t = state.lock();
+        let start = after.map_or(0, |a| a + 1);
+        let limit = limit.max(1);
+        let mut items: Vec<Arc<Conn<O>>> = (t.subscribers.from(start))
+            .take(limit + 1)
+            .map(|s| Arc::clone(&s.conn))
+            .collect();
+        let more = items.len() > limit;
+        items.truncate(limit);
+        Page {
+            next_after: if more {
+                items.last().map(|c| c.info.seq)
+            } else {
+                None
+            },
+            total: t.subscribers.len(),
+            items,
         }
     }
 
@@ -611,11 +702,15 @@ mod tests {
     }
 
     fn conn(seq: u64, cap: usize) -> Arc<Conn<Rec>> {
+        conn_of(seq, cap, "u")
+    }
+
+    fn conn_of(seq: u64, cap: usize, user: &str) -> Arc<Conn<Rec>> {
         Arc::new(Conn::new(
             ConnInfo {
                 id: format!("n.{seq:016x}"),
                 seq,
-                user_id: "u".into(),
+                user_id: user.into(),
                 roles: vec![],
                 topic_patterns: vec![],
                 metadata: Default::default(),
@@ -684,6 +779,61 @@ mod tests {
             &f(&format!("p{o}")),
             reset,
         )
+    }
+
+    #[test]
+    fn presence_counts_follow_joins_and_leaves_without_listing_anyone() {
+        let t = Topics::new();
+        let conns = [conn_of(1, 9, "a"), conn_of(2, 9, "a"), conn_of(3, 9, "b")];
+        for c in &conns {
+            join(&t, c, at("E", 0), None);
+        }
+        assert_eq!(t.counts("t"), (3, 2));
+        let mut hashes = t.user_hashes("t");
+        hashes.sort_unstable();
+        let mut want = vec![name_hash("a"), name_hash("b")];
+        want.sort_unstable();
+        assert_eq!(hashes, want);
+        assert!(t.unsubscribe("t", &conns[0]));
+        assert_eq!(t.counts("t"), (2, 2), "a still has a connection");
+        t.leave_all(&conns[1]);
+        assert_eq!(t.counts("t"), (1, 1));
+        assert!(t.unsubscribe("t", &conns[2]));
+        assert_eq!(t.counts("t"), (0, 0));
+        assert!(t.user_hashes("t").is_empty());
+    }
+
+    #[test]
+    fn a_page_walks_only_itself_and_matches_the_scan() {
+        let t = Topics::new();
+        let conns: Vec<_> = (1..=5).map(|i| conn_of(i, 9, &format!("u{i}"))).collect();
+        join(&t, &conns[0], at("E", 0), None);
+        let seqs = |p: &crate::core::registry::Page<Rec>| -> Vec<u64> {
+            p.items.iter().map(|c| c.info.seq).collect()
+        };
+        let one = t.page("t", None, None, 2);
+        assert_eq!((seqs(&one), one.total, one.next_after), (vec![1], 1, None));
+        assert!(t.page("t", None, Some(1), 2).items.is_empty());
+        for c in &conns[1..] {
+            join(&t, c, at("E", 0), None);
+        }
+        let mut after = None;
+        let mut pages = Vec::new();
+        loop {
+            let p = t.page("t", None, after, 2);
+            let scan = crate::core::registry::page_of(&t.subscribers("t"), None, after, 2);
+            assert_eq!(
+                (seqs(&p), p.total, p.next_after),
+                (seqs(&scan), scan.total, scan.next_after)
+            );
+            pages.push(seqs(&p));
+            match p.next_after {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(pages, [vec![1, 2], vec![3, 4], vec![5]]);
+        assert!(t.page("nothing", None, None, 2).items.is_empty());
     }
 
     #[test]

@@ -22,6 +22,13 @@ impl<S> Subs<S> {
         matches!(self, Subs::Many(m) if m.is_empty())
     }
 
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Subs::One(..) => 1,
+            Subs::Many(m) => m.len(),
+        }
+    }
+
     /// Adds or replaces `seq`'s entry.
     pub(super) fn insert(&mut self, seq: u64, sub: S) {
         match self {
@@ -64,6 +71,15 @@ impl<S> Subs<S> {
             Subs::One(_, held) => Values::One(Some(held)),
             Subs::Many(m) => Values::Many(m.values()),
         }
+    }
+
+    /// The entries from sequence `start` on, in connection order.
+    pub(super) fn from(&self, start: u64) -> impl Iterator<Item = &S> {
+        let (one, many) = match self {
+            Subs::One(s, held) => ((*s >= start).then_some(held), None),
+            Subs::Many(m) => (None, Some(m.range(start..).map(|(_, v)| v))),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
     }
 
     /// In connection order.
