@@ -63,12 +63,15 @@ measure() {
     sleep 1  # the nodes' first heartbeats
     rcli info memory | grep '^used_memory:' | cut -d: -f2 | tr -d '\r' > "$OUT/$name-$topo-$run.redis-mem-before"
     rcli info stats | grep '^total_commands_processed:' | cut -d: -f2 | tr -d '\r' > "$OUT/$name-$topo-$run.redis-cmds-before"
+    rcli info cpu | grep '^used_cpu_user:' | cut -d: -f2 | tr -d '\r' > "$OUT/$name-$topo-$run.redis-cpu-before"
   fi
   "$B" bench "$@" --ws-url "$ws" --grpc-url "$grpc" --api-key "$KEY" --secret "$SECRET" \
     --server-pid "$pids" --quiet --json > "$OUT/$name-$topo-$run.json"
   if [ "$topo" != single ]; then
     rcli info memory | grep '^used_memory:' | cut -d: -f2 | tr -d '\r' > "$OUT/$name-$topo-$run.redis-mem-after"
     rcli info stats | grep '^total_commands_processed:' | cut -d: -f2 | tr -d '\r' > "$OUT/$name-$topo-$run.redis-cmds-after"
+    rcli info cpu | grep '^used_cpu_user:' | cut -d: -f2 | tr -d '\r' > "$OUT/$name-$topo-$run.redis-cpu-after"
+    rcli info commandstats | grep '^cmdstat_evalsha:' | sed 's/.*usec_per_call=\([0-9.]*\).*/\1/' > "$OUT/$name-$topo-$run.redis-evalsha-usec"
   fi
   cleanup
 }
@@ -83,6 +86,7 @@ for r in $(seq "$RUNS"); do
     measure fanout "$topo" "$r" topic --conns 10000 --groups 1 --messages 400 --in-flight 8 --payload-bytes 100
     measure fanout32 "$topo" "$r" topic --conns 10000 --groups 1 --messages 400 --in-flight 32 --payload-bytes 100
     measure publish "$topo" "$r" topic --conns 1000 --groups 1000 --messages 20000 --in-flight 8 --payload-bytes 100
+    measure stream "$topo" "$r" topic --conns 1000 --groups 1000 --messages 100000 --publish-stream --payload-bytes 100
     measure connect "$topo" "$r" idle --conns 10000 --hold 2
   done
   measure user single "$r" user --conns 10000 --messages 5000 --rate 1000 --payload-bytes 100
