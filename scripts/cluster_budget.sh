@@ -3,7 +3,7 @@
 # a fresh two-node cluster sharing a fresh Redis, side by side in one run, RUNS times (default
 # 3). Writes one JSON per measurement into target/cluster-budget/ (NAME-TOPOLOGY-RUN.json, plus
 # Redis figures for the idle runs), then prints the medians as a Markdown table.
-# Usage: scripts/cluster_budget.sh [RUNS]
+# Usage: scripts/cluster_budget.sh [RUNS]   (ONLY=stream,publish measures just those)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
@@ -49,6 +49,8 @@ start_node() {
 # on a, calls through b (so each delivery crosses Redis).
 measure() {
   local name=$1 topo=$2 run=$3; shift 3
+  # ONLY=name1,name2 measures just those (for a quick look; the report then lacks the rest).
+  if [ -n "${ONLY:-}" ] && [[ ",$ONLY," != *",$name,"* ]]; then return 0; fi
   local ws grpc pids
   if [ "$topo" = single ]; then
     start_node single 18080 15051; pids=$LAST_PID

@@ -173,7 +173,7 @@ type ResultStream = Pin<Box<dyn Stream<Item = Result<proto::PublishResult, Statu
 pub const MAX_BATCH_ITEMS: usize = 1000;
 /// The most PublishStream items read ahead of their answers: the stream's flow control
 /// holds a client that sends faster than the service publishes.
-const STREAM_WINDOW: usize = 64;
+const STREAM_WINDOW: usize = 512;
 
 /// A publication of a batch or a stream, for the hub.
 fn batch_item(r: proto::PublishRequest) -> BatchItem {
