@@ -332,6 +332,24 @@ pub struct Page<O> {
     pub next_after: Option<u64>,
 }
 
+impl<O> Page<O> {
+    /// A page from the first `limit + 1` matches after the cursor, in order: the first
+    /// `limit` of them, and a next page when there was one more.
+    pub fn from_run(mut items: Vec<Arc<Conn<O>>>, limit: usize, total: usize) -> Self {
+        let more = items.len() > limit;
+        items.truncate(limit);
+        Page {
+            next_after: if more {
+                items.last().map(|c| c.info.seq)
+            } else {
+                None
+            },
+            items,
+            total,
+        }
+    }
+}
+
 type Members<O> = BTreeMap<u64, Arc<Conn<O>>>;
 
 const SHARDS: usize = 32;
@@ -612,17 +630,7 @@ impl<O: Outbox> Registry<O> {
                 );
             }
             items.sort_unstable_by_key(|c| c.info.seq);
-            let more = items.len() > limit;
-            items.truncate(limit);
-            Page {
-                next_after: if more {
-                    items.last().map(|c| c.info.seq)
-                } else {
-                    None
-                },
-                items,
-                total: self.len(),
-            }
+            Page::from_run(items, limit, self.len())
         }
     }
 

@@ -579,21 +579,11 @@ where
         let t = state.lock();
         let start = after.map_or(0, |a| a + 1);
         let limit = limit.max(1);
-        let mut items: Vec<Arc<Conn<O>>> = (t.subscribers.from(start))
+        let items: Vec<Arc<Conn<O>>> = (t.subscribers.from(start))
             .take(limit + 1)
             .map(|s| Arc::clone(&s.conn))
             .collect();
-        let more = items.len() > limit;
-        items.truncate(limit);
-        Page {
-            next_after: if more {
-                items.last().map(|c| c.info.seq)
-            } else {
-                None
-            },
-            total: t.subscribers.len(),
-            items,
-        }
+        Page::from_run(items, limit, t.subscribers.len())
     }
 
     /// The live subscribers of `topic` here, in connection order.
