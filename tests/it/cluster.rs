@@ -30,6 +30,16 @@ impl Instances {
     fn start(n: usize) -> Self {
         Instances((0..n).map(|_| RedisProc::start()).collect())
     }
+
+    /// Stops every instance.
+    fn stop(&mut self) {
+        self.0.iter_mut().for_each(RedisProc::stop);
+    }
+
+    /// Starts every instance again.
+    fn restart(&mut self) {
+        self.0.iter_mut().for_each(RedisProc::restart);
+    }
 }
 
 async fn nodes(redis: &RedisProc, ids: &[&str]) -> Vec<TestServer> {
@@ -810,8 +820,18 @@ async fn a_killed_node_disappears_and_a_live_one_stays() {
 /// is told to its subscriber (no silent gap).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_is_survived() {
-    let mut redis = RedisProc::start();
-    let n = nodes(&redis, &["a", "b"]).await;
+    a_redis_restart_is_survived_on(1).await
+}
+
+/// The same with topics and users over two Redis instances, both restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_is_survived_on_two_redis_instances() {
+    a_redis_restart_is_survived_on(2).await
+}
+
+async fn a_redis_restart_is_survived_on(instances: usize) {
+    let mut redis = Instances::start(instances);
+    let n = nodes_on(&redis, &["a", "b"]).await;
     let mut ws = n[1].connect("r", &[]).await;
     let sub = subscribe(&mut ws, "live", None).await;
     let old_epoch = sub["epoch"].as_str().unwrap().to_owned();
@@ -854,6 +874,13 @@ async fn a_redis_restart_is_survived() {
         ready(n[0].http).await && ready(n[1].http).await
     })
     .await;
+    // Readiness follows the first instance; the others come back on their own.
+    eventually("both nodes to be subscribed to every instance again", || async {
+        let want = format!("realtime_cluster_subscribed_total {}", 2 * instances);
+        http_get(n[0].http, "/metrics").await.contains(&want)
+            && http_get(n[1].http, "/metrics").await.contains(&want)
+    })
+    .await;
     // Without persistence the topic and the user stream start new epochs, and the client is
     // told of both (in either order).
     let (a, b) = (ws.next_json().await, ws.next_json().await);
@@ -883,8 +910,11 @@ async fn a_redis_restart_is_survived() {
     let metrics = http_get(n[1].http, "/metrics").await;
     assert!(metrics.contains("realtime_ready 1"), "{metrics}");
     assert!(
-        metrics.contains("realtime_cluster_subscribed_total 2"),
-        "subscribed at start and once after the restart: {metrics}"
+        metrics.contains(&format!(
+            "realtime_cluster_subscribed_total {}",
+            2 * instances
+        )),
+        "subscribed to each instance at start and once after the restart: {metrics}"
     );
     let p = publish(&mut via_a, "live", "2", "").await;
     assert_eq!((p.offset, p.connections), (1, 1));
@@ -900,9 +930,19 @@ async fn a_redis_restart_is_survived() {
 /// socket stayed open throughout, and nothing arrived twice or out of order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_through_a_redis_restart_never_reports_a_false_success() {
+    traffic_through_a_redis_restart_never_reports_a_false_success_on(1).await
+}
+
+/// The same with topics and users over two Redis instances, both restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_through_a_redis_restart_never_reports_a_false_success_on_two_redis_instances() {
+    traffic_through_a_redis_restart_never_reports_a_false_success_on(2).await
+}
+
+async fn traffic_through_a_redis_restart_never_reports_a_false_success_on(instances: usize) {
     use std::sync::{Arc, Mutex};
-    let mut redis = RedisProc::start();
-    let n = nodes(&redis, &["a", "b"]).await;
+    let mut redis = Instances::start(instances);
+    let n = nodes_on(&redis, &["a", "b"]).await;
     let mut ws = n[1].connect("t", &[]).await;
     let via_a = n[0].client().await;
     type Outcomes = Arc<Mutex<Vec<(u64, Result<u32, Code>)>>>;
