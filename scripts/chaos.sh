@@ -7,7 +7,9 @@
 # `recovered: false`: no silent gap, no repeat. Exits 1 on any violation.
 # Usage: scripts/chaos.sh [SECONDS]   (default 660: eleven minutes of publishing)
 # Env: RATE publications/s (default 20), CLIENTS (default 30), TOPICS (default 6),
-# EVERY seconds between failures (default 20). Writes target/chaos/ (logs, report.json).
+# EVERY seconds between failures (default 20), PERSIST=1 to run Redis with an append-only file
+# fsynced at every write (a restarted instance then loses nothing, and clients recover).
+# Writes target/chaos/ (logs, report.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_TOTAL=${1:-660}
@@ -33,7 +35,12 @@ ulimit -n 20000 2>/dev/null || true
 
 start_redis() {  # start_redis J
   local port=${RPORTS[$1]}
-  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no >> "$OUT/redis$1.log" 2>&1 &
+  local keep=(--save "" --appendonly no)
+  if [ "${PERSIST:-0}" = 1 ]; then
+    mkdir -p "$OUT/data$1"
+    keep=(--save "" --appendonly yes --appendfsync always --dir "$PWD/$OUT/data$1")
+  fi
+  redis-server --port "$port" --bind 127.0.0.1 "${keep[@]}" >> "$OUT/redis$1.log" 2>&1 &
   PID[redis$1]=$!
   for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && return 0; sleep 0.05; done
   echo "redis $1 did not start" >&2; return 1

@@ -1,4 +1,4 @@
-//! The cluster seam: everything the hub asks of "the service as a whole", behind three traits
+//! The cluster seam: everything the hub asks of "the service as a whole", behind four traits
 //! with a memory implementation (one node, [`memory`]) and a Redis one (any number of nodes,
 //! [`redis`]). The doors call the hub; the hub calls these; neither door knows which runs.
 //!
@@ -9,6 +9,7 @@
 //! - [`HistoryStore`]: reading what topics keep (a subscriber joining, History, GetStats).
 //! - [`Control`]: commands on connections wherever they are (disconnect, subscribe,
 //!   unsubscribe), and the cluster-wide questions (get, list, presence, stats, events).
+//! - [`Users`]: who is online, cluster-wide (counts per user, online periods, graces).
 //!
 //! The types here are plain data (snapshots, not live connections) so that they can cross a
 //! process boundary.
@@ -41,9 +42,10 @@ pub trait Broker: Send + Sync + 'static {
     /// role, one connection or everyone, queued as it is to every such connection on every
     /// node, as one shared event per node (two deliveries from one caller to the same
     /// recipients reach each connection in the order they were made; NOT_FOUND for a
-    /// connection that is not live). Returns how many connections it was queued to,
-    /// cluster-wide, and the stream position. Not atomic across nodes: on UNAVAILABLE some
-    /// nodes may have delivered.
+    /// connection that is not live). Returns how many connections it was queued to (on a
+    /// cluster: how many the broker has registered for the target at that moment, counted
+    /// without asking any node), and the stream position. Not atomic across nodes: on
+    /// UNAVAILABLE some nodes may have delivered.
     fn deliver(&self, d: Delivery) -> BoxFuture<'_, Result<Delivered, CoreError>>;
 
     /// Declares that this node holds connections for these keys; resolves once deliveries

@@ -1,10 +1,12 @@
-//! The cluster family on Redis (or Valkey): any number of nodes share one Redis, and every RPC
-//! answers the same on any node.
+//! The cluster family on Redis (or Valkey): any number of nodes share one Redis, or several
+//! (`[broker] redis_urls`: topics and users spread by a hash of their name, what neither owns
+//! on the first), and every RPC answers the same on any node.
 //!
-//! - Two connections per node: a multiplexed command connection (`ConnectionManager`, which
-//!   reconnects by itself) and a dedicated pub/sub connection owned by [`supervisor`], which
-//!   reconnects, resubscribes everything this node holds, and has every held topic caught up
-//!   from history before it reports ready again. Every command runs under a timeout.
+//! - Two connections per node and instance: a multiplexed command connection
+//!   (`ConnectionManager`, which reconnects by itself) and a dedicated pub/sub connection owned
+//!   by a [`supervisor`], which reconnects, resubscribes everything this node holds there, and
+//!   has every held topic of that instance caught up from history (and this node's counts
+//!   there written again) before it reports ready again. Every command runs under a timeout.
 //! - Who ([`interest`]): a node subscribes to `rt:u:<user>`, `rt:r:<role>` and
 //!   `rt:t:{topic}` only while it holds a connection for them (reference counted, with a
 //!   deferred unsubscribe), so a delivery reaches only the nodes that need it.
@@ -23,8 +25,8 @@
 //! One file per concern: this one holds the connections (start, the command connection, the
 //! one function that picks the instance owning a key); [`request`] the request/reply
 //! bookkeeping; [`dispatch`] what arrives on pub/sub; [`history`] reads and gap repair;
-//! [`store`], [`broker`] and [`control`] the three seam traits; [`wire`] and [`scripts`] the
-//! formats. Pure parts (wire encoding, key names, reply parsing, the instance choice,
+//! [`store`], [`broker`], [`control`] and [`users`] the seam traits; [`counts`] the
+//! connection counts; [`wire`] and [`scripts`] the formats. Pure parts (wire encoding, key names, reply parsing, the instance choice,
 //! membership and interest bookkeeping) are unit-tested in their files.
 
 pub mod interest;
