@@ -875,11 +875,14 @@ async fn a_redis_restart_is_survived_on(instances: usize) {
     })
     .await;
     // Readiness follows the first instance; the others come back on their own.
-    eventually("both nodes to be subscribed to every instance again", || async {
-        let want = format!("realtime_cluster_subscribed_total {}", 2 * instances);
-        http_get(n[0].http, "/metrics").await.contains(&want)
-            && http_get(n[1].http, "/metrics").await.contains(&want)
-    })
+    eventually(
+        "both nodes to be subscribed to every instance again",
+        || async {
+            let want = format!("realtime_cluster_subscribed_total {}", 2 * instances);
+            http_get(n[0].http, "/metrics").await.contains(&want)
+                && http_get(n[1].http, "/metrics").await.contains(&want)
+        },
+    )
     .await;
     // Without persistence the topic and the user stream start new epochs, and the client is
     // told of both (in either order).
