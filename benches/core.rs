@@ -194,10 +194,6 @@ fn presence(c: &mut Criterion) {
     g.bench_function("page_1000_mid", |b| {
         b.iter(|| black_box(t.page("room", None, Some(CONNS / 2), 1000).items.len()))
     });
-    g.sample_size(20);
-    g.bench_function("user_hashes_for_a_cluster_union", |b| {
-        b.iter(|| black_box(t.user_hashes("room").len()))
-    });
     g.finish();
 }
 

@@ -338,11 +338,11 @@ impl Broker for Memory {
         Box::pin(std::future::ready(result))
     }
 
-    fn hold(&self, _keys: Vec<Who>) -> BoxFuture<'_, Result<(), CoreError>> {
+    fn hold<'a>(&'a self, _user: &'a str, _keys: Vec<Who>) -> BoxFuture<'a, Result<(), CoreError>> {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn release(&self, _keys: Vec<Who>) {}
+    fn release(&self, _user: &str, _keys: Vec<Who>) {}
 
     fn ready(&self) -> bool {
         true
@@ -490,13 +490,8 @@ impl Control for Memory {
         Box::pin(std::future::ready(Ok(self.local.presence(topic))))
     }
 
-    fn presence_counts(
-        &self,
-        topic: &str,
-    ) -> BoxFuture<'_, Result<Vec<PresenceCounts>, CoreError>> {
-        Box::pin(std::future::ready(Ok(vec![self
-            .local
-            .presence_counts(topic, false)])))
+    fn presence_counts(&self, topic: &str) -> BoxFuture<'_, Result<PresenceCounts, CoreError>> {
+        Box::pin(std::future::ready(Ok(self.local.presence_counts(topic))))
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<(Vec<StatsPart>, u32), CoreError>> {

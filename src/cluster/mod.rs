@@ -48,13 +48,13 @@ pub trait Broker: Send + Sync + 'static {
     /// UNAVAILABLE some nodes may have delivered.
     fn deliver(&self, d: Delivery) -> BoxFuture<'_, Result<Delivered, CoreError>>;
 
-    /// Declares that this node holds connections for these keys; resolves once deliveries
-    /// for them reach this node (so a connection told `connected` or `subscribed` misses
-    /// nothing sent after). On error nothing is held.
-    fn hold(&self, keys: Vec<Who>) -> BoxFuture<'_, Result<(), CoreError>>;
+    /// Declares that this node holds a connection of `user` for these keys; resolves once
+    /// deliveries for them reach this node (so a connection told `connected` or `subscribed`
+    /// misses nothing sent after) and the connection is counted. On error nothing is held.
+    fn hold<'a>(&'a self, user: &'a str, keys: Vec<Who>) -> BoxFuture<'a, Result<(), CoreError>>;
 
-    /// The opposite of [`Broker::hold`], once per key held.
-    fn release(&self, keys: Vec<Who>);
+    /// The opposite of [`Broker::hold`], once per key held, with the same user.
+    fn release(&self, user: &str, keys: Vec<Who>);
 
     /// Whether deliveries can be made now (for `/readyz`).
     fn ready(&self) -> bool;
@@ -101,9 +101,9 @@ pub trait Control: Send + Sync + 'static {
         size: usize,
     ) -> BoxFuture<'_, Result<ListPage, CoreError>>;
     fn presence(&self, topic: &str) -> BoxFuture<'_, Result<Vec<PresenceEntry>, CoreError>>;
-    /// Each live node's counts of `topic`'s subscribers, without listing them.
-    fn presence_counts(&self, topic: &str)
-        -> BoxFuture<'_, Result<Vec<PresenceCounts>, CoreError>>;
+    /// The counts of `topic`'s subscribers (connections, distinct users), cluster-wide,
+    /// without listing anyone: from counters, not from the subscribers.
+    fn presence_counts(&self, topic: &str) -> BoxFuture<'_, Result<PresenceCounts, CoreError>>;
     fn stats(&self) -> BoxFuture<'_, Result<(Vec<StatsPart>, u32), CoreError>>;
     /// Makes every node's events reach this node's watchers from now on.
     fn watch(&self) -> BoxFuture<'_, Result<(), CoreError>>;

@@ -188,15 +188,11 @@ pub struct PresenceEntry {
     pub user_id: String,
 }
 
-/// One node's counts of a topic's subscribers: connections, distinct users, and (when the
-/// answer is to be merged with other nodes') the users as name hashes, so that the union
-/// across nodes counts each user once.
+/// A topic's subscribers, counted: connections, and distinct users among them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresenceCounts {
     pub connections: u64,
-    #[serde(default)]
-    pub distinct: u64,
-    pub users: Vec<u64>,
+    pub users: u64,
 }
 
 /// A message on its way: to whom, and (for a stream) whether its id makes a retry

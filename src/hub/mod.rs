@@ -127,13 +127,9 @@ impl Hub {
         let broker = Arc::clone(&engine.broker);
         let users = Arc::clone(&engine.users);
         // A connection's interests name its user once: its leave is the user's close.
-        local.set_on_leave(Box::new(move |keys| {
-            for key in &keys {
-                if let Who::User(user) = key {
-                    users.closed(user, now_ms());
-                }
-            }
-            broker.release(keys)
+        local.set_on_leave(Box::new(move |user, keys| {
+            users.closed(user, now_ms());
+            broker.release(user, keys)
         }));
         let max_connections = crate::config::effective_max_connections(&config.limits);
         Arc::new(Hub {
@@ -313,7 +309,7 @@ impl Hub {
     ) -> Result<Option<StreamStart>, ConnectError> {
         let keys = crate::node::interests(conn, &[]);
         // Held first: on failure nothing is held, and nothing was registered.
-        if let Err(e) = self.broker.hold(keys.clone()).await {
+        if let Err(e) = self.broker.hold(&conn.info.user_id, keys.clone()).await {
             return Err(ConnectError::Unavailable(e.to_string()));
         }
         let user = &conn.info.user_id;
@@ -324,7 +320,7 @@ impl Hub {
                 .emit_user(ConnEventKind::UserOnline, user, now_ms()),
             Ok(false) => {}
             Err(e) => {
-                self.broker.release(keys);
+                self.broker.release(user, keys);
                 return Err(ConnectError::Unavailable(e.to_string()));
             }
         }
@@ -332,7 +328,7 @@ impl Hub {
         // back, by unregister.
         if let Err(e) = self.local.register(Arc::clone(conn), max_per_user) {
             self.users.closed(user, now_ms());
-            self.broker.release(keys);
+            self.broker.release(user, keys);
             return Err(ConnectError::TooMany(e));
         }
         if self.is_shutting_down() {
@@ -417,17 +413,17 @@ impl Hub {
     ) -> Result<Option<Joined<WsOutbox>>, SubscribeError> {
         let key = vec![Who::Topic(name.to_owned())];
         self.broker
-            .hold(key.clone())
+            .hold(&conn.info.user_id, key.clone())
             .await
             .map_err(|e| SubscribeError::Unavailable(e.to_string()))?;
         let ticket = match self.local.topics.begin_join(name, conn, max) {
             Ok(JoinStart::Joining(t)) => t,
             Ok(JoinStart::Already) => {
-                self.broker.release(key);
+                self.broker.release(&conn.info.user_id, key);
                 return Ok(None);
             }
             Err(e) => {
-                self.broker.release(key);
+                self.broker.release(&conn.info.user_id, key);
                 return Err(SubscribeError::Refused(e));
             }
         };
@@ -435,7 +431,7 @@ impl Hub {
             Ok(r) => r,
             Err(e) => {
                 if self.local.topics.cancel_join(ticket, conn) {
-                    self.broker.release(key);
+                    self.broker.release(&conn.info.user_id, key);
                 }
                 return Err(SubscribeError::Unavailable(e.to_string()));
             }
@@ -500,7 +496,8 @@ impl Hub {
     ) -> bool {
         let was = self.local.topics.unsubscribe(topic, conn);
         if was {
-            self.broker.release(vec![Who::Topic(topic.to_owned())]);
+            self.broker
+                .release(&conn.info.user_id, vec![Who::Topic(topic.to_owned())]);
             self.local
                 .emit_topic_event(ConnEventKind::Unsubscribed, conn, topic);
         }

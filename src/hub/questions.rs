@@ -2,6 +2,7 @@
 //! lifecycle events a watcher follows. Each asks the engine and shapes its answer.
 
 use super::*;
+use crate::core::model::PresenceCounts;
 use crate::core::users::UserState;
 
 /// The most user ids one GetUsers names.
@@ -65,19 +66,7 @@ impl Hub {
                 CoreError::invalid("page_token", "is not a token from a previous Presence page")
             })?)
         };
-        let parts = self.control.presence_counts(topic).await?;
-        let connections = parts.iter().map(|p| p.connections).sum();
-        // One node's users are counted there; several nodes' are a union of their hashes.
-        let users = match parts.as_slice() {
-            [one] => one.distinct,
-            _ => {
-                let mut users = HashSet::new();
-                for part in &parts {
-                    users.extend(part.users.iter().copied());
-                }
-                users.len() as u64
-            }
-        };
+        let PresenceCounts { connections, users } = self.control.presence_counts(topic).await?;
         let mut out = PresencePage {
             entries: Vec::new(),
             users,

@@ -234,7 +234,7 @@ impl LocalNode {
         let conn = self.registry.remove(seq)?;
         let topics = self.topics.leave_all(&conn);
         if let Some(release) = self.on_leave.get() {
-            release(interests(&conn, &topics));
+            release(&conn.info.user_id, interests(&conn, &topics));
         }
         for topic in topics.iter().filter(|t| stream::is_topic(t)) {
             self.emit_topic_event(ConnEventKind::Unsubscribed, &conn, topic);
@@ -412,16 +412,9 @@ impl LocalNode {
     }
 
     /// This node's counts of `topic`'s subscribers (no one listed).
-    pub fn presence_counts(&self, topic: &str, with_users: bool) -> PresenceCounts {
-        let (connections, distinct) = self.topics.counts(topic);
-        PresenceCounts {
-            connections,
-            distinct,
-            users: match with_users {
-                true => self.topics.user_hashes(topic),
-                false => Vec::new(),
-            },
-        }
+    pub fn presence_counts(&self, topic: &str) -> PresenceCounts {
+        let (connections, users) = self.topics.counts(topic);
+        PresenceCounts { connections, users }
     }
 
     /// This node's share of GetStats.
@@ -459,7 +452,7 @@ impl LocalNode {
 }
 
 /// Called with the interests a leaving connection no longer needs.
-pub type LeaveHook = Box<dyn Fn(Vec<Who>) + Send + Sync>;
+pub type LeaveHook = Box<dyn Fn(&str, Vec<Who>) + Send + Sync>;
 
 /// The interests a connection holds: itself (which a cluster counts, so that it can answer
 /// for the connection without asking its node), its user, its roles and the given topics.

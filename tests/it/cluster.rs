@@ -793,10 +793,25 @@ async fn a_killed_node_disappears_and_a_live_one_stays() {
                 .query_async(&mut con)
                 .await
                 .unwrap();
-            ids == 0 && room == ["a"]
+            let users: Vec<String> = redis::cmd("HKEYS")
+                .arg("rt:tu:{room}")
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            ids == 0 && room == ["a"] && users == ["stays"]
         }
     })
     .await;
+    let counts = via_a
+        .presence(authed(proto::PresenceRequest {
+            topic: "room".into(),
+            counts_only: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((counts.connections, counts.users), (1, 1));
     let live: i64 = redis::cmd("SCARD")
         .arg("rt:cx:a")
         .query_async(&mut con)

@@ -28,7 +28,7 @@ impl Broker for RedisCluster {
         })
     }
 
-    fn hold(&self, keys: Vec<Who>) -> BoxFuture<'_, Result<(), CoreError>> {
+    fn hold<'a>(&'a self, user: &'a str, keys: Vec<Who>) -> BoxFuture<'a, Result<(), CoreError>> {
         Box::pin(async move {
             for k in &keys {
                 let i = match k {
@@ -51,8 +51,10 @@ impl Broker for RedisCluster {
                 .filter(|k| !matches!(k, Who::Connection(_)))
                 .cloned()
                 .collect();
-            let (sub, count) =
-                tokio::join!(self.interest.hold(&subscribed), self.count_hold(&keys));
+            let (sub, count) = tokio::join!(
+                self.interest.hold(&subscribed),
+                self.count_hold(user, &keys)
+            );
             match (sub, count) {
                 (Ok(()), Ok(())) => Ok(()),
                 (sub, count) => {
@@ -60,7 +62,7 @@ impl Broker for RedisCluster {
                     if sub.is_ok() {
                         self.interest.release(&subscribed);
                     }
-                    self.count_release(&keys);
+                    self.count_release(user, &keys);
                     match sub {
                         Err(e) => Err(e),
                         Ok(()) => count,
@@ -70,14 +72,14 @@ impl Broker for RedisCluster {
         })
     }
 
-    fn release(&self, keys: Vec<Who>) {
+    fn release(&self, user: &str, keys: Vec<Who>) {
         let subscribed: Vec<Who> = keys
             .iter()
             .filter(|k| !matches!(k, Who::Connection(_)))
             .cloned()
             .collect();
         self.interest.release(&subscribed);
-        self.count_release(&keys);
+        self.count_release(user, &keys);
     }
 
     fn ready(&self) -> bool {

@@ -3,7 +3,7 @@
 //! otherwise), and their answers are merged.
 
 use super::wire::{self, Request, Response};
-use super::{not_found, BoxFuture, Control, RedisCluster};
+use super::{counts, not_found, BoxFuture, Control, Key, RedisCluster};
 use crate::clock::now_ms;
 use crate::core::model::{
     merge_pages, Command, ConnSnapshot, Cursor, ListFilter, ListPage, PresenceCounts,
@@ -94,23 +94,17 @@ impl Control for RedisCluster {
         })
     }
 
-    fn presence_counts(
-        &self,
-        topic: &str,
-    ) -> BoxFuture<'_, Result<Vec<PresenceCounts>, CoreError>> {
-        let channel = wire::topic_channel(topic);
+    fn presence_counts(&self, topic: &str) -> BoxFuture<'_, Result<PresenceCounts, CoreError>> {
+        // From the counts the nodes keep in Redis: one script run, no node asked, nobody
+        // listed (the live nodes' subscribers, and the length of the topic's user hash).
         let topic = topic.to_owned();
         Box::pin(async move {
-            let replies = self
-                .request(&channel, Request::PresenceCounts { topic })
-                .await?;
-            Ok(replies
-                .into_iter()
-                .filter_map(|r| match r {
-                    Response::PresenceCounts(c) => Some(c),
-                    _ => None,
-                })
-                .collect())
+            self.cluster_ready(Key::Topic(&topic))?;
+            let mut inv = self.presence_script.prepare_invoke();
+            inv.key(counts::topic_counts_key(&topic))
+                .key(counts::topic_users_key(&topic));
+            let (connections, users): (u64, u64) = self.invoke(Key::Topic(&topic), &inv).await?;
+            Ok(PresenceCounts { connections, users })
         })
     }
 

@@ -7,7 +7,10 @@
 //! count, read by deliveries and by online/offline alike); `rt:cx:<node>` the set of the
 //! node's live connection ids (SendToConnection's NOT_FOUND, and everyone's count);
 //! `rt:nk:<node>` the count keys the node has a field in, so that the sweep can take a dead
-//! node's share away; `rt:unodes` the nodes with any of these.
+//! node's share away; `rt:unodes` the nodes with any of these; `rt:tu:{t}` a hash user ->
+//! how many nodes hold a connection of that user subscribed to topic `t` (its length is the
+//! topic's distinct users, for Presence's counts), with `rt:ntu:<node>` the node's entries
+//! there (`<key>\n<user>`), for the sweep.
 //!
 //! A node writes its changes in batches: [`Counts::hold`] and [`Counts::release`] record a change in this node's own
 //! tally and queues it, one writer task sends everything queued as one script run, and a
@@ -54,6 +57,14 @@ pub(super) fn keys_key(node: &str) -> String {
     format!("rt:nk:{node}")
 }
 
+pub(super) fn topic_users_key(topic: &str) -> String {
+    format!("rt:tu:{{{topic}}}")
+}
+
+pub(super) fn node_topic_users_key(node: &str) -> String {
+    format!("rt:ntu:{node}")
+}
+
 /// The Lua helpers every counting script starts with: `alive(node)` (memoized per run) and
 /// `live(hash)`, the sum of the live nodes' shares in a hash of node -> count.
 pub const LIVE: &str = r#"
@@ -77,36 +88,62 @@ local function live(h)
 end
 "#;
 
-/// Applies a batch. KEYS: rt:nk:<node>, rt:cx:<node>, rt:unodes, rt:alive:<node>, then the
-/// count hashes. ARGV: node, mode (`add`, or `set`: this node's whole tally, its old share
-/// cleared first, and the node marked alive for node ttl ms), node ttl ms, m, then m
-/// connection changes (`+id` or `-id`), then one number per count hash (a change, or with
-/// `set` the count).
+/// A topic's counts (run after [`LIVE`]). KEYS: rt:tc:{t}, rt:tu:{t}. Returns {the live
+/// nodes' subscribers, distinct users}.
+pub const PRESENCE: &str = r#"
+return {live(KEYS[1]), redis.call('HLEN', KEYS[2])}
+"#;
+
+/// Applies a batch. KEYS: rt:nk:<node>, rt:cx:<node>, rt:unodes, rt:alive:<node>,
+/// rt:ntu:<node>, then n count hashes, then p topic-user hashes. ARGV: node, mode (`add`, or
+/// `set`: this node's whole tally, its old share cleared first, and the node marked alive for
+/// node ttl ms), node ttl ms, m, n, then m connection changes (`+id` or `-id`), then one
+/// number per count hash (a change, or with `set` the count), then for each topic-user hash
+/// a user and +1 or -1 (this node holds the user there now, or no longer).
 const APPLY: &str = r#"
-local nk, cx, nodes, alive = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local node, mode, ttl, m = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local nk, cx, nodes, alive, ntu = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local node, mode, ttl = ARGV[1], ARGV[2], ARGV[3]
+local m, n = tonumber(ARGV[4]), tonumber(ARGV[5])
 redis.call('SADD', nodes, node)
 if mode == 'set' then
   for _, k in ipairs(redis.call('SMEMBERS', nk)) do redis.call('HDEL', k, node) end
-  redis.call('DEL', nk, cx)
+  for _, e in ipairs(redis.call('SMEMBERS', ntu)) do
+    local cut = string.find(e, '\n', 1, true)
+    local k, user = string.sub(e, 1, cut - 1), string.sub(e, cut + 1)
+    if redis.call('HINCRBY', k, user, -1) <= 0 then redis.call('HDEL', k, user) end
+  end
+  redis.call('DEL', nk, cx, ntu)
   redis.call('SET', alive, '1', 'PX', ttl)
 end
 for i = 1, m do
-  local op = ARGV[4 + i]
+  local op = ARGV[5 + i]
   if string.sub(op, 1, 1) == '+' then
     redis.call('SADD', cx, string.sub(op, 2))
   else
     redis.call('SREM', cx, string.sub(op, 2))
   end
 end
-for i = 5, #KEYS do
-  local k = KEYS[i]
-  local v = redis.call('HINCRBY', k, node, tonumber(ARGV[4 + m + i - 4]))
+for i = 1, n do
+  local k = KEYS[5 + i]
+  local v = redis.call('HINCRBY', k, node, tonumber(ARGV[5 + m + i]))
   if v <= 0 then
     redis.call('HDEL', k, node)
     redis.call('SREM', nk, k)
   else
     redis.call('SADD', nk, k)
+  end
+end
+local base = 5 + m + n
+for i = 6 + n, #KEYS do
+  local k = KEYS[i]
+  local j = base + 2 * (i - 6 - n)
+  local user, d = ARGV[j + 1], tonumber(ARGV[j + 2])
+  local entry = k .. '\n' .. user
+  if d > 0 then
+    redis.call('HINCRBY', k, user, 1)
+    redis.call('SADD', ntu, entry)
+  elseif redis.call('SREM', ntu, entry) == 1 then
+    if redis.call('HINCRBY', k, user, -1) <= 0 then redis.call('HDEL', k, user) end
   end
 end
 return 1
@@ -116,14 +153,18 @@ return 1
 enum Change {
     Conn(String),
     Hash(String),
+    /// A topic's subscriber, with its user: the topic's count and its distinct users.
+    Subscriber(String, String),
 }
 
-fn change_of(who: &Who) -> Option<Change> {
+fn change_of(user: &str, who: &Who) -> Option<Change> {
     match who {
         Who::Connection(id) => Some(Change::Conn(id.clone())),
         Who::Role(r) => Some(Change::Hash(role_counts_key(r))),
         // A user stream counts as its user's connections, which the users module keeps.
-        Who::Topic(t) if stream::is_topic(t) => Some(Change::Hash(topic_counts_key(t))),
+        Who::Topic(t) if stream::is_topic(t) => {
+            Some(Change::Subscriber(t.clone(), user.to_owned()))
+        }
         Who::Topic(_) | Who::User(_) | Who::All => None,
     }
 }
@@ -136,6 +177,10 @@ struct State {
     deltas: HashMap<String, i64>,
     /// Connection ids added (true) or removed, in order, not written yet.
     conns: Vec<(String, bool)>,
+    /// This node's connections per (topic-user key, user), only pairs above zero.
+    pairs: HashMap<(String, String), u32>,
+    /// Pairs that appeared (+1) or went (-1) on this node, not written yet.
+    pair_deltas: HashMap<(String, String), i64>,
     /// Callers waiting for the next batch.
     waiters: Vec<oneshot::Sender<Result<(), CoreError>>>,
     /// The next batch sets the whole tally (a write failed, or Redis may have lost it).
@@ -144,7 +189,44 @@ struct State {
 
 impl State {
     fn idle(&self) -> bool {
-        self.deltas.is_empty() && self.conns.is_empty() && !self.reset
+        self.deltas.is_empty()
+            && self.conns.is_empty()
+            && self.pair_deltas.is_empty()
+            && !self.reset
+    }
+
+    fn add_hash(&mut self, key: String, by: i64) {
+        let n = self.tally.entry(key.clone()).or_default();
+        *n += by;
+        if *n <= 0 {
+            self.tally.remove(&key);
+        }
+        *self.deltas.entry(key).or_default() += by;
+    }
+
+    /// A subscriber of `user` came to or left the topic whose distinct users `key` counts:
+    /// the pair changes in Redis only when this node's first comes or its last goes.
+    fn add_pair(&mut self, key: String, user: String, by: i64) {
+        let pair = (key, user);
+        let n = self.pairs.entry(pair.clone()).or_default();
+        let before = *n;
+        *n = n.saturating_add_signed(by as i32);
+        let after = *n;
+        if after == 0 {
+            self.pairs.remove(&pair);
+        }
+        let step = match (before, after) {
+            (0, a) if a > 0 => 1,
+            (b, 0) if b > 0 => -1,
+            _ => 0,
+        };
+        if step != 0 {
+            let d = self.pair_deltas.entry(pair.clone()).or_default();
+            *d += step;
+            if *d == 0 {
+                self.pair_deltas.remove(&pair);
+            }
+        }
     }
 }
 
@@ -164,10 +246,15 @@ impl Counts {
         }
     }
 
-    /// Records `keys` held; the receiver resolves once a batch with the change is written.
-    pub(super) fn hold(&self, keys: &[Who]) -> oneshot::Receiver<Result<(), CoreError>> {
+    /// Records `keys` held for a connection of `user`; the receiver resolves once a batch
+    /// with the change is written.
+    pub(super) fn hold(
+        &self,
+        user: &str,
+        keys: &[Who],
+    ) -> oneshot::Receiver<Result<(), CoreError>> {
         let (tx, rx) = oneshot::channel();
-        if let Some(tx) = self.record(keys, 1, Some(tx)) {
+        if let Some(tx) = self.record(user, keys, 1, Some(tx)) {
             // Nothing here for the broker to count: counted already.
             let _ = tx.send(Ok(()));
         }
@@ -175,19 +262,20 @@ impl Counts {
     }
 
     /// Records `keys` released (written with the next batch; nobody waits).
-    pub(super) fn release(&self, keys: &[Who]) {
-        self.record(keys, -1, None);
+    pub(super) fn release(&self, user: &str, keys: &[Who]) {
+        self.record(user, keys, -1, None);
     }
 
     /// Adds `by` for each key the broker counts, queues the changes and wakes the writer;
     /// `waiter` is handed back when there was none.
     fn record(
         &self,
+        user: &str,
         keys: &[Who],
         by: i64,
         waiter: Option<oneshot::Sender<Result<(), CoreError>>>,
     ) -> Option<oneshot::Sender<Result<(), CoreError>>> {
-        let mut changes = keys.iter().filter_map(change_of).peekable();
+        let mut changes = keys.iter().filter_map(|k| change_of(user, k)).peekable();
         if changes.peek().is_none() {
             return waiter;
         }
@@ -196,13 +284,10 @@ impl Counts {
             for change in changes {
                 match change {
                     Change::Conn(id) => s.conns.push((id, by > 0)),
-                    Change::Hash(key) => {
-                        let n = s.tally.entry(key.clone()).or_default();
-                        *n += by;
-                        if *n <= 0 {
-                            s.tally.remove(&key);
-                        }
-                        *s.deltas.entry(key).or_default() += by;
+                    Change::Hash(key) => s.add_hash(key, by),
+                    Change::Subscriber(topic, user) => {
+                        s.add_hash(topic_counts_key(&topic), by);
+                        s.add_pair(topic_users_key(&topic), user, by);
                     }
                 }
             }
@@ -231,13 +316,15 @@ struct Batch {
     set: bool,
     conns: Vec<(String, bool)>,
     counts: Vec<(String, i64)>,
+    /// (topic-user key, user) pairs that appeared (+1) or went (-1); with a set, every pair.
+    pairs: Vec<((String, String), i64)>,
     waiters: Vec<oneshot::Sender<Result<(), CoreError>>>,
 }
 
 /// Which instance keeps the count of `who`: a topic's is with the topic; connection ids and
 /// roles are on the first; users are counted by [`super::users`].
 fn instance_of_change(c: &RedisCluster, who: &Who) -> Option<usize> {
-    change_of(who)?;
+    change_of("", who)?;
     Some(match who {
         Who::Topic(t) => c.instance_of(Key::Topic(t)),
         _ => 0,
@@ -245,9 +332,9 @@ fn instance_of_change(c: &RedisCluster, who: &Who) -> Option<usize> {
 }
 
 impl RedisCluster {
-    /// Counts `keys` held, on the instances that keep them; resolves once every instance
-    /// involved has written them.
-    pub(super) async fn count_hold(&self, keys: &[Who]) -> Result<(), CoreError> {
+    /// Counts `keys` held for a connection of `user`, on the instances that keep them;
+    /// resolves once every instance involved has written them.
+    pub(super) async fn count_hold(&self, user: &str, keys: &[Who]) -> Result<(), CoreError> {
         let mut per: Vec<Vec<Who>> = vec![Vec::new(); self.instances.len()];
         for k in keys {
             if let Some(i) = instance_of_change(self, k) {
@@ -258,7 +345,7 @@ impl RedisCluster {
             .iter()
             .enumerate()
             .filter(|(_, ks)| !ks.is_empty())
-            .map(|(i, ks)| self.counts[i].hold(ks))
+            .map(|(i, ks)| self.counts[i].hold(user, ks))
             .collect();
         for rx in waits {
             self.counted(rx).await?;
@@ -267,10 +354,10 @@ impl RedisCluster {
     }
 
     /// Counts `keys` released (not waited for).
-    pub(super) fn count_release(&self, keys: &[Who]) {
+    pub(super) fn count_release(&self, user: &str, keys: &[Who]) {
         for k in keys {
             if let Some(i) = instance_of_change(self, k) {
-                self.counts[i].release(std::slice::from_ref(k));
+                self.counts[i].release(user, std::slice::from_ref(k));
             }
         }
     }
@@ -291,6 +378,12 @@ impl RedisCluster {
         }
         let set = std::mem::take(&mut s.reset);
         let mut conns = Vec::new();
+        let pairs: Vec<((String, String), i64)> = if set {
+            s.pair_deltas.clear();
+            s.pairs.keys().map(|p| (p.clone(), 1)).collect()
+        } else {
+            s.pair_deltas.drain().collect()
+        };
         let counts: Vec<(String, i64)> = if set {
             s.deltas.clear();
             // On the first instance, the registry now, then the changes queued since: adding an id twice or
@@ -310,6 +403,7 @@ impl RedisCluster {
             set,
             conns,
             counts,
+            pairs,
             waiters: std::mem::take(&mut s.waiters),
         })
     }
@@ -319,32 +413,43 @@ impl RedisCluster {
     async fn write_batch(&self, i: usize, b: &Batch) -> Result<(), CoreError> {
         let mut conns: &[(String, bool)] = &b.conns;
         let mut counts: &[(String, i64)] = &b.counts;
+        let mut pairs: &[((String, String), i64)] = &b.pairs;
         let mut first = true;
-        while first || !conns.is_empty() || !counts.is_empty() {
+        while first || !conns.is_empty() || !counts.is_empty() || !pairs.is_empty() {
             let (c_now, c_rest) = conns.split_at(conns.len().min(BATCH));
             let (n_now, n_rest) = counts.split_at(counts.len().min(BATCH));
+            let (p_now, p_rest) = pairs.split_at(pairs.len().min(BATCH));
             let mut inv = self.counts[i].apply.prepare_invoke();
             inv.key(keys_key(&self.node_id))
                 .key(conns_key(&self.node_id))
                 .key(super::users::NODES)
-                .key(super::users::alive_key(&self.node_id));
+                .key(super::users::alive_key(&self.node_id))
+                .key(node_topic_users_key(&self.node_id));
             for (k, _) in n_now {
+                inv.key(k);
+            }
+            for ((k, _), _) in p_now {
                 inv.key(k);
             }
             let mode = if b.set && first { "set" } else { "add" };
             inv.arg(&self.node_id)
                 .arg(mode)
                 .arg(self.settings.node_ttl_ms)
-                .arg(c_now.len());
+                .arg(c_now.len())
+                .arg(n_now.len());
             for (id, added) in c_now {
                 inv.arg(format!("{}{id}", if *added { '+' } else { '-' }));
             }
             for (_, v) in n_now {
                 inv.arg(*v);
             }
+            for ((_, user), d) in p_now {
+                inv.arg(user).arg(*d);
+            }
             let _: i64 = self.invoke(Key::Instance(i), &inv).await?;
             conns = c_rest;
             counts = n_rest;
+            pairs = p_rest;
             first = false;
         }
         Ok(())
@@ -411,9 +516,9 @@ mod tests {
             Who::Topic("news".into()),
             Who::Topic("#u".into()),
         ];
-        drop(c.hold(&keys));
-        drop(c.hold(&keys[2..4]));
-        c.release(&keys[3..4]);
+        drop(c.hold("u", &keys));
+        drop(c.hold("u", &keys[2..4]));
+        c.release("u", &keys[3..4]);
         let s = c.state.lock();
         assert_eq!(s.tally.get("rt:rc:{admin}"), Some(&2));
         assert_eq!(s.tally.get("rt:tc:{news}"), Some(&1));
@@ -422,9 +527,39 @@ mod tests {
         assert_eq!(s.deltas.get("rt:tc:{news}"), Some(&1));
         assert_eq!(s.conns, [("n.0000000000000001".to_owned(), true)]);
         assert_eq!(s.waiters.len(), 2, "a release is not waited for");
+        // A topic's distinct users change in Redis only with a node's first or last
+        // connection of the user there.
+        assert_eq!(
+            s.pair_deltas
+                .get(&("rt:tu:{news}".to_owned(), "u".to_owned())),
+            Some(&1)
+        );
+        drop(s);
+        drop(c.hold("u", &keys[3..4]));
+        drop(c.hold("v", &keys[3..4]));
+        c.release("u", &keys[3..4]);
+        let s = c.state.lock();
+        let pair = |u: &str| ("rt:tu:{news}".to_owned(), u.to_owned());
+        assert_eq!(s.pairs.get(&pair("u")), Some(&1));
+        assert_eq!(s.pairs.get(&pair("v")), Some(&1));
+        assert_eq!(
+            s.pair_deltas.get(&pair("u")),
+            Some(&1),
+            "still one change: first came"
+        );
+        drop(s);
+        c.release("u", &keys[3..4]);
+        c.release("v", &keys[3..4]);
+        let s = c.state.lock();
+        assert!(s.pairs.is_empty());
+        assert!(
+            s.pair_deltas.is_empty(),
+            "came and went before a write: nothing to write"
+        );
+        assert_eq!(s.tally.get("rt:tc:{news}"), None);
         drop(s);
         // Nothing to count: answered at once.
-        let mut rx = c.hold(&[Who::User("u".into())]);
+        let mut rx = c.hold("u", &[Who::User("u".into())]);
         assert!(matches!(rx.try_recv(), Ok(Ok(()))));
     }
 }

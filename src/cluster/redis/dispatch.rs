@@ -219,9 +219,6 @@ impl RedisCluster {
                 size,
             } => Response::Page(l.list(&filter, after.as_ref(), size)),
             Request::Presence { topic } => Response::Presence(l.presence(&topic)),
-            Request::PresenceCounts { topic } => {
-                Response::PresenceCounts(l.presence_counts(&topic, true))
-            }
             Request::Stats => Response::Stats(l.stats_part()),
             Request::Watch => {
                 let export = self.members.lock().watching(from, now_ms());

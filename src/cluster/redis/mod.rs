@@ -117,6 +117,7 @@ pub struct RedisCluster {
     catching_up: Mutex<HashSet<String>>,
     publish_script: Script,
     deliver_script: Script,
+    presence_script: Script,
     read_script: Script,
     /// This node's connection counts on each instance, and their writers' queues.
     counts: Vec<counts::Counts>,
@@ -306,6 +307,7 @@ impl RedisCluster {
             catching_up: Mutex::new(HashSet::new()),
             publish_script: Script::new(&format!("{}{}", counts::LIVE, scripts::PUBLISH)),
             deliver_script: Script::new(&format!("{}{}", counts::LIVE, scripts::DELIVER)),
+            presence_script: Script::new(&format!("{}{}", counts::LIVE, counts::PRESENCE)),
             read_script: Script::new(scripts::READ),
             counts,
             user_scripts: users::UserScripts::new(),

@@ -106,9 +106,14 @@ for _, node in ipairs(redis.call('SMEMBERS', unodes)) do
       end
     end
     redis.call('DEL', un)
-    local nk = 'rt:nk:' .. node
+    local nk, ntu = 'rt:nk:' .. node, 'rt:ntu:' .. node
     for _, k in ipairs(redis.call('SMEMBERS', nk)) do redis.call('HDEL', k, node) end
-    redis.call('DEL', nk, 'rt:cx:' .. node)
+    for _, e in ipairs(redis.call('SMEMBERS', ntu)) do
+      local cut = string.find(e, '\n', 1, true)
+      local k, u = string.sub(e, 1, cut - 1), string.sub(e, cut + 1)
+      if redis.call('HINCRBY', k, u, -1) <= 0 then redis.call('HDEL', k, u) end
+    end
+    redis.call('DEL', nk, ntu, 'rt:cx:' .. node)
     redis.call('SREM', unodes, node)
   end
 end

@@ -24,8 +24,7 @@ use crate::cluster::compact;
 
 use crate::core::event::Message;
 use crate::core::model::{
-    Command, ConnEvent, ConnSnapshot, Cursor, ListFilter, ListPage, PresenceCounts, PresenceEntry,
-    StatsPart, Who,
+    Command, ConnEvent, ConnSnapshot, Cursor, ListFilter, ListPage, PresenceEntry, StatsPart, Who,
 };
 
 pub const CONTROL: &str = "rt:c";
@@ -105,9 +104,6 @@ pub enum Request {
     Presence {
         topic: String,
     },
-    PresenceCounts {
-        topic: String,
-    },
     Stats,
     Watch,
 }
@@ -120,7 +116,6 @@ pub enum Response {
     Conn(Box<ConnSnapshot>),
     Page(ListPage),
     Presence(Vec<PresenceEntry>),
-    PresenceCounts(PresenceCounts),
     Stats(StatsPart),
     Ok,
     Failed(String),

@@ -551,14 +551,6 @@ where
         })
     }
 
-    /// The distinct users (name hashes) among `topic`'s live subscribers here, for a union
-    /// across nodes.
-    pub fn user_hashes(&self, topic: &str) -> Vec<u64> {
-        self.get(topic)
-            .and_then(|s| s.lock().users.as_ref().map(|u| u.keys().copied().collect()))
-            .unwrap_or_default()
-    }
-
     /// A page of `topic`'s live subscribers here that carry `role` when given, after sequence
     /// `after`, with the total. Without a role it walks only the page (O(log n + limit)): a
     /// topic of 100k subscribers is paged without listing them all.
@@ -779,18 +771,13 @@ mod tests {
             join(&t, c, at("E", 0), None);
         }
         assert_eq!(t.counts("t"), (3, 2));
-        let mut hashes = t.user_hashes("t");
-        hashes.sort_unstable();
-        let mut want = vec![name_hash("a"), name_hash("b")];
-        want.sort_unstable();
-        assert_eq!(hashes, want);
         assert!(t.unsubscribe("t", &conns[0]));
         assert_eq!(t.counts("t"), (2, 2), "a still has a connection");
         t.leave_all(&conns[1]);
         assert_eq!(t.counts("t"), (1, 1));
         assert!(t.unsubscribe("t", &conns[2]));
         assert_eq!(t.counts("t"), (0, 0));
-        assert!(t.user_hashes("t").is_empty());
+        assert!(!t.is_held("t"));
     }
 
     #[test]
