@@ -20,7 +20,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::core::message::MessageInput;
 use crate::core::model::{HistoryQuery, ListFilter, Who};
-use crate::hub::batch::{BatchItem, Stopped};
+use crate::hub::batch::{BatchItem, Chains, Stopped};
 use crate::hub::Hub;
 use crate::proto::realtime_service_server::{RealtimeService, RealtimeServiceServer};
 use crate::proto::{self, event::Kind};
@@ -213,72 +213,49 @@ fn publish_result(
     }
 }
 
-/// Answers a PublishStream: reads what the client has sent (at most [`STREAM_WINDOW`] ahead),
-/// publishes it as a batch (topic order kept, across windows too), answers each in order, and
-/// reads on only then, so a fast client is held back by the transport's flow control. When
-/// the client half-closes, everything read is answered and the stream ends OK; at shutdown,
-/// what was read is answered and the stream ends UNAVAILABLE.
+/// Answers a PublishStream: each item read starts at once (after the earlier items of its
+/// topic: topic order), at most [`STREAM_WINDOW`] running ahead of their answers, which go out
+/// in item order; past that it reads on only as answers go out, so a fast client is held back
+/// by the transport's flow control. When the client half-closes, everything read is answered
+/// and the stream ends OK; at shutdown, what was read is answered and the stream ends
+/// UNAVAILABLE.
 fn publish_stream(
     hub: Arc<Hub>,
     mut incoming: tonic::Streaming<proto::PublishRequest>,
 ) -> ResultStream {
     let (tx, rx) = tokio::sync::mpsc::channel(STREAM_WINDOW);
     tokio::spawn(async move {
-        let mut stopped = Stopped::default();
+        use futures_util::stream::{FuturesOrdered, StreamExt};
+        let mut chains = Chains::default();
+        let mut running = FuturesOrdered::new();
         let mut index = 0u32;
         let mut shutdown = hub.shutdown_signal();
-        loop {
-            let first = tokio::select! {
-                m = incoming.message() => m,
-                _ = async { let _ = shutdown.wait_for(|down| *down).await; } => {
-                    let _ = tx.send(Err(Status::unavailable("the service is shutting down"))).await;
-                    return;
-                }
-            };
-            let mut window = match first {
-                Ok(Some(r)) => vec![batch_item(r)],
-                Ok(None) => return, // half-closed, everything answered: the stream ends OK
-                Err(s) => {
-                    let _ = tx.send(Err(s)).await;
-                    return;
-                }
-            };
-            // What has arrived already joins this window (without waiting for more).
-            let mut end: Option<Result<(), Status>> = None;
-            while window.len() < STREAM_WINDOW {
-                match futures_util::FutureExt::now_or_never(incoming.message()) {
-                    Some(Ok(Some(r))) => window.push(batch_item(r)),
-                    Some(Ok(None)) => {
-                        end = Some(Ok(()));
-                        break;
+        // Why reading stopped: the client half-closed (Ok), its stream failed, or shutdown.
+        let mut end: Option<Result<(), Status>> = None;
+        while end.is_none() || !running.is_empty() {
+            tokio::select! {
+                biased;
+                Some(r) = running.next(), if !running.is_empty() => {
+                    if tx.send(Ok(publish_result(index, r))).await.is_err() {
+                        return; // the client went away
                     }
-                    Some(Err(s)) => {
-                        end = Some(Err(s));
-                        break;
+                    index = index.wrapping_add(1);
+                }
+                m = incoming.message(), if end.is_none() && running.len() < STREAM_WINDOW => {
+                    match m {
+                        Ok(Some(r)) => running.push_back(hub.publish_chained(&mut chains, batch_item(r))),
+                        Ok(None) => end = Some(Ok(())),
+                        Err(s) => end = Some(Err(s)),
                     }
-                    None => break,
+                }
+                _ = async { let _ = shutdown.wait_for(|down| *down).await; }, if end.is_none() => {
+                    end = Some(Err(Status::unavailable("the service is shutting down")));
                 }
             }
-            for r in hub.publish_many(&window, &mut stopped).await {
-                if tx.send(Ok(publish_result(index, r))).await.is_err() {
-                    return; // the client went away
-                }
-                index = index.wrapping_add(1);
-            }
-            match end {
-                Some(Ok(())) => return,
-                Some(Err(s)) => {
-                    let _ = tx.send(Err(s)).await;
-                    return;
-                }
-                None if hub.is_shutting_down() => {
-                    let _ = tx
-                        .send(Err(Status::unavailable("the service is shutting down")))
-                        .await;
-                    return;
-                }
-                None => {}
-            }
+        }
+        // Everything read is answered: the stream ends OK, or with why it stopped.
+        if let Some(Err(s)) = end {
+            let _ = tx.send(Err(s)).await;
         }
     });
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))

@@ -198,6 +198,30 @@ async fn after_unavailable_the_rest_of_the_topic_is_not_published() {
         "{:?}",
         r.results[1]
     );
+    // The same over a stream, whose items run as they come.
+    let items = vec![item("u", "1", ""), item("u", "2", ""), item("v", "3", "")];
+    let streamed: Vec<PublishResult> = client
+        .publish_stream(authed(futures_util::stream::iter(items)))
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|r| r.expect("answered"))
+        .collect()
+        .await;
+    let codes: Vec<u32> = streamed.iter().map(|r| r.code).collect();
+    assert_eq!(codes, [Code::Unavailable as u32; 3]);
+    assert!(
+        streamed[1]
+            .error
+            .contains("earlier publication to this topic"),
+        "{:?}",
+        streamed[1]
+    );
+    assert!(
+        !streamed[2].error.contains("earlier publication"),
+        "another topic is tried: {:?}",
+        streamed[2]
+    );
 }
 
 /// Across two nodes on Redis: a batch through one node and its retry through the other publish
