@@ -1206,6 +1206,15 @@ async fn a_stopped_node_delays_no_delivery_and_a_killed_one_leaves_the_counts() 
     .await;
     assert_eq!(publish(&mut via_a, "room", "7", "").await.connections, 1);
     assert_eq!(send_role(&mut via_a, "staff", "role", "8").await, 1);
+    // GetUsers counts the same way (the dead node is not swept yet: node_ttl_ms is 30 s).
+    let u = via_a
+        .get_users(authed(proto::GetUsersRequest {
+            user_ids: vec!["u".into()],
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((u.users[0].online, u.users[0].connections), (true, 1));
     let e = via_a
         .send_to_connection(authed(proto::SendToConnectionRequest {
             connection_id: far.id.clone(),

@@ -156,12 +156,25 @@ redis.call('PUBLISH', 'rt:e', event)
 return 1
 "#;
 
+/// GetUsers' read (run after `counts::LIVE`). KEYS: counts, state, for each user. Returns
+/// per user {live connections, since, closed, seen} ("" for a field not set): a dead node's
+/// connections are not counted, as in deliveries.
+pub const READ: &str = r#"
+local out = {}
+for i = 1, #KEYS, 2 do
+  local f = redis.call('HMGET', KEYS[i + 1], 'since', 'closed', 'seen')
+  table.insert(out, {live(KEYS[i]), f[1] or '', f[2] or '', f[3] or ''})
+end
+return out
+"#;
+
 /// The scripts, loaded once per node.
 pub(super) struct UserScripts {
     opened: Script,
     closed: Script,
     sweep: Script,
     recount: Script,
+    read: Script,
 }
 
 impl UserScripts {
@@ -171,6 +184,7 @@ impl UserScripts {
             closed: Script::new(CLOSED),
             sweep: Script::new(SWEEP),
             recount: Script::new(RECOUNT),
+            read: Script::new(&format!("{}{READ}", super::counts::LIVE)),
         }
     }
 }
@@ -343,42 +357,38 @@ impl Users for RedisCluster {
         now_ms: i64,
     ) -> BoxFuture<'_, Result<Vec<UserState>, CoreError>> {
         Box::pin(async move {
-            // One pipeline per instance, each with the users it keeps, put back in order.
-            let n = self.instances.len();
-            let mut raw: Vec<Vec<Value>> = vec![Vec::new(); ids.len()];
-            for i in 0..n {
+            // One script run per instance, with the users it keeps, put back in order.
+            type Row = (i64, String, String, String);
+            let mut rows: Vec<Option<Row>> = vec![None; ids.len()];
+            for i in 0..self.instances.len() {
                 let mine: Vec<usize> = (0..ids.len())
                     .filter(|&j| self.instance_of(Key::User(&ids[j])) == i)
                     .collect();
                 if mine.is_empty() {
                     continue;
                 }
-                let mut pipe = redis::pipe();
+                let mut inv = self.user_scripts.read.prepare_invoke();
                 for &j in &mine {
-                    pipe.cmd("HVALS").arg(counts_key(&ids[j]));
-                    pipe.cmd("HMGET")
-                        .arg(state_key(&ids[j]))
-                        .arg("since")
-                        .arg("closed")
-                        .arg("seen");
+                    inv.key(counts_key(&ids[j])).key(state_key(&ids[j]));
                 }
-                let got: Vec<Value> = self.pipeline(Key::Instance(i), &pipe).await?;
-                for (&j, pair) in mine.iter().zip(got.chunks_exact(2)) {
-                    raw[j] = pair.to_vec();
-                }
-            }
-            let mut out = Vec::with_capacity(ids.len());
-            for (id, pair) in ids.iter().zip(raw.iter()) {
-                if pair.len() != 2 {
+                let got: Vec<Row> = self.invoke(Key::Instance(i), &inv).await?;
+                if got.len() != mine.len() {
                     return Err(CoreError::Unavailable(
                         "unexpected answer from Redis to a users read".into(),
                     ));
                 }
-                let counts: Vec<i64> = redis::from_redis_value(pair[0].clone()).unwrap_or_default();
-                let fields: Vec<Option<i64>> =
-                    redis::from_redis_value(pair[1].clone()).unwrap_or_default();
-                let field = |i: usize| fields.get(i).copied().flatten();
-                let connections = counts.iter().sum::<i64>().clamp(0, i64::from(u32::MAX));
+                for (&j, row) in mine.iter().zip(got) {
+                    rows[j] = Some(row);
+                }
+            }
+            let mut out = Vec::with_capacity(ids.len());
+            for (id, row) in ids.iter().zip(rows) {
+                // Every user belongs to one instance, which answered for it.
+                let (live, since, closed, seen) = row.unwrap_or_default();
+                let at = |f: &str| f.parse::<i64>().ok();
+                let fields = [at(&since), at(&closed), at(&seen)];
+                let field = |i: usize| fields[i];
+                let connections = live.clamp(0, i64::from(u32::MAX));
                 out.push(UserState::of(
                     id,
                     connections as u32,
