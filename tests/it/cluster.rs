@@ -1451,3 +1451,52 @@ async fn nodes_listing_other_redis_instances_are_not_ready() {
     })
     .await;
 }
+
+/// A node starts while an instance other than the first is down: its topics answer
+/// UNAVAILABLE, the rest works, and once the instance is up they work too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_starts_without_a_second_instance_and_takes_it_when_it_comes() {
+    use boundary_realtime::cluster::redis::topic_instance;
+    let r0 = RedisProc::start();
+    let mut r1 = RedisProc::start();
+    r1.stop();
+    let mut c = node_config(&r0, "a");
+    c.broker.redis_urls = vec![r0.url(), r1.url()];
+    let a = start_with(c).await;
+    assert!(http_get(a.http, "/readyz")
+        .await
+        .starts_with("HTTP/1.1 200"));
+    let mut via_a = a.client().await;
+    let (t0, t1) = (
+        placed(0, topic_instance, "t"),
+        placed(1, topic_instance, "t"),
+    );
+    assert_eq!(publish(&mut via_a, &t0, "1", "").await.offset, 1);
+    let e = via_a
+        .publish(authed(proto::PublishRequest {
+            topic: t1.clone(),
+            message: msg("news", "1"),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    r1.restart();
+    eventually("the second instance's topics to work", || {
+        let mut c = via_a.clone();
+        let t1 = t1.clone();
+        async move {
+            c.publish(authed(proto::PublishRequest {
+                topic: t1,
+                message: msg("news", "2"),
+            }))
+            .await
+            .is_ok()
+        }
+    })
+    .await;
+    let mut ws = a.connect("late", &[]).await;
+    subscribe(&mut ws, &t1, None).await;
+    let p = publish(&mut via_a, &t1, "3", "").await;
+    assert_eq!(p.connections, 1);
+    assert_eq!(ws.next_json().await["offset"], p.offset);
+}

@@ -206,10 +206,14 @@ pub use crate::config::redacted_url as redacted;
 /// The client and the command connection (multiplexed, reconnecting by itself), with
 /// TCP_NODELAY: requests and replies are small writes that must not wait for an ACK (Nagle
 /// with delayed ACKs costs 40 ms a round trip).
+/// With `required`, the instance must answer now; otherwise (an instance other than the
+/// first) a node starts without it, connecting when it can: meanwhile its topics and users
+/// answer UNAVAILABLE, as when it goes away later.
 async fn connect(
     redis_url: &str,
     shown: &str,
-) -> Result<(redis::Client, ConnectionManager), String> {
+    required: bool,
+) -> Result<(redis::Client, ConnectionManager, bool), String> {
     let info = redis::IntoConnectionInfo::into_connection_info(redis_url)
         .map_err(|e| format!("{shown}: {e}"))?
         .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
@@ -219,14 +223,23 @@ async fn connect(
         .set_response_timeout(Some(REDIS_TIMEOUT))
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_secs(2));
-    let cmd = tokio::time::timeout(
+    let now = tokio::time::timeout(
         REDIS_TIMEOUT * 2,
-        ConnectionManager::new_with_config(client.clone(), cfg),
+        ConnectionManager::new_with_config(client.clone(), cfg.clone()),
     )
     .await
-    .map_err(|_| format!("cannot reach Redis at {shown}: timed out"))?
-    .map_err(|e| format!("cannot reach Redis at {shown}: {e}"))?;
-    Ok((client, cmd))
+    .map_err(|_| format!("cannot reach Redis at {shown}: timed out"))
+    .and_then(|r| r.map_err(|e| format!("cannot reach Redis at {shown}: {e}")));
+    match now {
+        Ok(cmd) => Ok((client, cmd, true)),
+        Err(e) if required => Err(e),
+        Err(e) => {
+            tracing::warn!(redis = %shown, error = %e, "starting without this Redis instance; its topics and users are unavailable until it answers");
+            let cmd = ConnectionManager::new_lazy_with_config(client.clone(), cfg)
+                .map_err(|e| format!("{shown}: {e}"))?;
+            Ok((client, cmd, false))
+        }
+    }
 }
 
 /// A node id must be unique: it names the node's channel and every connection id. Refused
@@ -268,9 +281,13 @@ impl RedisCluster {
         };
         let mut instances = Vec::new();
         let mut shown_all = Vec::new();
-        for url in &settings.redis_urls {
+        let mut up = Vec::new();
+        for (i, url) in settings.redis_urls.iter().enumerate() {
             let shown = redacted(url);
-            let (client, cmd) = connect(url, &shown).await?;
+            let (client, cmd, answered) = connect(url, &shown, i == 0).await?;
+            if answered {
+                up.push(i);
+            }
             shown_all.push(shown.clone());
             instances.push(Instance {
                 shown,
@@ -324,9 +341,12 @@ impl RedisCluster {
         }
         tokio::spawn(members::heartbeat(Arc::clone(&cluster)));
         tokio::spawn(interest::dissolver(Arc::clone(&cluster)));
-        if !cluster.wait_subscribed().await {
+        if !cluster.wait_subscribed(&up).await {
             cluster.stop.send_replace(true);
-            return Err(format!("cannot subscribe to Redis at {url}"));
+            return Err(format!(
+                "cannot subscribe to Redis at {}",
+                cluster.instances[0].shown
+            ));
         }
         tracing::info!(redis = %url, node_id = %cluster.node_id, "joined the cluster");
         Ok(cluster)
@@ -371,10 +391,10 @@ impl RedisCluster {
     }
 
     /// Waits (at most 5 s) until the supervisors have this node's channels subscribed on
-    /// every instance.
-    async fn wait_subscribed(&self) -> bool {
+    /// the instances that answered at start (the first always did).
+    async fn wait_subscribed(&self, up: &[usize]) -> bool {
         for _ in 0..100 {
-            if (0..self.instances.len()).all(|i| self.subscribed(i)) {
+            if up.iter().all(|&i| self.subscribed(i)) {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
