@@ -338,6 +338,11 @@ impl<O> Page<O> {
     pub fn from_run(mut items: Vec<Arc<Conn<O>>>, limit: usize, total: usize) -> Self {
         let more = items.len() > limit;
         items.truncate(limit);
+        Page::ending(items, more, total)
+    }
+
+    /// A page of `items`, with a next page after its last one when there are `more`.
+    fn ending(items: Vec<Arc<Conn<O>>>, more: bool, total: usize) -> Self {
         Page {
             next_after: if more {
                 items.last().map(|c| c.info.seq)
@@ -699,15 +704,7 @@ fn scan_page<'a, O: 'a>(
             }
         }
     }
-    Page {
-        next_after: if more {
-            items.last().map(|c| c.info.seq)
-        } else {
-            None
-        },
-        items,
-        total,
-    }
+    Page::ending(items, more, total)
 }
 
 /// The distinct entries of a small list, in order of first appearance.

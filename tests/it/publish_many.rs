@@ -19,6 +19,18 @@ fn item(topic: &str, payload: &str, id: &str) -> PublishRequest {
     }
 }
 
+/// Sends `items` over one PublishStream and collects every answer; the stream must end OK.
+async fn stream(client: &mut Client, items: Vec<PublishRequest>) -> Vec<PublishResult> {
+    client
+        .publish_stream(authed(futures_util::stream::iter(items)))
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|r| r.expect("every item answered in the stream, which ends OK"))
+        .collect()
+        .await
+}
+
 /// What each result says: (index, code, offset or error).
 fn summary(results: &[PublishResult]) -> Vec<(u32, u32, String)> {
     results
@@ -148,14 +160,7 @@ async fn a_stream_answers_every_publication_in_order_and_ends_when_the_client_do
         .map(|i| item(topics[i % 3], &i.to_string(), ""))
         .collect();
     items[150] = item("bad topic", "1", "");
-    let results: Vec<PublishResult> = client
-        .publish_stream(authed(futures_util::stream::iter(items)))
-        .await
-        .unwrap()
-        .into_inner()
-        .map(|r| r.expect("every item answered in the stream, which ends OK"))
-        .collect()
-        .await;
+    let results: Vec<PublishResult> = stream(&mut client, items).await;
     assert_eq!(results.len(), 300);
     let mut next = [1u64; 3];
     for (i, r) in results.iter().enumerate() {
@@ -200,14 +205,7 @@ async fn after_unavailable_the_rest_of_the_topic_is_not_published() {
     );
     // The same over a stream, whose items run as they come.
     let items = vec![item("u", "1", ""), item("u", "2", ""), item("v", "3", "")];
-    let streamed: Vec<PublishResult> = client
-        .publish_stream(authed(futures_util::stream::iter(items)))
-        .await
-        .unwrap()
-        .into_inner()
-        .map(|r| r.expect("answered"))
-        .collect()
-        .await;
+    let streamed: Vec<PublishResult> = stream(&mut client, items).await;
     let codes: Vec<u32> = streamed.iter().map(|r| r.code).collect();
     assert_eq!(codes, [Code::Unavailable as u32; 3]);
     assert!(
@@ -298,14 +296,7 @@ async fn batches_and_streams_through_two_nodes_make_one_order_and_retry_by_id() 
         ]
     );
     let items: Vec<PublishRequest> = (3..8).map(|i| item("m", &i.to_string(), "")).collect();
-    let streamed: Vec<PublishResult> = via_b
-        .publish_stream(authed(futures_util::stream::iter(items)))
-        .await
-        .unwrap()
-        .into_inner()
-        .map(|r| r.expect("answered"))
-        .collect()
-        .await;
+    let streamed: Vec<PublishResult> = stream(&mut via_b, items).await;
     let offsets: Vec<String> = summary(&streamed).into_iter().map(|s| s.2).collect();
     assert_eq!(offsets, ["3@2", "4@2", "5@2", "6@2", "7@2"]);
     for ws in [&mut on_a, &mut on_b] {

@@ -88,13 +88,28 @@ local function live(h)
 end
 "#;
 
+/// A Lua helper for the scripts that take a node's whole share away (a reset, the sweep of a
+/// dead node): `forget(node, nk, ntu)` deletes its fields in every count hash it is in and
+/// its users from every topic-user hash, then `nk` and `ntu` themselves.
+pub const FORGET: &str = r#"
+local function forget(node, nk, ntu)
+  for _, k in ipairs(redis.call('SMEMBERS', nk)) do redis.call('HDEL', k, node) end
+  for _, e in ipairs(redis.call('SMEMBERS', ntu)) do
+    local cut = string.find(e, '\n', 1, true)
+    local k, u = string.sub(e, 1, cut - 1), string.sub(e, cut + 1)
+    if redis.call('HINCRBY', k, u, -1) <= 0 then redis.call('HDEL', k, u) end
+  end
+  redis.call('DEL', nk, ntu)
+end
+"#;
+
 /// A topic's counts (run after [`LIVE`]). KEYS: rt:tc:{t}, rt:tu:{t}. Returns {the live
 /// nodes' subscribers, distinct users}.
 pub const PRESENCE: &str = r#"
 return {live(KEYS[1]), redis.call('HLEN', KEYS[2])}
 "#;
 
-/// Applies a batch. KEYS: rt:nk:<node>, rt:cx:<node>, rt:unodes, rt:alive:<node>,
+/// Applies a batch (run after [`FORGET`]). KEYS: rt:nk:<node>, rt:cx:<node>, rt:unodes, rt:alive:<node>,
 /// rt:ntu:<node>, then n count hashes, then p topic-user hashes. ARGV: node, mode (`add`, or
 /// `set`: this node's whole tally, its old share cleared first, and the node marked alive for
 /// node ttl ms), node ttl ms, m, n, then m connection changes (`+id` or `-id`), then one
@@ -106,13 +121,8 @@ local node, mode, ttl = ARGV[1], ARGV[2], ARGV[3]
 local m, n = tonumber(ARGV[4]), tonumber(ARGV[5])
 redis.call('SADD', nodes, node)
 if mode == 'set' then
-  for _, k in ipairs(redis.call('SMEMBERS', nk)) do redis.call('HDEL', k, node) end
-  for _, e in ipairs(redis.call('SMEMBERS', ntu)) do
-    local cut = string.find(e, '\n', 1, true)
-    local k, user = string.sub(e, 1, cut - 1), string.sub(e, cut + 1)
-    if redis.call('HINCRBY', k, user, -1) <= 0 then redis.call('HDEL', k, user) end
-  end
-  redis.call('DEL', nk, cx, ntu)
+  forget(node, nk, ntu)
+  redis.call('DEL', cx)
   redis.call('SET', alive, '1', 'PX', ttl)
 end
 for i = 1, m do
@@ -242,7 +252,7 @@ impl Counts {
         Counts {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
-            apply: Script::new(&format!("{LIVE}{APPLY}")),
+            apply: Script::new(&format!("{FORGET}{APPLY}")),
         }
     }
 

@@ -81,7 +81,7 @@ end
 return total
 "#;
 
-/// The sweep. KEYS: rt:uoff, rt:unodes. ARGV: now, last-seen ttl ms, grace ms, limit. First
+/// The sweep (run after `counts::FORGET`). KEYS: rt:uoff, rt:unodes. ARGV: now, last-seen ttl ms, grace ms, limit. First
 /// takes dead nodes' users away (their grace starts now) and their connection counts
 /// (`super::counts`), then takes offline every user whose
 /// grace ended: returns {user, closed, user, closed, ...}, each user once, ever.
@@ -106,14 +106,8 @@ for _, node in ipairs(redis.call('SMEMBERS', unodes)) do
       end
     end
     redis.call('DEL', un)
-    local nk, ntu = 'rt:nk:' .. node, 'rt:ntu:' .. node
-    for _, k in ipairs(redis.call('SMEMBERS', nk)) do redis.call('HDEL', k, node) end
-    for _, e in ipairs(redis.call('SMEMBERS', ntu)) do
-      local cut = string.find(e, '\n', 1, true)
-      local k, u = string.sub(e, 1, cut - 1), string.sub(e, cut + 1)
-      if redis.call('HINCRBY', k, u, -1) <= 0 then redis.call('HDEL', k, u) end
-    end
-    redis.call('DEL', nk, ntu, 'rt:cx:' .. node)
+    forget(node, 'rt:nk:' .. node, 'rt:ntu:' .. node)
+    redis.call('DEL', 'rt:cx:' .. node)
     redis.call('SREM', unodes, node)
   end
 end
@@ -182,7 +176,7 @@ impl UserScripts {
         UserScripts {
             opened: Script::new(OPENED),
             closed: Script::new(CLOSED),
-            sweep: Script::new(SWEEP),
+            sweep: Script::new(&format!("{}{SWEEP}", super::counts::FORGET)),
             recount: Script::new(RECOUNT),
             read: Script::new(&format!("{}{READ}", super::counts::LIVE)),
         }
