@@ -1363,6 +1363,7 @@ async fn two_redis_instances_share_the_work_and_one_down_leaves_the_other() {
     }
 
     r1.restart();
+    let deadline = std::time::Instant::now() + WAIT;
     let p = loop {
         let r = via_a
             .publish(authed(proto::PublishRequest {
@@ -1372,7 +1373,7 @@ async fn two_redis_instances_share_the_work_and_one_down_leaves_the_other() {
             .await;
         match r {
             Ok(p) => break p.into_inner(),
-            Err(e) if e.code() == Code::Unavailable => {
+            Err(e) if e.code() == Code::Unavailable && std::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await
             }
             Err(e) => panic!("{e:?}"),

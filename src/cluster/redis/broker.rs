@@ -45,22 +45,14 @@ impl Broker for RedisCluster {
                     )));
                 }
             }
-            // A connection's own id is counted, not subscribed (its node channel always is).
-            let subscribed: Vec<Who> = keys
-                .iter()
-                .filter(|k| !matches!(k, Who::Connection(_)))
-                .cloned()
-                .collect();
-            let (sub, count) = tokio::join!(
-                self.interest.hold(&subscribed),
-                self.count_hold(user, &keys)
-            );
+            let (sub, count) =
+                tokio::join!(self.interest.hold(&keys), self.count_hold(user, &keys));
             match (sub, count) {
                 (Ok(()), Ok(())) => Ok(()),
                 (sub, count) => {
                     // On error nothing is held: what did succeed is taken back.
                     if sub.is_ok() {
-                        self.interest.release(&subscribed);
+                        self.interest.release(&keys);
                     }
                     self.count_release(user, &keys);
                     match sub {
@@ -73,12 +65,7 @@ impl Broker for RedisCluster {
     }
 
     fn release(&self, user: &str, keys: Vec<Who>) {
-        let subscribed: Vec<Who> = keys
-            .iter()
-            .filter(|k| !matches!(k, Who::Connection(_)))
-            .cloned()
-            .collect();
-        self.interest.release(&subscribed);
+        self.interest.release(&keys);
         self.count_release(user, &keys);
     }
 

@@ -78,13 +78,15 @@ impl Interests {
         ok
     }
 
-    /// Holds every key; resolves once Redis acknowledged each channel's subscription.
+    /// Holds every key; resolves once Redis acknowledged each channel's subscription. A
+    /// connection id is not a channel of its own (its node's channel is always subscribed):
+    /// it is skipped, here and in [`Interests::release`].
     pub async fn hold(&self, keys: &[Who]) -> Result<(), CoreError> {
         let mut waits = Vec::with_capacity(keys.len());
         {
             let mut map = self.map.lock();
             let mut fresh = Vec::new();
-            for k in keys {
+            for k in keys.iter().filter(|k| !matches!(k, Who::Connection(_))) {
                 let ch = wire::channel(k).unwrap_or_default();
                 let e = map.entry(ch.clone()).or_insert_with(|| {
                     fresh.push(ch.clone());
@@ -130,7 +132,7 @@ impl Interests {
     pub fn release(&self, keys: &[Who]) {
         let mut map = self.map.lock();
         let now = Instant::now();
-        for k in keys {
+        for k in keys.iter().filter(|k| !matches!(k, Who::Connection(_))) {
             if let Some(e) = map.get_mut(&wire::channel(k).unwrap_or_default()) {
                 e.count = e.count.saturating_sub(1);
                 if e.count == 0 {
