@@ -142,6 +142,7 @@ fn run(cli: Cli) -> Result<(), String> {
             // page connect (the quick start pastes the snippet into one).
             config.http.allowed_origins = vec!["*".into()];
             config.http.demo = true;
+            config.admin.enabled = true;
             if let Some(v) = cli.log_format {
                 config.log.format = v;
             }
@@ -318,6 +319,14 @@ fn print_dev_banner(server: &Server, config: &Config) {
     } else {
         String::new()
     };
+    let admin = if config.admin.enabled {
+        format!(
+            "\n  Admin      http://{}{}   (sign in with the API key)",
+            server.http_addr, config.admin.path
+        )
+    } else {
+        String::new()
+    };
     let grpc = server.grpc_addr;
     println!(
         r#"
@@ -329,7 +338,7 @@ WebSocket upgrades accepted from any Origin (`serve` allows only the same host b
   API key    {key}
   Token      {token}
              (user "dev-user", role "dev", any topic, valid 24 h)
-  Demo page  http://{http}/demo#token={token}
+  Demo page  http://{http}/demo#token={token}{admin}
 
 Connect from a browser console with the client library (the token goes in the first
 frame, never the URL):

@@ -126,6 +126,7 @@ pub struct Config {
     pub broker: BrokerConfig,
     pub log: LogConfig,
     pub users: UsersConfig,
+    pub admin: AdminConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -448,6 +449,31 @@ impl Default for BrokerConfig {
     }
 }
 
+/// `[admin]`: the web console (protocol section 8, docs/admin.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Off by default; `dev` turns it on.
+    pub enabled: bool,
+    /// Where the console is served; its JSON API is under `<path>/api/`.
+    pub path: String,
+    /// A session ends this long after sign-in.
+    pub session_ttl_ms: u64,
+    /// The cookie is `Secure` even without TLS on this listener (TLS ended upstream).
+    pub secure_cookie: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: false,
+            path: "/admin".into(),
+            session_ttl_ms: 28_800_000,
+            secure_cookie: false,
+        }
+    }
+}
+
 /// Logging (an addition to the contract's keys): `format` is `human` or `json`, `level` a
 /// tracing filter such as `info` or `boundary_realtime=debug`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -704,6 +730,7 @@ impl Config {
             self.check_limits(),
             self.check_centrifuge(),
             self.check_broker(),
+            self.check_admin(),
         ])
         .filter_map(Result::err)
         .collect();
@@ -857,6 +884,50 @@ impl Config {
                     format!("{p:?} is already served by something else"),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// `[admin]`: a path of its own, and a key to sign in with.
+    fn check_admin(&self) -> Result<(), ConfigError> {
+        let a = &self.admin;
+        if !a.enabled {
+            return Ok(());
+        }
+        let p = &a.path;
+        // Plain path characters only: the pages carry the path as written.
+        let plain = p
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/_.-".contains(&b));
+        if !p.starts_with('/') || p.len() < 2 || p.ends_with('/') || p.contains("//") || !plain {
+            return Err(err(
+                "admin.path",
+                format!(
+                    "{p:?} is not a path like /admin (letters, digits, / _ . -; no trailing slash)"
+                ),
+            ));
+        }
+        // Every route the listener serves, and what would hide one of them.
+        let mut taken = vec!["/ws", "/healthz", "/readyz", "/metrics", "/api", "/demo"];
+        if self.centrifuge.enabled {
+            taken.push(&self.centrifuge.path);
+        }
+        let inside =
+            |outer: &str, inner: &str| inner == outer || inner.starts_with(&format!("{outer}/"));
+        if let Some(t) = taken.iter().find(|t| inside(p, t) || inside(t, p)) {
+            return Err(err(
+                "admin.path",
+                format!("{p:?} collides with {t:?}, which this listener already serves"),
+            ));
+        }
+        if self.grpc.api_keys.is_empty() {
+            return Err(err(
+                "admin.enabled",
+                "the console signs in with an API key and grpc.api_keys is empty",
+            ));
+        }
+        if a.session_ttl_ms < 1000 {
+            return Err(err("admin.session_ttl_ms", "must be at least 1000"));
         }
         Ok(())
     }

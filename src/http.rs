@@ -1,5 +1,6 @@
 //! The HTTP listener's routes: `/ws` (the WebSocket door), `/api/v1/<Rpc>` (the HTTP JSON
-//! API, `grpc::json`), `/healthz`, `/readyz`, `/metrics`, and with `http.demo` the demo page (`/demo`) and the client library it uses. The page and
+//! API, `grpc::json`), `/healthz`, `/readyz`, `/metrics`, with `[admin] enabled` the admin
+//! console (`admin`), and with `http.demo` the demo page (`/demo`) and the client library it uses. The page and
 //! library are embedded from `clients/js/` at build time. No request logging layer here: a
 //! logged URL could carry a `?token=`.
 
@@ -50,7 +51,14 @@ pub fn router(hub: Arc<Hub>) -> Router {
                 get(|| async { asset("image/svg+xml", FAVICON) }),
             );
     }
-    router.with_state(hub)
+    let admin = hub.config.admin.enabled;
+    let router = router.with_state(Arc::clone(&hub));
+    if admin {
+        // The console's own routes under `[admin] path` (config checked they collide with none).
+        router.merge(crate::admin::router(hub))
+    } else {
+        router
+    }
 }
 
 /// `POST /api/v1/<Rpc>`: the HTTP JSON API (see `grpc::json`).

@@ -6,6 +6,7 @@
 //! [`node::LocalNode`], whose [`core::registry`] finds the recipients and queues the shared
 //! frame to each. [`core`] is pure (no I/O, no clock); everything else is the shell.
 
+pub mod admin;
 pub mod auth;
 pub mod centrifuge;
 pub mod cli;

@@ -88,6 +88,10 @@ pub struct Memory {
     pub(super) handler: super::HandlerSlot,
     /// Who is online (every connection is on this node).
     users: Mutex<UserTable>,
+    /// Admin console sessions ended by a sign-out, with when each would have ended anyway
+    /// (pruned past that on every sign-out, so it holds at most the sign-outs of one
+    /// session lifetime).
+    ended_sessions: Mutex<HashMap<String, i64>>,
 }
 
 impl Memory {
@@ -119,6 +123,7 @@ impl Memory {
                 users.offline_grace_ms,
                 users.last_seen_ttl_ms,
             )),
+            ended_sessions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -503,6 +508,19 @@ impl Control for Memory {
     }
 
     fn unwatch(&self) {}
+
+    fn end_session(&self, id: &str, until_ms: i64) -> BoxFuture<'_, Result<(), CoreError>> {
+        let now = crate::clock::now_ms();
+        let mut ended = self.ended_sessions.lock();
+        ended.retain(|_, until| *until > now);
+        ended.insert(id.to_owned(), until_ms);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn session_ended(&self, id: &str) -> BoxFuture<'_, Result<bool, CoreError>> {
+        let ended = self.ended_sessions.lock().contains_key(id);
+        Box::pin(std::future::ready(Ok(ended)))
+    }
 }
 
 impl Users for Memory {

@@ -109,6 +109,12 @@ pub trait Control: Send + Sync + 'static {
     fn watch(&self) -> BoxFuture<'_, Result<(), CoreError>>;
     /// This node's watchers have all gone.
     fn unwatch(&self);
+    /// Ends the admin console session `id` on every node: from when this answers Ok until
+    /// `until_ms` (the session's own end, after which no node accepts it anyway),
+    /// [`Control::session_ended`] answers true everywhere.
+    fn end_session(&self, id: &str, until_ms: i64) -> BoxFuture<'_, Result<(), CoreError>>;
+    /// Whether the admin console session `id` was ended by a sign-out (on any node).
+    fn session_ended(&self, id: &str) -> BoxFuture<'_, Result<bool, CoreError>>;
 }
 
 /// Who is online, cluster-wide (PROTOCOL.md section 7): every node's connection count per

@@ -171,6 +171,17 @@ pub struct StatsSnapshot {
     pub started_at_ms: i64,
 }
 
+/// One node's line of the admin console's node table (from its [`StatsPart`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStats {
+    pub node_id: String,
+    pub connections: u64,
+    pub users: u64,
+    pub messages_sent: u64,
+    pub messages_dropped: u64,
+    pub started_at_ms: i64,
+}
+
 /// A stable 64-bit hash (FNV-1a) of a name, the same on every node and build.
 pub fn name_hash(s: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

@@ -70,7 +70,7 @@ fn code_name(code: Code) -> &'static str {
     }
 }
 
-fn reply(status: StatusCode, body: &str) -> Response {
+pub fn reply(status: StatusCode, body: &str) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
@@ -112,6 +112,19 @@ pub async fn call(
         });
         return error(&s);
     }
+    serve(door, rpc, md, remote, body).await
+}
+
+/// Answers one call of `rpc` whose caller has passed its door's guards: `md` carries the key
+/// the door's handler checks (the HTTP API's `Authorization` header, or the key an admin
+/// console session signed in with). Reads the body up to the RPC's limit, then runs it.
+pub async fn serve(
+    door: &GrpcDoor,
+    rpc: &str,
+    md: tonic::metadata::MetadataMap,
+    remote: std::net::SocketAddr,
+    body: axum::body::Body,
+) -> Response {
     // A message at the payload limit plus room for its fields; a batch, its own limit.
     let l = &door.hub.config.limits;
     let (limit, key) = if rpc == "PublishBatch" {
@@ -237,7 +250,7 @@ fn decode<T: prost::Message + Default>(name: &str, body: &[u8]) -> Result<T, Sta
 
 /// Writes a response message in its proto3 JSON form: every field present, lowerCamelCase
 /// names, 64-bit integers as strings.
-fn encode<T: prost::Message>(name: &str, resp: &T) -> Result<String, Status> {
+pub fn encode<T: prost::Message>(name: &str, resp: &T) -> Result<String, Status> {
     let desc = pool()?
         .get_message_by_name(&format!("{PACKAGE}.{name}"))
         .ok_or_else(|| Status::internal(format!("no descriptor for {name}")))?;

@@ -166,7 +166,7 @@ fn non_empty(field: &str, value: String) -> Result<String, Status> {
     }
 }
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<proto::Event, Status>> + Send>>;
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<proto::Event, Status>> + Send>>;
 type ResultStream = Pin<Box<dyn Stream<Item = Result<proto::PublishResult, Status>> + Send>>;
 
 /// The most items of one PublishBatch.

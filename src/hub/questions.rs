@@ -2,7 +2,7 @@
 //! lifecycle events a watcher follows. Each asks the engine and shapes its answer.
 
 use super::*;
-use crate::core::model::PresenceCounts;
+use crate::core::model::{NodeStats, PresenceCounts};
 use crate::core::users::UserState;
 
 /// The most user ids one GetUsers names.
@@ -151,7 +151,24 @@ impl Hub {
 
     /// GetStats, cluster-wide.
     pub async fn stats(&self) -> Result<StatsSnapshot, CoreError> {
+        Ok(self.stats_by_node().await?.0)
+    }
+
+    /// GetStats, cluster-wide, with each live node's own line (sorted by node id).
+    pub async fn stats_by_node(&self) -> Result<(StatsSnapshot, Vec<NodeStats>), CoreError> {
         let (parts, nodes) = self.control.stats().await?;
+        let mut lines: Vec<NodeStats> = parts
+            .iter()
+            .map(|p| NodeStats {
+                node_id: p.node_id.clone(),
+                connections: p.connections,
+                users: p.users.len() as u64,
+                messages_sent: p.messages_sent,
+                messages_dropped: p.messages_dropped,
+                started_at_ms: p.started_at_ms,
+            })
+            .collect();
+        lines.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         let kept = self.store.kept_topics().await?;
         let mut users = HashSet::new();
         let mut topics: HashSet<u64> = kept.into_iter().collect();
@@ -174,7 +191,17 @@ impl Hub {
         }
         s.users = users.len() as u64;
         s.topics = topics.len() as u64;
-        Ok(s)
+        Ok((s, lines))
+    }
+
+    /// Ends an admin console session on every node until `until_ms` (its own end).
+    pub async fn end_admin_session(&self, id: &str, until_ms: i64) -> Result<(), CoreError> {
+        self.control.end_session(id, until_ms).await
+    }
+
+    /// Whether an admin console session was signed out (on any node).
+    pub async fn admin_session_ended(&self, id: &str) -> Result<bool, CoreError> {
+        self.control.session_ended(id).await
     }
 
     /// Starts watching lifecycle events of every node.

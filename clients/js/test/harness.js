@@ -34,6 +34,7 @@ export async function startServer(env = {}) {
   const secret = out.match(/REALTIME_JWT__SECRET=(\S+)/)[1];
   const devToken = out.match(/^\s+Token\s+(\S+)$/m)[1];
   const demoUrl = out.match(/^\s+Demo page\s+(\S+)$/m)[1];
+  const adminUrl = out.match(/^\s+Admin\s+(\S+)/m)[1];
   const def = protoLoader.loadSync(path.join(root, "proto/boundary/realtime/v1/realtime.proto"), {
     keepCase: true,
     defaults: true,
@@ -65,6 +66,7 @@ export async function startServer(env = {}) {
     apiKey,
     devToken,
     demoUrl,
+    adminUrl,
     call,
     token,
     stop() {

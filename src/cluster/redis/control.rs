@@ -151,4 +151,34 @@ impl Control for RedisCluster {
     }
 
     fn unwatch(&self) {}
+
+    fn end_session(&self, id: &str, until_ms: i64) -> BoxFuture<'_, Result<(), CoreError>> {
+        // One key on the first instance, gone by itself when the session would have ended.
+        let key = ended_session_key(id);
+        Box::pin(async move {
+            let left = (until_ms - now_ms()).max(1);
+            let _: () = self
+                .query(
+                    Key::Global,
+                    redis::cmd("SET").arg(&key).arg(1).arg("PX").arg(left),
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn session_ended(&self, id: &str) -> BoxFuture<'_, Result<bool, CoreError>> {
+        let key = ended_session_key(id);
+        Box::pin(async move {
+            let n: u32 = self
+                .query(Key::Global, redis::cmd("EXISTS").arg(&key))
+                .await?;
+            Ok(n > 0)
+        })
+    }
+}
+
+/// The key that marks an admin console session as signed out.
+fn ended_session_key(id: &str) -> String {
+    format!("rt:adm:out:{id}")
 }
