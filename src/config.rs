@@ -1366,6 +1366,46 @@ mod tests {
     }
 
     #[test]
+    fn the_console_needs_a_path_of_its_own_and_a_key() {
+        let mut c = base();
+        c.admin.enabled = true;
+        assert!(c.validate().is_ok());
+        for taken in [
+            "/ws",
+            "/api",
+            "/api/v1",
+            "/metrics",
+            "/demo",
+            "/connection",
+            "/connection/websocket/x",
+            "/healthz",
+        ] {
+            c.admin.path = taken.into();
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.key, "admin.path", "{taken}");
+            assert!(e.message.contains("collides"), "{taken}: {e}");
+        }
+        for bad in ["admin", "/", "/admin/", "/a b", "/a\"<b", "//x"] {
+            c.admin.path = bad.into();
+            assert_eq!(key_of(&c), "admin.path", "{bad:?}");
+        }
+        c.admin.path = "/ops/console".into();
+        assert!(c.validate().is_ok());
+        // The Centrifugo endpoint moved under the console's path collides too.
+        c.centrifuge.path = "/ops/console/ws".into();
+        assert_eq!(key_of(&c), "admin.path");
+        let mut c = base();
+        c.admin.enabled = true;
+        c.grpc.api_keys.clear();
+        c.grpc.allow_unauthenticated = true;
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, "admin.enabled");
+        assert!(e.message.contains("API key"), "{e}");
+        c.admin.enabled = false;
+        assert!(c.validate().is_ok(), "off, it needs nothing");
+    }
+
+    #[test]
     fn short_hmac_secrets_are_refused() {
         let mut c = base();
         c.jwt.secret = "x".into();
