@@ -91,7 +91,8 @@ function showSample(s) {
   if (s.point) {
     set("sent", num(Math.round(s.point.sentPerSec)));
     set("dropped", num(Math.round(s.point.droppedPerSec)));
-    series.push(s.point);
+    // The stream's first sample may already be the series' last point.
+    if (!series.length || series[series.length - 1].at < s.point.at) series.push(s.point);
     if (series.length > 300) series.shift();
     drawChart();
   }
@@ -311,7 +312,9 @@ function disconnect(target, code, reason) {
 
 $("kick").addEventListener("submit", (e) => {
   e.preventDefault();
-  disconnect({ userId: $("k-user").value.trim() }, Number($("k-code").value), $("k-reason").value);
+  $("c-code").value = $("k-code").value;
+  $("c-reason").value = $("k-reason").value;
+  confirmDisconnect({ userId: $("k-user").value.trim() });
 });
 
 $("send").addEventListener("submit", (e) => {

@@ -27,8 +27,10 @@ struct Live {
     session: Session,
     stats: watch::Receiver<Option<Arc<Sample>>>,
     feed: Option<Feed>,
-    /// What to send before anything else (the chart so far).
-    first: Option<Event>,
+    /// What to send before anything else (the chart so far, the latest sample).
+    first: Vec<Event>,
+    /// The node is stopping: the stream ends (a shutdown never waits on a console).
+    shutdown: watch::Receiver<bool>,
     ended: bool,
 }
 
@@ -38,16 +40,24 @@ pub async fn stream(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Resp
         Err(e) => return e.into_response(),
     };
     let (series, stats) = admin.sampler.watch();
-    let first = Event::default()
+    let mut first = vec![Event::default()
         .event("series")
-        .data(serde_json::to_string(&series).unwrap_or_else(|_| "[]".into()));
+        .data(serde_json::to_string(&series).unwrap_or_else(|_| "[]".into()))];
+    // A running sampler's latest sample at once: the page has its numbers without waiting
+    // for the next tick.
+    if let Some(latest) = stats.borrow().as_ref() {
+        let data = serde_json::to_string(&**latest).unwrap_or_default();
+        first.push(Event::default().event("stats").data(data));
+    }
+    first.reverse();
     let feed = open_feed(&admin, &session).await;
     let live = Live {
+        shutdown: admin.hub.shutdown_signal(),
         admin,
         session,
         stats,
         feed,
-        first: Some(first),
+        first,
         ended: false,
     };
     let mut r = Sse::new(events(live))
@@ -88,11 +98,12 @@ fn events(live: Live) -> impl Stream<Item = Result<Event, Infallible>> {
         if st.ended {
             return None;
         }
-        if let Some(first) = st.first.take() {
+        if let Some(first) = st.first.pop() {
             return Some((Ok(first), st));
         }
         loop {
             tokio::select! {
+                _ = async { let _ = st.shutdown.wait_for(|down| *down).await; } => return None,
                 changed = st.stats.changed() => {
                     if changed.is_err() {
                         return None;

@@ -674,3 +674,30 @@ fn sign_ins_and_actions_are_logged_with_the_keys_position_never_the_key() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_open_console_stream_never_holds_up_a_shutdown() {
+    let mut c = admin_config();
+    c.node.shutdown_timeout_ms = 8000;
+    let mut s = start_with(c).await;
+    let cookie = signed_in(&s).await;
+    let mut stream = tokio::net::TcpStream::connect(s.http).await.unwrap();
+    let head = format!(
+        "GET /admin/api/events HTTP/1.1\r\nHost: {}\r\nCookie: {cookie}\r\n\r\n",
+        s.http
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("200 OK"));
+    let started = std::time::Instant::now();
+    assert!(s.shutdown().await, "a clean shutdown");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the stream ended with the shutdown, not at its timeout: {:?}",
+        started.elapsed()
+    );
+}

@@ -2,7 +2,8 @@
 // wrong key is refused on the page; the right one signs in; a WebSocket opened by the test
 // appears under its user, is disconnected from the page with the chosen code and reason (the
 // client sees exactly that close) and its row goes; the totals and the chart move while
-// messages flow; send and publish from the page reach a client. Saves a screenshot to
+// messages flow; send and publish from the page reach a client; a user's every connection is
+// disconnected after a confirmation; sign-out. Saves a screenshot to
 // target/e2e/admin.png, or to ADMIN_SCREENSHOT (docs/admin.png is made with
 // ADMIN_SCREENSHOT=../../docs/admin.png npm run test:e2e).
 import { test, before, after } from "node:test";
@@ -134,6 +135,19 @@ test("sign in, watch a connection appear, disconnect it from the page, see messa
   await page.waitForSelector(row, { state: "detached" });
   await page.waitForSelector('#status:has-text("1 connection(s) closed with 4321")');
   await page.waitForSelector('#feed li[data-kind="DISCONNECTED"][data-user="ada"]:has-text("4321")');
+
+  // Every connection of a user, after the same confirmation.
+  const eve = [await socket("eve"), await socket("eve")];
+  await page.fill("#k-user", "eve");
+  await page.fill("#k-code", "4005");
+  await page.fill("#k-reason", "all of eve");
+  await page.click("#kick button");
+  await page.waitForSelector("#confirm[open]");
+  assert.equal(await page.textContent("#c-target"), "every connection of eve");
+  await page.click("#c-ok");
+  await until("eve's connections closed", () => eve.every((c) => c.closed !== null));
+  for (const c of eve) assert.deepEqual(c.closed, { code: 4005, reason: "all of eve" });
+  await page.waitForSelector('#status:has-text("Disconnected user eve: 2 connection(s) closed with 4005.")');
 
   assert.deepEqual(pageErrors, []);
   assert.deepEqual(failed, [], "no request failed");
