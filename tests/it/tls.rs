@@ -190,3 +190,37 @@ async fn bad_tls_files_stop_start_up_naming_the_key() {
         .to_string();
     assert!(e.contains("http.tls_key_file"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_tls_the_admin_console_cookie_is_secure() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let certs = make_certs("admin");
+    let mut c = tls_config(&certs);
+    c.admin.enabled = true;
+    let s = start_with(c).await;
+    let connector = tokio_rustls::TlsConnector::from(client_config(&certs.cert_pem));
+    let tcp = tokio::net::TcpStream::connect(s.http).await.unwrap();
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let body = format!(r#"{{"key":"{API_KEY}"}}"#);
+    let port = s.http.port();
+    let req = format!(
+        "POST /admin/api/sign-in HTTP/1.1\r\nHost: localhost:{port}\r\nOrigin: https://localhost:{port}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let cookie = text
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .expect("a session cookie");
+    assert!(
+        cookie.ends_with("HttpOnly; SameSite=Strict; Secure"),
+        "{cookie}"
+    );
+}
