@@ -127,6 +127,8 @@ pub struct Config {
     pub log: LogConfig,
     pub users: UsersConfig,
     pub admin: AdminConfig,
+    /// `[[consumers]]`: zero or more (protocol section 9, docs/consumers.md).
+    pub consumers: Vec<ConsumerConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -474,6 +476,63 @@ impl Default for AdminConfig {
     }
 }
 
+/// Where a consumer reads its commands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsumerKind {
+    #[default]
+    Postgres,
+    RedisStream,
+}
+
+/// One `[[consumers]]` entry (protocol section 9).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsumerConfig {
+    /// Names the consumer in logs, metrics and the admin console; unique.
+    pub name: String,
+    pub kind: ConsumerKind,
+    /// postgres: the database (a password inside is a secret: never logged).
+    #[serde(
+        deserialize_with = "lenient::secret",
+        serialize_with = "lenient::redacted"
+    )]
+    pub dsn: SecretString,
+    /// postgres: the outbox table (`<table>_failed` and `<table>_leases` beside it).
+    pub table: String,
+    /// postgres: rows are ordered per `partition` modulo this.
+    pub partitions: u32,
+    /// redis_stream: the Redis holding the stream (a password inside is a secret).
+    #[serde(
+        deserialize_with = "lenient::secret",
+        serialize_with = "lenient::redacted"
+    )]
+    pub url: SecretString,
+    pub stream: String,
+    pub group: String,
+    pub batch_size: usize,
+    pub poll_interval_ms: u64,
+    pub claim_idle_ms: u64,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            name: String::new(),
+            kind: ConsumerKind::Postgres,
+            dsn: SecretString::from(String::new()),
+            table: "realtime_outbox".into(),
+            partitions: 1,
+            url: SecretString::from("redis://127.0.0.1:6379".to_owned()),
+            stream: "realtime".into(),
+            group: "boundary-realtime".into(),
+            batch_size: 100,
+            poll_interval_ms: 1000,
+            claim_idle_ms: 10_000,
+        }
+    }
+}
+
 /// Logging (an addition to the contract's keys): `format` is `human` or `json`, `level` a
 /// tracing filter such as `info` or `boundary_realtime=debug`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -621,6 +680,8 @@ fn layered_partial(
             broker => BrokerConfig,
             log => LogConfig,
             users => UsersConfig,
+            admin => AdminConfig,
+            consumers => Vec<ConsumerConfig>,
         }
         // Nothing wrong inside a section: the problem is around them (a syntax error, an
         // unknown section).
@@ -731,6 +792,7 @@ impl Config {
             self.check_centrifuge(),
             self.check_broker(),
             self.check_admin(),
+            self.check_consumers(),
         ])
         .filter_map(Result::err)
         .collect();
@@ -928,6 +990,93 @@ impl Config {
         }
         if a.session_ttl_ms < 1000 {
             return Err(err("admin.session_ttl_ms", "must be at least 1000"));
+        }
+        Ok(())
+    }
+
+    /// `[[consumers]]`: each named once, with what its kind needs.
+    fn check_consumers(&self) -> Result<(), ConfigError> {
+        let ident = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 48
+                && s.bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        };
+        for (i, c) in self.consumers.iter().enumerate() {
+            let key = |k: &str| format!("consumers[{i}].{k}");
+            if c.name.is_empty()
+                || !c
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+            {
+                return Err(err(
+                    &key("name"),
+                    format!("{:?} is not a name (letters, digits, _ . -)", c.name),
+                ));
+            }
+            if self.consumers[..i].iter().any(|o| o.name == c.name) {
+                return Err(err(
+                    &key("name"),
+                    format!("{:?} names two consumers", c.name),
+                ));
+            }
+            for (k, v, min, max) in [
+                ("batch_size", c.batch_size as u64, 1, 10_000),
+                ("poll_interval_ms", c.poll_interval_ms, 10, 3_600_000),
+                ("claim_idle_ms", c.claim_idle_ms, 1000, 3_600_000),
+                ("partitions", u64::from(c.partitions), 1, 1024),
+            ] {
+                if v < min || v > max {
+                    return Err(err(&key(k), format!("must be from {min} to {max}")));
+                }
+            }
+            match c.kind {
+                ConsumerKind::Postgres => {
+                    let dsn = c.dsn.expose_secret();
+                    if dsn.is_empty() {
+                        return Err(err(
+                            &key("dsn"),
+                            "a postgres consumer needs a dsn (postgres://user@host/db)",
+                        ));
+                    }
+                    if let Err(e) = dsn.parse::<tokio_postgres::Config>() {
+                        return Err(err(
+                            &key("dsn"),
+                            format!("is not a PostgreSQL connection string: {e}"),
+                        ));
+                    }
+                    if !ident(&c.table) {
+                        return Err(err(
+                            &key("table"),
+                            format!(
+                                "{:?} is not a plain table name (a-z 0-9 _, at most 48)",
+                                c.table
+                            ),
+                        ));
+                    }
+                }
+                ConsumerKind::RedisStream => {
+                    let url = c.url.expose_secret();
+                    if let Err(e) = ::redis::Client::open(url) {
+                        return Err(err(
+                            &key("url"),
+                            format!("{} is not a Redis URL: {e}", redacted_url(url)),
+                        ));
+                    }
+                    for (k, v) in [("stream", &c.stream), ("group", &c.group)] {
+                        if v.is_empty() || v.len() > 200 || v.contains(char::is_whitespace) {
+                            return Err(err(
+                                &key(k),
+                                format!("{v:?} is not a stream or group name"),
+                            ));
+                        }
+                    }
+                }
+            }
         }
         Ok(())
     }

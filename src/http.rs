@@ -22,7 +22,7 @@ const FAVICON: &str = include_str!("../clients/js/demo/favicon.svg");
 /// The page loads only its own scripts and talks only to this host.
 const DEMO_CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
-pub fn router(hub: Arc<Hub>) -> Router {
+pub fn router(hub: Arc<Hub>, consumers: Vec<Arc<crate::consumers::status::Status>>) -> Router {
     let mut router = Router::new()
         .route("/ws", get(crate::ws::upgrade))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -55,7 +55,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
     let router = router.with_state(Arc::clone(&hub));
     if admin {
         // The console's own routes under `[admin] path` (config checked they collide with none).
-        router.merge(crate::admin::router(hub))
+        router.merge(crate::admin::router(hub, consumers))
     } else {
         router
     }

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod consumers;
 pub mod core;
 pub mod grpc;
 pub mod heap_trim;

@@ -31,6 +31,17 @@ pub struct CloseLabels {
     pub code: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumerLabels {
+    pub consumer: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumerName {
+    pub consumer: String,
+}
+
 type HistogramFamily = Family<MethodLabels, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -52,6 +63,12 @@ pub struct Metrics {
     /// Cluster mode: gaps in a topic's live stream repaired from history (or told as lost).
     pub cluster_gap_repairs: Counter,
     pub cluster_dispatch_dropped: Counter,
+    /// Consumers (section 9): records by consumer and outcome (applied, failed, retried).
+    pub consumer_records: Family<ConsumerLabels, Counter>,
+    /// Consumers: the age in seconds of the oldest record not yet applied (0: none waits).
+    pub consumer_lag: Family<ConsumerName, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Consumers: how many records wait.
+    pub consumer_waiting: Family<ConsumerName, Gauge>,
 }
 
 fn grpc_histogram() -> Histogram {
@@ -84,6 +101,9 @@ impl Metrics {
             cluster_incomplete: Counter::default(),
             cluster_gap_repairs: Counter::default(),
             cluster_dispatch_dropped: Counter::default(),
+            consumer_records: Family::default(),
+            consumer_lag: Family::default(),
+            consumer_waiting: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -151,7 +171,41 @@ impl Metrics {
             "Cluster mode: deliveries and publications dropped because their dispatch worker's queue was full",
             m.cluster_dispatch_dropped.clone(),
         );
+        registry.register(
+            "consumer_records",
+            "Consumers: records by consumer and outcome (applied, failed: set aside; retried: a transient failure)",
+            m.consumer_records.clone(),
+        );
+        registry.register(
+            "consumer_lag_seconds",
+            "Consumers: age of the oldest record not yet applied (0 when none waits)",
+            m.consumer_lag.clone(),
+        );
+        registry.register(
+            "consumer_waiting",
+            "Consumers: records waiting to be applied",
+            m.consumer_waiting.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// A consumer's record ended with `outcome`.
+    pub fn consumer_record(&self, consumer: &str, outcome: &'static str, n: u64) {
+        self.consumer_records
+            .get_or_create(&ConsumerLabels {
+                consumer: consumer.to_owned(),
+                outcome,
+            })
+            .inc_by(n);
+    }
+
+    /// A consumer's backlog: how many records wait, the oldest's age.
+    pub fn consumer_backlog(&self, consumer: &str, waiting: i64, lag_seconds: f64) {
+        let name = ConsumerName {
+            consumer: consumer.to_owned(),
+        };
+        self.consumer_waiting.get_or_create(&name).set(waiting);
+        self.consumer_lag.get_or_create(&name).set(lag_seconds);
     }
 
     pub fn handshake(&self, outcome: &'static str) {

@@ -44,6 +44,8 @@ pub struct Server {
     health: tonic_health::server::HealthReporter,
     http_task: JoinHandle<()>,
     grpc_task: JoinHandle<()>,
+    /// The consumers' tasks: each finishes the record in hand at shutdown.
+    consumer_tasks: Vec<JoinHandle<()>>,
 }
 
 /// Serves the HTTP routes on `listener` (plain or TLS) until shutdown begins.
@@ -120,11 +122,12 @@ async fn bind(
 /// The WebSocket door and the other HTTP routes, plain or TLS, until shutdown begins.
 fn serve_http_door(
     hub: &Arc<Hub>,
+    consumers: Vec<Arc<crate::consumers::status::Status>>,
     listener: TcpListener,
     addr: SocketAddr,
     tls: Option<crate::tls::PemIdentity>,
 ) -> Result<JoinHandle<()>, StartError> {
-    let app = crate::http::router(Arc::clone(hub));
+    let app = crate::http::router(Arc::clone(hub), consumers);
     let Some(id) = tls else {
         let plain = crate::tls::PlainListener(listener);
         return Ok(tokio::spawn(serve_http(plain, app, hub.shutdown_signal())));
@@ -222,7 +225,9 @@ impl Server {
             Arc::downgrade(&hub) as _;
         cluster.register(handler);
         tokio::spawn(auth.refresh_loop(hub.shutdown_signal()));
-        let http_task = serve_http_door(&hub, http_listener, http_addr, http_tls)?;
+        let consumers = crate::consumers::start(&hub);
+        let statuses = consumers.iter().map(|(s, _)| Arc::clone(s)).collect();
+        let http_task = serve_http_door(&hub, statuses, http_listener, http_addr, http_tls)?;
         let (health, grpc_task) = serve_grpc_door(&hub, grpc_listener, grpc_tls).await?;
         tokio::spawn(crate::sweeper::run(Arc::clone(&hub)));
         tokio::spawn(crate::sweeper::run_users(Arc::clone(&hub)));
@@ -241,6 +246,7 @@ impl Server {
             health,
             http_task,
             grpc_task,
+            consumer_tasks: consumers.into_iter().map(|(_, t)| t).collect(),
         })
     }
 
@@ -258,6 +264,9 @@ impl Server {
         let drained = tokio::time::timeout(timeout, async move {
             let _ = self.http_task.await;
             let _ = self.grpc_task.await;
+            for t in self.consumer_tasks {
+                let _ = t.await;
+            }
             // Every socket's task, not just the registry: see `Hub::sockets_ended`.
             hub.sockets_ended().await;
         })

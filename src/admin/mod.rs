@@ -42,7 +42,7 @@ pub struct Admin {
 }
 
 /// The console's routes, under `[admin] path` (the caller checks that it is enabled).
-pub fn router(hub: Arc<Hub>) -> Router {
+pub fn router(hub: Arc<Hub>, consumers: Vec<Arc<crate::consumers::status::Status>>) -> Router {
     let cfg = &hub.config;
     let p = cfg.admin.path.clone();
     let secure = cfg.admin.secure_cookie
@@ -50,7 +50,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
     let admin = Arc::new(Admin {
         door: GrpcDoor::new(Arc::clone(&hub)),
         limiter: Mutex::new(limiter::SignInLimiter::default()),
-        sampler: sampler::Sampler::new(Arc::clone(&hub)),
+        sampler: sampler::Sampler::new(Arc::clone(&hub), consumers),
         secure,
         pages: page::Pages::new(&p),
         hub,

@@ -45,6 +45,8 @@ pub struct Sample {
     pub point: Option<Point>,
     /// Why this tick has no numbers (the broker unreachable, say); the last ones stand.
     pub error: Option<String>,
+    /// This node's consumers: counts, backlog, what it holds.
+    pub consumers: Vec<crate::consumers::status::Snapshot>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -96,14 +98,20 @@ struct State {
 /// The node's one sampler, started by the first console and stopped a while after the last.
 pub struct Sampler {
     hub: Arc<Hub>,
+    /// This node's consumers (section 9), shown with their backlog.
+    consumers: Vec<Arc<crate::consumers::status::Status>>,
     state: Mutex<State>,
     latest: watch::Sender<Option<Arc<Sample>>>,
 }
 
 impl Sampler {
-    pub fn new(hub: Arc<Hub>) -> Arc<Sampler> {
+    pub fn new(
+        hub: Arc<Hub>,
+        consumers: Vec<Arc<crate::consumers::status::Status>>,
+    ) -> Arc<Sampler> {
         Arc::new(Sampler {
             hub,
+            consumers,
             state: Mutex::new(State {
                 running: false,
                 series: VecDeque::with_capacity(SERIES_LEN),
@@ -127,6 +135,10 @@ impl Sampler {
     /// The latest sample, if the sampler has taken one.
     pub fn latest(&self) -> Option<Arc<Sample>> {
         self.latest.borrow().clone()
+    }
+
+    fn consumers(&self) -> Vec<crate::consumers::status::Snapshot> {
+        self.consumers.iter().map(|c| c.snapshot()).collect()
     }
 
     async fn run(self: Arc<Self>) {
@@ -187,6 +199,7 @@ impl Sampler {
                             .collect(),
                         point,
                         error: None,
+                        consumers: self.consumers(),
                     }
                 }
                 Err(e) => {
@@ -200,6 +213,7 @@ impl Sampler {
                         nodes: last.map(|l| l.nodes.clone()).unwrap_or_default(),
                         point: None,
                         error: Some(e.to_string()),
+                        consumers: self.consumers(),
                     }
                 }
             };

@@ -161,6 +161,31 @@ pub async fn serve(
     }
 }
 
+/// Runs `rpc` with a JSON `body` for a caller inside the service (a consumer, section 9): the
+/// same decoding, handler, validation and errors as `POST /api/v1/<rpc>`, under the first
+/// configured key. Answers the response message as JSON, or the status the API would answer
+/// (UNIMPLEMENTED for a name that is not a unary RPC).
+pub async fn run(door: &GrpcDoor, rpc: &str, body: &[u8]) -> Result<String, Status> {
+    let mut md = tonic::metadata::MetadataMap::new();
+    if let Some(key) = door.hub.config.grpc.api_keys.first() {
+        use secrecy::ExposeSecret;
+        if let Ok(v) = format!("Bearer {}", key.expose_secret()).parse() {
+            md.insert("authorization", v);
+        }
+    }
+    let call = Call {
+        md,
+        remote: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
+    match dispatch(door, rpc, &call, body).await {
+        Ok(json) => Ok(json),
+        Err(Answer::NoSuchMethod) => Err(Status::unimplemented(format!(
+            "{rpc:?} is not a unary RPC of {PACKAGE}.RealtimeService"
+        ))),
+        Err(Answer::Status(s)) => Err(s),
+    }
+}
+
 enum Answer {
     NoSuchMethod,
     Status(Status),

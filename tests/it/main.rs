@@ -8,6 +8,7 @@ mod bench;
 mod centrifuge;
 mod cli;
 mod cluster;
+mod consumers;
 mod delivery;
 mod grpc_api;
 mod http_api;
