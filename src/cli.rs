@@ -53,6 +53,10 @@ enum Command {
         http_listen: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:50051")]
         grpc_listen: SocketAddr,
+        /// A TOML file with settings to try beyond the defaults (such as [[consumers]]); the
+        /// listeners, secret, key and node id stay dev's own.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Print one token signed with the configured HS* secret.
     Token {
@@ -125,6 +129,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Dev {
             http_listen,
             grpc_listen,
+            config: file,
         } => {
             if !http_listen.ip().is_loopback() || !grpc_listen.ip().is_loopback() {
                 return Err("dev listens on loopback addresses only (127.0.0.1 or [::1])".into());
@@ -132,7 +137,7 @@ fn run(cli: Cli) -> Result<(), String> {
             // Embedded defaults, with what REALTIME_* variables set (to try a setting, such as
             // REALTIME_CENTRIFUGE__PERSONAL_CHANNEL=true); the listeners, the secret, the key
             // and the node id are dev's own.
-            let mut config = config::load_unchecked(None).map_err(|e| e.to_string())?;
+            let mut config = config::load_unchecked(file.as_deref()).map_err(|e| e.to_string())?;
             config.http.listen = http_listen.to_string();
             config.grpc.listen = grpc_listen.to_string();
             config.jwt.secret = crate::random::hex(32).into();

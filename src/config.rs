@@ -1555,6 +1555,47 @@ mod tests {
     }
 
     #[test]
+    fn consumers_are_checked_naming_the_entry_and_key() {
+        let pg = || ConsumerConfig {
+            name: "orders".into(),
+            dsn: "postgres://app:pw@127.0.0.1/app".to_owned().into(),
+            ..ConsumerConfig::default()
+        };
+        let mut c = base();
+        c.consumers = vec![pg()];
+        assert!(c.validate().is_ok());
+        c.consumers = vec![pg(), pg()];
+        assert_eq!(key_of(&c), "consumers[1].name");
+        let mut bad = pg();
+        bad.table = "Orders; DROP TABLE x".into();
+        c.consumers = vec![bad];
+        assert_eq!(key_of(&c), "consumers[0].table");
+        let mut bad = pg();
+        bad.dsn = String::new().into();
+        c.consumers = vec![bad];
+        assert_eq!(key_of(&c), "consumers[0].dsn");
+        let mut bad = pg();
+        bad.batch_size = 0;
+        c.consumers = vec![bad];
+        assert_eq!(key_of(&c), "consumers[0].batch_size");
+        let mut bad = pg();
+        bad.claim_idle_ms = 10;
+        c.consumers = vec![bad];
+        assert_eq!(key_of(&c), "consumers[0].claim_idle_ms");
+        let stream = ConsumerConfig {
+            name: "jobs".into(),
+            kind: ConsumerKind::RedisStream,
+            url: "http://nope".to_owned().into(),
+            ..ConsumerConfig::default()
+        };
+        c.consumers = vec![stream];
+        assert_eq!(key_of(&c), "consumers[0].url");
+        // The password never shows, in errors or in the configuration printed.
+        let printed = format!("{:?}", pg());
+        assert!(!printed.contains("pw@"), "{printed}");
+    }
+
+    #[test]
     fn short_hmac_secrets_are_refused() {
         let mut c = base();
         c.jwt.secret = "x".into();

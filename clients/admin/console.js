@@ -97,6 +97,7 @@ function showSample(s) {
     drawChart();
   }
   if (s.error) status(`Statistics: ${s.error}`, "error");
+  showConsumers(s.consumers || []);
   const body = $("nodes").tBodies[0];
   body.replaceChildren(
     ...s.nodes.map((n) =>
@@ -109,6 +110,40 @@ function showSample(s) {
         el("td", {}, num(n.messagesSent)),
         el("td", {}, num(n.messagesDropped)),
         el("td", {}, new Date(n.startedAt).toLocaleString()),
+      ),
+    ),
+  );
+}
+
+function showConsumers(list) {
+  const box = $("consumers");
+  if (!list.length) {
+    box.textContent = "No consumers are configured on this node.";
+    return;
+  }
+  box.replaceChildren(
+    el(
+      "table",
+      {},
+      el("thead", {}, el("tr", {}, ...["consumer", "source", "held", "applied", "failed", "retried", "waiting", "lag", "error"].map((h) => el("th", {}, h)))),
+      el(
+        "tbody",
+        {},
+        ...list.map((c) =>
+          el(
+            "tr",
+            { "data-consumer": c.name },
+            el("td", {}, c.name),
+            el("td", {}, `${c.kind}: ${c.source}`),
+            el("td", {}, c.held.length ? c.held.join(", ") : "–"),
+            el("td", {}, num(c.applied)),
+            el("td", {}, num(c.failed)),
+            el("td", {}, num(c.retried)),
+            el("td", {}, num(c.waiting)),
+            el("td", {}, `${c.lagSeconds.toFixed(1)} s`),
+            el("td", {}, c.error || ""),
+          ),
+        ),
       ),
     ),
   );

@@ -98,6 +98,15 @@ async fn session(applier: &Applier, cfg: &ConsumerConfig) -> Result<(), Ended> {
     });
     let _driver = AbortOnDrop(driver);
     let t = &cfg.table;
+    // A node stopped (SIGSTOP) inside a batch's transaction would hold its lease and rows
+    // locked for as long as its connection lives, and the next holder's claim would wait on
+    // them: the server ends such a session after half the lease time.
+    client
+        .batch_execute(&format!(
+            "SET idle_in_transaction_session_timeout = {}",
+            (cfg.claim_idle_ms / 2).max(500)
+        ))
+        .await?;
     ensure_schema(&client, t).await?;
     client.batch_execute(&format!("LISTEN {t}")).await?;
     let n = cfg.partitions as i32;

@@ -62,7 +62,13 @@ pub async fn run(applier: Arc<Applier>, cfg: ConsumerConfig) {
 
 async fn session(applier: &Applier, cfg: &ConsumerConfig) -> redis::RedisResult<()> {
     let client = redis::Client::open(cfg.url.expose_secret())?;
-    let mut reader = client.get_multiplexed_async_connection().await?;
+    // The reader blocks in XREADGROUP up to a second: its answers may take that long.
+    let mut reader = client
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new()
+                .set_response_timeout(Some(Duration::from_secs(10))),
+        )
+        .await?;
     let mut cmd = client.get_multiplexed_async_connection().await?;
     let (stream, group) = (&cfg.stream, &cfg.group);
     let created: redis::RedisResult<()> = redis::cmd("XGROUP")

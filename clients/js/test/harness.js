@@ -10,9 +10,10 @@ import protoLoader from "@grpc/proto-loader";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 export const BIN = process.env.BOUNDARY_BIN || path.join(root, "target/debug/boundary-realtime");
 
-/** Starts `boundary-realtime dev`; `env` adds configuration (REALTIME_<SECTION>__<KEY>). */
-export async function startServer(env = {}) {
-  const child = spawn(BIN, ["dev", "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"], {
+/** Starts `boundary-realtime dev`; `env` adds configuration (REALTIME_<SECTION>__<KEY>),
+ * `args` more flags (`--config FILE` for what the environment cannot set, like consumers). */
+export async function startServer(env = {}, args = []) {
+  const child = spawn(BIN, ["dev", "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", ...args], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, ...env },
   });
