@@ -100,6 +100,33 @@ fn spawn(applier: Arc<Applier>, cfg: ConsumerConfig) -> tokio::task::JoinHandle<
     }
 }
 
+/// Runs `session` again and again until it ends with `Ok` (the node is shutting down): each
+/// `Err` (the store unreachable or failing, named by the message, never with a password) is
+/// logged and shown, and the next attempt waits with backoff (reset after 30 s of running).
+async fn reconnecting<F, Fut>(applier: &Applier, store: &str, mut session: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut attempt = 0u32;
+    while !applier.stopping() {
+        let started = std::time::Instant::now();
+        match session().await {
+            Ok(()) => return,
+            Err(msg) => {
+                tracing::warn!(consumer = %applier.name, error = %msg, "consumer: {store} unreachable or failing; retrying");
+                applier.status.error(Some(msg));
+                applier.status.held(Vec::new());
+            }
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            attempt = 0;
+        }
+        attempt += 1;
+        pause(applier, record::backoff_ms(attempt)).await;
+    }
+}
+
 /// Waits `ms`, or less when the node starts shutting down.
 async fn pause(applier: &Applier, ms: u64) {
     let mut down = applier.shutdown_signal();

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
 
 use super::record::{backoff_ms, Outcome};
-use super::{pause, Applier};
+use super::{pause, reconnecting, Applier};
 use crate::config::ConsumerConfig;
 
 /// How often leases are renewed: every second, or a third of `claim_idle_ms` if that is
@@ -36,29 +36,14 @@ enum Ended {
 }
 
 pub async fn run(applier: Arc<Applier>, cfg: ConsumerConfig) {
-    let mut attempt = 0u32;
-    loop {
-        if applier.stopping() {
-            return;
-        }
-        let started = Instant::now();
+    reconnecting(&applier, "database", || async {
         match session(&applier, &cfg).await {
-            Err(Ended::Shutdown) => return,
-            Err(Ended::Db(e)) => {
-                // The error names what failed; never the DSN (it may hold a password).
-                let msg = describe(&e);
-                tracing::warn!(consumer = %applier.name, error = %msg, "consumer: database unreachable or failing; retrying");
-                applier.status.error(Some(msg));
-                applier.status.held(Vec::new());
-            }
-            Ok(()) => return,
+            Ok(()) | Err(Ended::Shutdown) => Ok(()),
+            // The error names what failed; never the DSN (it may hold a password).
+            Err(Ended::Db(e)) => Err(describe(&e)),
         }
-        if started.elapsed() > Duration::from_secs(30) {
-            attempt = 0;
-        }
-        attempt += 1;
-        pause(&applier, backoff_ms(attempt)).await;
-    }
+    })
+    .await;
 }
 
 fn describe(e: &tokio_postgres::Error) -> String {

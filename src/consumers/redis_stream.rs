@@ -15,7 +15,7 @@ use redis::streams::{StreamId, StreamReadReply};
 use secrecy::ExposeSecret;
 
 use super::record::{backoff_ms, Outcome};
-use super::{pause, Applier};
+use super::{pause, reconnecting, Applier};
 use crate::config::ConsumerConfig;
 
 /// As the outbox's: every second, or a third of `claim_idle_ms` if that is shorter.
@@ -37,27 +37,10 @@ return 0
 "#;
 
 pub async fn run(applier: Arc<Applier>, cfg: ConsumerConfig) {
-    let mut attempt = 0u32;
-    loop {
-        if applier.stopping() {
-            return;
-        }
-        let started = Instant::now();
-        match session(&applier, &cfg).await {
-            Ok(()) => return,
-            Err(e) => {
-                let msg = e.to_string();
-                tracing::warn!(consumer = %applier.name, error = %msg, "consumer: Redis unreachable or failing; retrying");
-                applier.status.error(Some(msg));
-                applier.status.held(Vec::new());
-            }
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            attempt = 0;
-        }
-        attempt += 1;
-        pause(&applier, backoff_ms(attempt)).await;
-    }
+    reconnecting(&applier, "Redis", || async {
+        session(&applier, &cfg).await.map_err(|e| e.to_string())
+    })
+    .await;
 }
 
 async fn session(applier: &Applier, cfg: &ConsumerConfig) -> redis::RedisResult<()> {

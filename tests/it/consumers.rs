@@ -6,10 +6,8 @@
 //! loss or double delivery, and a Redis stream whose dead consumer's pending entries are
 //! applied by the next holder.
 
-use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio_postgres::{Client, NoTls};
 
 use crate::common::*;
@@ -91,6 +89,16 @@ async fn table_ready(db: &Db, table: &str) {
                 .await
                 .is_ok_and(|r| r.get::<_, bool>(0))
         }
+    })
+    .await;
+}
+
+/// Waits until the outbox holds no row (every one applied and deleted).
+async fn outbox_empty(pg: &Client) {
+    eventually("the outbox emptied", || async move {
+        pg.query_one("SELECT count(*) FROM realtime_outbox", &[])
+            .await
+            .is_ok_and(|r| r.get::<_, i64>(0) == 0)
     })
     .await;
 }
@@ -180,15 +188,7 @@ async fn committed_rows_arrive_in_order_rolled_back_never_and_bad_ones_are_set_a
     tx.commit().await.unwrap();
     let got = received(&mut ws, 500).await;
     assert_eq!(got, (1..=500).collect::<Vec<_>>(), "in id order, each once");
-    eventually("the outbox emptied", || {
-        let pg = &pg;
-        async move {
-            pg.query_one("SELECT count(*) FROM realtime_outbox", &[])
-                .await
-                .is_ok_and(|r| r.get::<_, i64>(0) == 0)
-        }
-    })
-    .await;
+    outbox_empty(&pg).await;
     let failed = pg
         .query(
             "SELECT method, error FROM realtime_outbox_failed ORDER BY id",
@@ -249,32 +249,15 @@ fn spawn_with_consumer(name: &str, toml: &str, redis: Option<&RedisProc>) -> (Re
             .env("REALTIME_BROKER__REDIS_URL", r.url())
             .env("REALTIME_BROKER__NODE_TTL_MS", "1500");
     }
-    let mut child = Reaped(cmd.spawn().unwrap());
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    loop {
-        let line = rx.recv_timeout(WAIT).expect("a listening line");
-        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-        if v["fields"]["message"] == "listening" {
-            let http = v["fields"]["http_addr"].as_str().unwrap().parse().unwrap();
-            let grpc = v["fields"]["grpc_addr"].as_str().unwrap().parse().unwrap();
-            // Keep reading so the pipe never fills.
-            std::thread::spawn(move || while rx.recv().is_ok() {});
-            return (
-                child,
-                TestServer {
-                    server: None,
-                    http,
-                    grpc,
-                },
-            );
-        }
-    }
+    let (child, http, grpc, rx) = spawn_command(cmd);
+    // Keep reading so the pipe never fills.
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+    let s = TestServer {
+        server: None,
+        http: http.parse().unwrap(),
+        grpc: grpc.parse().unwrap(),
+    };
+    (child, s)
 }
 
 fn outbox_toml(db: &Db, partitions: u32) -> String {
@@ -338,15 +321,7 @@ async fn two_nodes_apply_each_row_once_and_a_stopped_holder_loses_its_partitions
     }
     // A has deleted what it applied (a batch in flight when a node stops may be applied
     // again by the next holder: at least once, documented).
-    eventually("a to finish its batches", || {
-        let pg = &pg;
-        async move {
-            pg.query_one("SELECT count(*) FROM realtime_outbox", &[])
-                .await
-                .is_ok_and(|r| r.get::<_, i64>(0) == 0)
-        }
-    })
-    .await;
+    outbox_empty(&pg).await;
     // A stops (SIGSTOP): within claim_idle_ms B takes the partitions and applies what comes.
     let pid = child.0.id() as i32;
     unsafe { libc::kill(pid, libc::SIGSTOP) };
@@ -458,15 +433,7 @@ async fn a_killed_node_restarted_loses_nothing_and_delivers_no_publication_twice
     let rest = received(&mut ws, (total - 300) as usize).await;
     let all: Vec<u64> = first.into_iter().chain(rest).collect();
     assert_eq!(all, (1..=total).collect::<Vec<_>>(), "each once, in order");
-    eventually("the outbox emptied", || {
-        let pg = &pg;
-        async move {
-            pg.query_one("SELECT count(*) FROM realtime_outbox", &[])
-                .await
-                .is_ok_and(|r| r.get::<_, i64>(0) == 0)
-        }
-    })
-    .await;
+    outbox_empty(&pg).await;
     drop(w);
     db.drop_it().await;
 }
