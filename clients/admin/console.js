@@ -135,7 +135,7 @@ function showConsumers(list) {
             { "data-consumer": c.name },
             el("td", {}, c.name),
             el("td", {}, `${c.kind}: ${c.source}`),
-            el("td", {}, c.held.length ? c.held.join(", ") : "–"),
+            el("td", {}, c.kind === "redis_stream" ? (c.held.length ? "the stream" : "–") : c.held.length ? `partitions ${c.held.join(", ")}` : "–"),
             el("td", {}, num(c.applied)),
             el("td", {}, num(c.failed)),
             el("td", {}, num(c.retried)),
