@@ -45,14 +45,18 @@ pub async fn sign_in(
 ) -> Result<Response, Refused> {
     admin.same_origin(&headers)?;
     let now = crate::clock::now_ms();
-    if let Some(ms) = admin.limiter.lock().blocked_for(remote.ip(), now) {
+    // Logged in the refusal log (rate-limited), never with the key tried.
+    let refuse = |code, reason| {
         admin.hub.refused(crate::node::refusals::Refusal {
             what: "admin sign-in refused",
-            code: 429,
-            reason: "too many wrong keys from this address",
+            code,
+            reason,
             remote_addr: &shown(remote),
             user_id: None,
-        });
+        })
+    };
+    if let Some(ms) = admin.limiter.lock().blocked_for(remote.ip(), now) {
+        refuse(429, "too many wrong keys from this address");
         return Err(Refused::TooMany((ms + 999) / 1000));
     }
     let form: SignIn = serde_json::from_slice(&body)
@@ -60,13 +64,7 @@ pub async fn sign_in(
     let keys = &admin.hub.config.grpc.api_keys;
     let Some(index) = session::key_position(keys, &form.key) else {
         admin.limiter.lock().wrong(remote.ip(), now);
-        admin.hub.refused(crate::node::refusals::Refusal {
-            what: "admin sign-in refused",
-            code: 401,
-            reason: "wrong API key",
-            remote_addr: &shown(remote),
-            user_id: None,
-        });
+        refuse(401, "wrong API key");
         return Err(Refused::WrongKey);
     };
     let ttl = admin.hub.config.admin.session_ttl_ms;

@@ -122,6 +122,35 @@ async fn received(ws: &mut Ws, want: usize) -> Vec<u64> {
     got
 }
 
+/// Inserts `publish` rows `from..=to` for topic "orders", one transaction each, in partition
+/// `n % partitions`.
+async fn insert_publishes(pg: &Client, from: u64, to: u64, partitions: u64) {
+    for n in from..=to {
+        pg.execute(
+            "INSERT INTO realtime_outbox (method, payload, partition) VALUES ('publish', $1::text::json, $2)",
+            &[&publish_row("orders", n), &((n % partitions) as i32)],
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// Adds `publish` entries `from..=to` for topic "orders" to the stream "realtime".
+async fn xadd_publishes(r: &mut redis::aio::MultiplexedConnection, from: u64, to: u64) {
+    for n in from..=to {
+        let _: String = redis::cmd("XADD")
+            .arg("realtime")
+            .arg("*")
+            .arg("method")
+            .arg("publish")
+            .arg("payload")
+            .arg(publish_row("orders", n))
+            .query_async(r)
+            .await
+            .unwrap();
+    }
+}
+
 async fn subscribed(s: &TestServer, user: &str, topic: &str) -> Ws {
     let mut ws = s.connect(user, &[]).await;
     ws.send_text(&format!(
@@ -296,19 +325,7 @@ async fn two_nodes_apply_each_row_once_and_a_stopped_holder_loses_its_partitions
     // every row must arrive at exactly one of them.
     let mut on_a = subscribed(&a, "ada", "orders").await;
     let mut on_b = subscribed(&b, "bob", "orders").await;
-    let insert = |from: u64, to: u64| {
-        let pg = &pg;
-        async move {
-            for n in from..=to {
-                pg.execute(
-                    "INSERT INTO realtime_outbox (method, payload, partition) VALUES ('publish', $1::text::json, $2)",
-                    &[&publish_row("orders", n), &((n % 4) as i32)],
-                )
-                .await
-                .unwrap();
-            }
-        }
-    };
+    let insert = |from, to| insert_publishes(&pg, from, to, 4);
     insert(1, 200).await;
     let got_a = received(&mut on_a, 200).await;
     assert_eq!(got_a.len(), 200);
@@ -368,15 +385,8 @@ async fn the_consumer_reconnects_when_its_database_connection_is_cut() {
     let mut sent = 0u64;
     for round in 0..4 {
         let pg = db.client().await;
-        for _ in 0..50 {
-            sent += 1;
-            pg.execute(
-                "INSERT INTO realtime_outbox (method, payload) VALUES ('publish', $1::text::json)",
-                &[&publish_row("orders", sent)],
-            )
-            .await
-            .unwrap();
-        }
+        insert_publishes(&pg, sent + 1, sent + 50, 1).await;
+        sent += 50;
         if round < 3 {
             // As a database restart does to it: every connection to the database dropped
             // (this test's own included).
@@ -443,16 +453,6 @@ async fn a_redis_stream_is_applied_in_order_and_a_dead_consumers_pending_entries
     let redis = RedisProc::start();
     let client = redis::Client::open(redis.url()).unwrap();
     let mut r = client.get_multiplexed_async_connection().await.unwrap();
-    let add = |n: u64| {
-        redis::cmd("XADD")
-            .arg("realtime")
-            .arg("*")
-            .arg("method")
-            .arg("publish")
-            .arg("payload")
-            .arg(publish_row("orders", n))
-            .clone()
-    };
     // A consumer "dead" of the group read 1..=5 and died before acknowledging; it held the lease.
     let _: () = redis::cmd("XGROUP")
         .arg("CREATE")
@@ -463,9 +463,7 @@ async fn a_redis_stream_is_applied_in_order_and_a_dead_consumers_pending_entries
         .query_async(&mut r)
         .await
         .unwrap();
-    for n in 1..=5 {
-        let _: String = add(n).query_async(&mut r).await.unwrap();
-    }
+    xadd_publishes(&mut r, 1, 5).await;
     let _: redis::Value = redis::cmd("XREADGROUP")
         .arg("GROUP")
         .arg("boundary-realtime")
@@ -486,9 +484,7 @@ async fn a_redis_stream_is_applied_in_order_and_a_dead_consumers_pending_entries
         .query_async(&mut r)
         .await
         .unwrap();
-    for n in 6..=8 {
-        let _: String = add(n).query_async(&mut r).await.unwrap();
-    }
+    xadd_publishes(&mut r, 6, 8).await;
     let _: String = redis::cmd("XADD")
         .arg("realtime")
         .arg("*")
@@ -510,9 +506,7 @@ async fn a_redis_stream_is_applied_in_order_and_a_dead_consumers_pending_entries
     }];
     let s = start_with(c).await;
     let mut ws = subscribed(&s, "ada", "orders").await;
-    for n in 9..=1000 {
-        let _: String = add(n).query_async(&mut r).await.unwrap();
-    }
+    xadd_publishes(&mut r, 9, 1000).await;
     let got = received(&mut ws, 1000).await;
     assert_eq!(
         got,
@@ -566,19 +560,7 @@ async fn while_the_broker_is_down_rows_wait_and_then_arrive_in_order() {
     table_ready(&db, "realtime_outbox").await;
     let mut ws = subscribed(&s, "ada", "orders").await;
     let pg = db.client().await;
-    let insert = |from: u64, to: u64| {
-        let pg = &pg;
-        async move {
-            for n in from..=to {
-                pg.execute(
-                    "INSERT INTO realtime_outbox (method, payload) VALUES ('publish', $1::text::json)",
-                    &[&publish_row("orders", n)],
-                )
-                .await
-                .unwrap();
-            }
-        }
-    };
+    let insert = |from, to| insert_publishes(&pg, from, to, 1);
     insert(1, 10).await;
     assert_eq!(received(&mut ws, 10).await, (1..=10).collect::<Vec<_>>());
     redis.stop();
@@ -625,23 +607,13 @@ async fn the_stream_consumer_reconnects_after_a_redis_restart() {
     let s = start_with(c).await;
     let mut ws = subscribed(&s, "ada", "orders").await;
     let url = redis.url();
-    let add = |from: u64, to: u64| {
+    // A connection of its own each time: the one before goes with the restart.
+    let add = |from, to| {
         let url = url.clone();
         async move {
             let client = redis::Client::open(url).unwrap();
             let mut r = client.get_multiplexed_async_connection().await.unwrap();
-            for n in from..=to {
-                let _: String = redis::cmd("XADD")
-                    .arg("realtime")
-                    .arg("*")
-                    .arg("method")
-                    .arg("publish")
-                    .arg("payload")
-                    .arg(publish_row("orders", n))
-                    .query_async(&mut r)
-                    .await
-                    .unwrap();
-            }
+            xadd_publishes(&mut r, from, to).await;
         }
     };
     add(1, 10).await;
